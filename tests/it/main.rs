@@ -1,0 +1,5 @@
+//! The one integration-test binary: real registry, real peer tools, in-process fault server.
+mod harness;
+mod fetch_real;
+mod fetch_faults;
+mod store_cmds;
