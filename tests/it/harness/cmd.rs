@@ -1,0 +1,103 @@
+//! Running the `ocibundle` binary from tests with an isolated environment.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temp "home" for one test: its own store, HOME and auth files, removed on drop.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::tempdir().expect("tempdir") }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    /// `ocibundle` with HOME, XDG dirs and the store pointed into this env, and no
+    /// auth file or proxy from the outside world.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ocibundle"));
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        c.env("HOME", &home)
+            .env("XDG_DATA_HOME", home.join(".local/share"))
+            .env("XDG_RUNTIME_DIR", home.join("run"))
+            .env("OCIBUNDLE_STORE", self.store())
+            .env("OCIBUNDLE_RETRY_BASE_MS", "20")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("ALL_PROXY");
+        c
+    }
+    /// Runs `ocibundle ARGS...` and returns its output (does not assert on status).
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn ocibundle")
+    }
+    /// Runs and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "ocibundle {:?} failed ({}):\nstdout: {}\nstderr: {}",
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+    /// Runs and asserts failure with exit code 1 and a single `error: ` line; returns that line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "ocibundle {:?} should fail with exit 1, got {}:\nstdout: {}\nstderr: {}",
+            args,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            stderr
+        );
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no `error: ` line in stderr: {stderr}"))
+            .to_string();
+        line
+    }
+    /// Runs with `--json` appended and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("--json");
+        let s = self.ok(&a);
+        serde_json::from_str(&s).unwrap_or_else(|e| panic!("bad JSON ({e}): {s}"))
+    }
+}
+
+/// Runs an external tool (skopeo, umoci, ...) and asserts success; returns stdout.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {:?} failed ({}):\n{}",
+        args,
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// sha256 of a byte slice as `sha256:<hex>`.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
