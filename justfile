@@ -1,0 +1,23 @@
+# Task runner for ocibundle: https://github.com/casey/just
+# `just` is not packaged in Debian 12: install it with `cargo install just`.
+# Every recipe only calls a script, so the scripts work without `just` too.
+
+# list the recipes
+default:
+    @just --list
+
+# install missing test tools (Debian, as root), then cargo test --all-targets ARGS
+test *ARGS:
+    scripts/test.sh {{ARGS}}
+
+# the quick start: private registry, 3 sample images, fetch, ls, fsck, re-fetch, skopeo inspect
+demo:
+    scripts/demo.sh
+
+# fetch benchmark on the full corpus (ocibundle vs skopeo vs curl floor; ~3 GB in /tmp)
+bench *ARGS:
+    benches/fetch.sh {{ARGS}}
+
+# fetch benchmark on the small corpus (~50 MB, about a minute)
+bench-small *ARGS:
+    benches/fetch.sh --small {{ARGS}}
