@@ -1,0 +1,71 @@
+//! Command-line flags (clap) and their conversion into library options; one file per command.
+mod fetch;
+mod store;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ocibundle", version, about = "Carry container images across an air gap: fetch from registries into a verified, deduplicated store.")]
+pub struct Cli {
+    /// Store directory (default: $OCIBUNDLE_STORE, else $XDG_DATA_HOME/ocibundle/store)
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pull images from registries into the store (verified, resumable, deduplicated)
+    Fetch(fetch::FetchArgs),
+    /// Inspect and maintain the store
+    #[command(subcommand)]
+    Store(store::StoreCmd),
+}
+
+impl Cli {
+    fn store_root(&self) -> anyhow::Result<PathBuf> {
+        match &self.store {
+            Some(p) => Ok(p.clone()),
+            None => Ok(ocibundle::Store::default_root()?),
+        }
+    }
+}
+
+/// Runs the parsed command; the exit code for success (failures are errors).
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let root = cli.store_root()?;
+    match cli.command {
+        Command::Fetch(args) => fetch::run(&root, args),
+        Command::Store(cmd) => store::run(&root, cmd),
+    }
+}
+
+/// Human-readable byte count (decimal units, as disk vendors and `du --si` count).
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// Reads references from a file (or `-` for stdin): one a line, `#` comments, blanks ignored.
+pub fn read_ref_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}

@@ -1,0 +1,166 @@
+//! Content digests as types, and the hashing reader/writer that verify bytes against them.
+use sha2::{Digest as _, Sha256};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// A `sha256:<hex>` content digest: the only algorithm registries use in practice.
+/// Parsed once where data enters; everything downstream takes this type.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest {
+    hex: String,
+}
+
+impl Digest {
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+    pub fn from_bytes(raw: &[u8; 32]) -> Digest {
+        Digest { hex: hex::encode(raw) }
+    }
+    /// The digest of a byte slice.
+    pub fn of(data: &[u8]) -> Digest {
+        Digest::from_bytes(&Sha256::digest(data).into())
+    }
+}
+
+impl FromStr for Digest {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Digest> {
+        let bad = || Error::BadDigest(s.chars().take(100).collect());
+        let hex = s.strip_prefix("sha256:").ok_or_else(bad)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(bad());
+        }
+        Ok(Digest { hex: hex.to_string() })
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Incremental SHA-256 with a byte count.
+#[derive(Clone, Default)]
+pub struct Hasher {
+    sha: Sha256,
+    len: u64,
+}
+
+impl Hasher {
+    pub fn new() -> Hasher {
+        Hasher::default()
+    }
+    pub fn update(&mut self, data: &[u8]) {
+        self.sha.update(data);
+        self.len += data.len() as u64;
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn finish(self) -> Digest {
+        Digest::from_bytes(&self.sha.finalize().into())
+    }
+    /// Checks the hashed content against an expected digest and size.
+    pub fn verify(self, what: &str, expected: &Digest, size: Option<u64>) -> Result<()> {
+        let len = self.len;
+        if let Some(size) = size {
+            if len != size {
+                return Err(Error::SizeMismatch { what: what.to_string(), digest: expected.clone(), expected: size, found: len });
+            }
+        }
+        let found = self.finish();
+        if &found != expected {
+            return Err(Error::DigestMismatch { what: what.to_string(), expected: expected.clone(), found });
+        }
+        Ok(())
+    }
+}
+
+/// A writer that hashes everything passing through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    pub hasher: Hasher,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W, hasher: Hasher) -> Self {
+        HashingWriter { inner, hasher }
+    }
+    pub fn into_parts(self) -> (W, Hasher) {
+        (self.inner, self.hasher)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hashes a whole reader; returns digest and length.
+pub fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+    }
+    let len = h.len();
+    Ok((h.finish(), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parse_and_display() {
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        assert_eq!(d, Digest::of(b""));
+        assert!("sha256:E3B0".parse::<Digest>().is_err());
+        assert!("md5:00".parse::<Digest>().is_err());
+        assert!("sha256:../../etc/passwd".parse::<Digest>().is_err());
+    }
+    #[test]
+    fn verify_size_and_digest() {
+        let mut h = Hasher::new();
+        h.update(b"abc");
+        assert!(h.clone().verify("x", &Digest::of(b"abc"), Some(3)).is_ok());
+        assert!(matches!(h.clone().verify("x", &Digest::of(b"abc"), Some(4)), Err(Error::SizeMismatch { .. })));
+        assert!(matches!(h.verify("x", &Digest::of(b"abd"), None), Err(Error::DigestMismatch { .. })));
+    }
+}

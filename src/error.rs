@@ -1,0 +1,64 @@
+//! The library's one error type: what went wrong, with the image, blob or file at fault.
+use crate::digest::Digest;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid digest {0:?}")]
+    BadDigest(String),
+    #[error("invalid reference {reference:?}: {reason}")]
+    BadReference { reference: String, reason: String },
+    #[error("invalid platform {0:?} (expected OS/ARCH[/VARIANT], e.g. linux/amd64)")]
+    BadPlatform(String),
+    #[error("{what}: digest mismatch: expected {expected}, got {found}")]
+    DigestMismatch { what: String, expected: Digest, found: Digest },
+    #[error("{what} {digest}: size mismatch: expected {expected} bytes, got {found}")]
+    SizeMismatch { what: String, digest: Digest, expected: u64, found: u64 },
+    #[error("{what} is larger than the {limit}-byte limit")]
+    TooLarge { what: String, limit: u64 },
+    #[error("{what}: unsupported media type {media_type:?}")]
+    UnsupportedMediaType { what: String, media_type: String },
+    #[error("{what}: invalid JSON: {reason}")]
+    BadJson { what: String, reason: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A registry request failed; `retryable` tells the retry loop whether to try again.
+    #[error("{what}: {message}")]
+    Registry { what: String, message: String, retryable: bool },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn retryable(&self) -> bool {
+        matches!(self, Error::Registry { retryable: true, .. })
+    }
+    /// Prefixes the "what" of this error with a context (e.g. the image reference).
+    pub fn context(self, ctx: &str) -> Error {
+        match self {
+            Error::Registry { what, message, retryable } => Error::Registry { what: format!("{ctx}: {what}"), message, retryable },
+            Error::DigestMismatch { what, expected, found } => Error::DigestMismatch { what: format!("{ctx}: {what}"), expected, found },
+            Error::SizeMismatch { what, digest, expected, found } => Error::SizeMismatch { what: format!("{ctx}: {what}"), digest, expected, found },
+            Error::TooLarge { what, limit } => Error::TooLarge { what: format!("{ctx}: {what}"), limit },
+            Error::UnsupportedMediaType { what, media_type } => Error::UnsupportedMediaType { what: format!("{ctx}: {what}"), media_type },
+            Error::BadJson { what, reason } => Error::BadJson { what: format!("{ctx}: {what}"), reason },
+            Error::Other(m) => Error::Other(format!("{ctx}: {m}")),
+            e => Error::Other(format!("{ctx}: {e}")),
+        }
+    }
+}
+
+/// Adds path context to io results.
+pub trait IoContext<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

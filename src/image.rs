@@ -1,0 +1,173 @@
+//! Manifests, indexes and descriptors: parsed views over raw registry bytes, which are kept as-is.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::reference::Platform;
+
+pub mod media {
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    /// What fetch asks registries for, in order of preference.
+    pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+}
+
+/// Hard cap on a manifest or index (containers/image uses the same figure).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+/// Hard cap on an image config blob read into memory.
+pub const MAX_CONFIG: u64 = 8 << 20;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestJson {
+    #[serde(default)]
+    schema_version: Option<u32>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+}
+
+/// An image manifest: a config and its layers.
+#[derive(Clone, Debug)]
+pub struct ImageManifest {
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+/// A parsed manifest or index, beside the exact bytes it was parsed from.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: String,
+    pub kind: ManifestKind,
+}
+
+#[derive(Clone, Debug)]
+pub enum ManifestKind {
+    Image(ImageManifest),
+    Index(Vec<Descriptor>),
+}
+
+pub fn is_index_type(mt: &str) -> bool {
+    mt == media::OCI_INDEX || mt == media::DOCKER_LIST
+}
+pub fn is_manifest_type(mt: &str) -> bool {
+    mt == media::OCI_MANIFEST || mt == media::DOCKER_MANIFEST
+}
+pub fn is_layer_type(mt: &str) -> bool {
+    matches!(
+        mt,
+        media::OCI_LAYER | media::OCI_LAYER_GZIP | media::OCI_LAYER_ZSTD | media::DOCKER_LAYER_GZIP | media::DOCKER_LAYER
+    ) || mt == "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        || mt == "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+        || mt == "application/vnd.oci.image.layer.nondistributable.v1.tar"
+}
+pub fn is_config_type(mt: &str) -> bool {
+    mt == media::OCI_CONFIG || mt == media::DOCKER_CONFIG
+}
+
+impl Manifest {
+    /// Parses raw manifest bytes. `header_type` is the Content-Type the registry sent (if any);
+    /// the document's own `mediaType` wins. `what` names the manifest in errors.
+    pub fn parse(bytes: Vec<u8>, header_type: Option<&str>, what: &str) -> Result<Manifest> {
+        let digest = Digest::of(&bytes);
+        let json: ManifestJson = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadJson { what: what.to_string(), reason: e.to_string() })?;
+        let header_type = header_type.map(|h| h.split(';').next().unwrap_or("").trim()).filter(|h| !h.is_empty());
+        let media_type = match (&json.media_type, header_type) {
+            (Some(m), _) => m.clone(),
+            (None, Some(h)) if is_index_type(h) || is_manifest_type(h) => h.to_string(),
+            (None, _) if json.manifests.is_some() => media::OCI_INDEX.to_string(),
+            (None, _) if json.config.is_some() => media::OCI_MANIFEST.to_string(),
+            (None, Some(h)) => h.to_string(),
+            (None, None) => {
+                if json.schema_version == Some(1) {
+                    "application/vnd.docker.distribution.manifest.v1+json".to_string()
+                } else {
+                    "(none)".to_string()
+                }
+            }
+        };
+        let kind = if is_index_type(&media_type) {
+            let children = json.manifests.ok_or_else(|| Error::BadJson { what: what.into(), reason: "index without \"manifests\"".into() })?;
+            ManifestKind::Index(children)
+        } else if is_manifest_type(&media_type) {
+            let config = json.config.ok_or_else(|| Error::BadJson { what: what.into(), reason: "manifest without \"config\"".into() })?;
+            let layers = json.layers.unwrap_or_default();
+            ManifestKind::Image(ImageManifest { config, layers })
+        } else {
+            return Err(Error::UnsupportedMediaType { what: what.to_string(), media_type });
+        };
+        Ok(Manifest { bytes, digest, media_type, kind })
+    }
+
+    pub fn descriptor(&self) -> Descriptor {
+        Descriptor { media_type: self.media_type.clone(), digest: self.digest.clone(), size: self.bytes.len() as u64, platform: None, annotations: None }
+    }
+}
+
+/// The parts of an image config that ocibundle reads.
+#[derive(Clone, Debug, Deserialize, Default)]
+pub struct ConfigInfo {
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl ConfigInfo {
+    pub fn platform(&self) -> Platform {
+        Platform { os: self.os.clone(), architecture: self.architecture.clone(), variant: self.variant.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn parses_index_and_manifest_and_rejects_schema1() {
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let idx = format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{}","digest":"{d}","size":1,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#, media::OCI_MANIFEST);
+        let m = Manifest::parse(idx.into_bytes(), None, "x").unwrap();
+        assert_eq!(m.media_type, media::OCI_INDEX);
+        assert!(matches!(m.kind, ManifestKind::Index(ref c) if c.len() == 1));
+        let man = format!(r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{d}","size":0}},"layers":[{{"mediaType":"{}","digest":"{d}","size":0}}]}}"#, media::DOCKER_MANIFEST, media::DOCKER_CONFIG, media::DOCKER_LAYER_GZIP);
+        let m = Manifest::parse(man.into_bytes(), Some(media::OCI_MANIFEST), "x").unwrap();
+        assert_eq!(m.media_type, media::DOCKER_MANIFEST);
+        let s1 = br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#.to_vec();
+        assert!(matches!(Manifest::parse(s1, Some("application/vnd.docker.distribution.manifest.v1+prettyjws"), "x"), Err(Error::UnsupportedMediaType { .. })));
+        assert!(matches!(Manifest::parse(b"{".to_vec(), None, "x"), Err(Error::BadJson { .. })));
+    }
+}

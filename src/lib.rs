@@ -1,0 +1,17 @@
+//! ocibundle: carry container images across an air gap, daemonless.
+//!
+//! `registry` pulls manifests and blobs over the OCI distribution API into the content-addressed
+//! `store` (an OCI image layout), verifying every byte against its digest on the way in.
+pub mod digest;
+pub mod error;
+pub mod fetch;
+pub mod image;
+pub mod progress;
+pub mod reference;
+pub mod registry;
+pub mod store;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use reference::{Platform, Reference};
+pub use store::Store;

@@ -1,0 +1,368 @@
+//! The registry source: OCI distribution API v2 over HTTP(S) with basic/bearer auth, retries,
+//! size-capped manifests and resumable, verified blob downloads.
+pub mod auth;
+mod tls;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ureq::http::{Response, StatusCode};
+use ureq::Body;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{media, Descriptor, Manifest, MAX_MANIFEST};
+use crate::reference::Reference;
+use crate::store::PartialBlob;
+use auth::{parse_challenge, Challenge, CredentialSource, Credentials};
+
+/// How to reach registries: credentials, trust, retry policy.
+#[derive(Debug, Clone)]
+pub struct RegistryOptions {
+    pub creds: CredentialSource,
+    pub cert_dir: Option<PathBuf>,
+    pub tls_verify: bool,
+    /// Attempts after the first for retryable failures (429, 5xx, dropped connections).
+    pub retries: u32,
+    pub retry_base: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions { creds: CredentialSource::default(), cert_dir: None, tls_verify: true, retries: 5, retry_base: Duration::from_millis(250) }
+    }
+}
+
+/// One registry endpoint after its `/v2/` ping: scheme, agent and auth state.
+struct Host {
+    name: String,
+    base: String,
+    agent: ureq::Agent,
+    challenge: Option<Challenge>,
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+/// A client for any number of registries; safe to share across download threads.
+pub struct Registry {
+    opts: RegistryOptions,
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
+}
+
+const USER_AGENT: &str = concat!("ocibundle/", env!("CARGO_PKG_VERSION"));
+const BUF: usize = 256 << 10;
+
+fn registry_err(what: &str, message: impl Into<String>, retryable: bool) -> Error {
+    Error::Registry { what: what.to_string(), message: message.into(), retryable }
+}
+
+/// Turns a transport error into ours, deciding whether a retry may help.
+fn transport_err(what: &str, e: ureq::Error) -> Error {
+    let retryable = matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_));
+    let msg = match &e {
+        ureq::Error::Rustls(t) => format!("TLS error: {t} (for a private CA use --cert-dir DIR; --tls-verify=false to skip verification)"),
+        ureq::Error::HostNotFound => "host not found".to_string(),
+        other => other.to_string(),
+    };
+    registry_err(what, msg, retryable)
+}
+
+/// The registry's own explanation of an error status, from its JSON error body if any.
+fn status_message(resp: &mut Response<Body>) -> String {
+    let status = resp.status();
+    #[derive(serde::Deserialize)]
+    struct Errs {
+        errors: Vec<E>,
+    }
+    #[derive(serde::Deserialize)]
+    struct E {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    let body = resp.body_mut().with_config().limit(64 << 10).read_to_vec().unwrap_or_default();
+    let detail = serde_json::from_slice::<Errs>(&body)
+        .ok()
+        .and_then(|e| e.errors.into_iter().next())
+        .map(|e| format!(": {} ({})", e.message, e.code))
+        .unwrap_or_default();
+    format!("HTTP {}{}", status.as_u16(), detail)
+}
+
+fn retry_after(resp: &Response<Body>) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(10)))
+}
+
+fn is_retryable_status(s: StatusCode) -> bool {
+    matches!(s.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+impl Registry {
+    pub fn new(opts: RegistryOptions) -> Registry {
+        Registry { opts, hosts: Mutex::new(HashMap::new()) }
+    }
+
+    /// Runs `op` until it succeeds, fails for good, or the retries are spent (doubling delays).
+    fn retry<T>(&self, mut op: impl FnMut() -> Result<T, (Error, Option<Duration>)>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err((e, wait)) if e.retryable() && attempt < self.opts.retries => {
+                    let backoff = self.opts.retry_base * 2u32.pow(attempt.min(6));
+                    std::thread::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(10)));
+                    attempt += 1;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    fn agent(&self, host: &str, verify: bool) -> Result<ureq::Agent> {
+        let tls = tls::config_for(host, self.opts.cert_dir.as_deref(), verify)?;
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(USER_AGENT)
+            .tls_config(tls)
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(Duration::from_secs(120)))
+            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
+            .max_idle_connections_per_host(16)
+            .build();
+        Ok(config.into())
+    }
+
+    /// The endpoint for a reference's registry, pinged once per run. HTTPS, verified; loopback
+    /// registries and `--tls-verify=false` may fall back to plain HTTP, as docker does.
+    fn host(&self, r: &Reference) -> Result<Arc<Host>> {
+        let name = r.api_host().to_string();
+        if let Some(h) = self.hosts.lock().unwrap().get(&name) {
+            return Ok(h.clone());
+        }
+        let what = format!("registry {}", r.registry);
+        let allow_http = r.is_loopback() || !self.opts.tls_verify;
+        let agent = self.agent(&name, self.opts.tls_verify)?;
+        let host = self.retry(|| {
+            let mut first_err = None;
+            for scheme in if allow_http { &["https", "http"][..] } else { &["https"][..] } {
+                let base = format!("{scheme}://{name}");
+                match agent.get(format!("{base}/v2/")).call() {
+                    Ok(mut resp) => {
+                        let status = resp.status();
+                        if status == StatusCode::OK || status == StatusCode::UNAUTHORIZED {
+                            let challenge = resp.headers().get_all("www-authenticate").iter().filter_map(|v| v.to_str().ok()).find_map(parse_challenge);
+                            return Ok(Host { name: name.clone(), base, agent: agent.clone(), challenge, tokens: Mutex::new(HashMap::new()) });
+                        }
+                        let e = registry_err(&what, format!("{base}/v2/ answered {}", status_message(&mut resp)), is_retryable_status(status));
+                        first_err.get_or_insert((e, retry_after(&resp)));
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert((transport_err(&what, e), None));
+                    }
+                }
+            }
+            Err(first_err.expect("one scheme tried"))
+        })?;
+        let host = Arc::new(host);
+        self.hosts.lock().unwrap().insert(name, host.clone());
+        Ok(host)
+    }
+
+    fn credentials(&self, r: &Reference) -> Result<Option<Credentials>> {
+        self.opts.creds.lookup(&r.registry, &r.repository)
+    }
+
+    /// A bearer token for pulling `r`'s repository, from the cache unless `refresh`.
+    fn token(&self, host: &Host, r: &Reference, realm: &str, service: Option<&str>, refresh: bool) -> Result<String> {
+        let scope = format!("repository:{}:pull", r.repository);
+        if !refresh {
+            if let Some(t) = host.tokens.lock().unwrap().get(&scope) {
+                return Ok(t.clone());
+            }
+        }
+        let what = format!("{r}: token from {realm}");
+        let creds = self.credentials(r)?;
+        let token = self.retry(|| {
+            let mut req = host.agent.get(realm).query("scope", &scope);
+            if let Some(s) = service {
+                req = req.query("service", s);
+            }
+            if let Some(c) = &creds {
+                req = req.header("Authorization", c.basic_header());
+            }
+            let mut resp = req.call().map_err(|e| (transport_err(&what, e), None))?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                let why = if creds.is_some() { "credentials rejected" } else { "authentication required: pass --creds or --authfile" };
+                return Err((registry_err(&r.to_string(), format!("{why} ({})", status_message(&mut resp)), false), None));
+            }
+            if !status.is_success() {
+                let wait = retry_after(&resp);
+                return Err((registry_err(&what, status_message(&mut resp), is_retryable_status(status)), wait));
+            }
+            #[derive(serde::Deserialize)]
+            struct Tok {
+                #[serde(default)]
+                token: Option<String>,
+                #[serde(default)]
+                access_token: Option<String>,
+            }
+            let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().map_err(|e| (transport_err(&what, e), None))?;
+            let t: Tok = serde_json::from_slice(&body).map_err(|e| (registry_err(&what, format!("unreadable token answer: {e}"), false), None))?;
+            t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| (registry_err(&what, "no token in answer", false), None))
+        })?;
+        host.tokens.lock().unwrap().insert(scope, token.clone());
+        Ok(token)
+    }
+
+    fn auth_header(&self, host: &Host, r: &Reference, refresh: bool) -> Result<Option<String>> {
+        match &host.challenge {
+            Some(Challenge::Bearer { realm, service, .. }) => Ok(Some(format!("Bearer {}", self.token(host, r, realm, service.as_deref(), refresh)?))),
+            Some(Challenge::Basic) | None => Ok(self.credentials(r)?.map(|c| c.basic_header())),
+        }
+    }
+
+    /// One GET with auth (re-authenticating once on 401). Transport errors and retryable
+    /// statuses come back as retryable errors; other error statuses as final ones.
+    fn get(&self, host: &Host, r: &Reference, url: &str, what: &str, headers: &[(&str, String)]) -> Result<Response<Body>, (Error, Option<Duration>)> {
+        let mut refreshed = false;
+        loop {
+            let mut req = host.agent.get(url);
+            for (k, v) in headers {
+                req = req.header(*k, v);
+            }
+            if let Some(a) = self.auth_header(host, r, refreshed).map_err(|e| (e, None))? {
+                req = req.header("Authorization", a);
+            }
+            let mut resp = req.call().map_err(|e| (transport_err(what, e), None))?;
+            let status = resp.status();
+            if status.is_success() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::RANGE_NOT_SATISFIABLE {
+                return Ok(resp);
+            }
+            if status == StatusCode::UNAUTHORIZED && !refreshed && matches!(host.challenge, Some(Challenge::Bearer { .. })) {
+                refreshed = true;
+                continue;
+            }
+            let msg = status_message(&mut resp);
+            let msg = match status.as_u16() {
+                401 | 403 => {
+                    let has = self.credentials(r).map_err(|e| (e, None))?.is_some();
+                    let why = if has { "access denied or credentials rejected" } else { "authentication required: pass --creds or --authfile" };
+                    format!("{why} by {} ({msg})", host.name)
+                }
+                404 => format!("not found ({msg})"),
+                _ => msg,
+            };
+            let wait = retry_after(&resp);
+            return Err((registry_err(what, msg, is_retryable_status(status)), wait));
+        }
+    }
+
+    /// Fetches a manifest or index by tag or digest, byte-exact and size-capped. A digest-pinned
+    /// request, and any `Docker-Content-Digest` header, must match the bytes.
+    pub fn manifest(&self, r: &Reference, reference: &str) -> Result<Manifest> {
+        let host = self.host(r)?;
+        let what = if reference.starts_with("sha256:") && r.digest.as_ref().is_none_or(|d| d.to_string() != reference) {
+            format!("{r}: manifest {reference}")
+        } else {
+            r.to_string()
+        };
+        let url = format!("{}/v2/{}/manifests/{}", host.base, r.repository, reference);
+        let (bytes, content_type, header_digest) = self.retry(|| {
+            let mut resp = self.get(&host, r, &url, &what, &[("Accept", media::ACCEPT.to_string())])?;
+            if resp.body().content_length().is_some_and(|n| n > MAX_MANIFEST) {
+                return Err((Error::TooLarge { what: format!("{what}: manifest"), limit: MAX_MANIFEST }, None));
+            }
+            let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let hd = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let mut bytes = Vec::new();
+            resp.body_mut().as_reader().take(MAX_MANIFEST + 1).read_to_end(&mut bytes).map_err(|e| (registry_err(&what, format!("reading manifest: {e}"), true), None))?;
+            if bytes.len() as u64 > MAX_MANIFEST {
+                return Err((Error::TooLarge { what: format!("{what}: manifest"), limit: MAX_MANIFEST }, None));
+            }
+            Ok((bytes, ct, hd))
+        })?;
+        let m = Manifest::parse(bytes, content_type.as_deref(), &what)?;
+        if let Ok(want) = reference.parse::<Digest>() {
+            if m.digest != want {
+                return Err(Error::DigestMismatch { what: format!("{what}: manifest"), expected: want, found: m.digest });
+            }
+        }
+        if let Some(Ok(hd)) = header_digest.as_deref().filter(|h| h.starts_with("sha256:")).map(str::parse::<Digest>) {
+            if hd != m.digest {
+                return Err(Error::DigestMismatch { what: format!("{what}: manifest (Docker-Content-Digest)"), expected: hd, found: m.digest });
+            }
+        }
+        Ok(m)
+    }
+
+    /// Downloads a blob into its partial file, resuming from what the partial already holds
+    /// (HTTP Range) after a dropped connection or an earlier run. The caller commits, which
+    /// verifies digest and size. `progress` gets the count of each chunk written.
+    pub fn download_blob(&self, r: &Reference, desc: &Descriptor, part: &mut PartialBlob, progress: &(dyn Fn(u64) + Sync), abort: &AtomicBool) -> Result<()> {
+        let host = self.host(r)?;
+        let what = format!("{r}: blob {}", desc.digest);
+        let url = format!("{}/v2/{}/blobs/{}", host.base, r.repository, desc.digest);
+        let mut buf = vec![0u8; BUF];
+        self.retry(|| {
+            let off = part.offset();
+            if off == desc.size {
+                return Ok(());
+            }
+            let headers: Vec<(&str, String)> = if off > 0 { vec![("Range", format!("bytes={off}-"))] } else { vec![] };
+            let mut resp = self.get(&host, r, &url, &what, &headers)?;
+            let status = resp.status();
+            let resumed = match status {
+                StatusCode::PARTIAL_CONTENT => {
+                    let cr = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    if !cr.starts_with(&format!("bytes {off}-")) {
+                        part.restart().map_err(|e| (e, None))?;
+                        return Err((registry_err(&what, format!("range answer {cr:?} does not start at {off}"), true), None));
+                    }
+                    true
+                }
+                StatusCode::RANGE_NOT_SATISFIABLE => {
+                    part.restart().map_err(|e| (e, None))?;
+                    return Err((registry_err(&what, "range not satisfiable; restarting", true), None));
+                }
+                _ => false,
+            };
+            if !resumed && off > 0 {
+                part.restart().map_err(|e| (e, None))?;
+                progress(0);
+            }
+            let mut body = resp.body_mut().as_reader();
+            loop {
+                if abort.load(Ordering::Relaxed) {
+                    let _ = part.flush();
+                    return Err((Error::Other(format!("{what}: cancelled")), None));
+                }
+                let n = match body.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        part.flush().map_err(|e| (e, None))?;
+                        let got = part.offset();
+                        return Err((registry_err(&what, format!("connection lost after {got} of {} bytes: {e}", desc.size), true), None));
+                    }
+                };
+                if part.offset() + n as u64 > desc.size {
+                    return Err((registry_err(&what, format!("registry sent more than the {} bytes the manifest declares", desc.size), false), None));
+                }
+                part.writer().write_all(&buf[..n]).map_err(|e| (Error::Other(format!("{what}: writing to the store: {e}")), None))?;
+                progress(n as u64);
+            }
+            if part.offset() != desc.size {
+                part.flush().map_err(|e| (e, None))?;
+                return Err((registry_err(&what, format!("connection closed after {} of {} bytes", part.offset(), desc.size), true), None));
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Partial blobs: a locked temp file per digest that downloads append to, resume from, and
+//! that is renamed to its final name only once digest and size match.
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use super::Store;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+
+const BUF: usize = 1 << 20;
+
+/// An in-progress blob. Only one process holds a given digest's partial at a time (file lock);
+/// others wait and then find the blob complete.
+pub struct PartialBlob {
+    store: Store,
+    digest: Digest,
+    size: Option<u64>,
+    path: PathBuf,
+    out: HashingFile,
+}
+
+struct HashingFile {
+    file: BufWriter<File>,
+    hasher: Hasher,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl PartialBlob {
+    /// Opens (or waits for) the partial file of `digest`. Returns `None` when the blob is
+    /// already stored, possibly by another process that held the lock meanwhile. An existing
+    /// partial is re-hashed so a download can continue from its end.
+    pub fn open(store: &Store, digest: &Digest, size: Option<u64>) -> Result<Option<PartialBlob>> {
+        let path = store.tmp_dir().join(format!("{}.partial", digest.hex()));
+        loop {
+            if store.has_blob(digest, size) {
+                return Ok(None);
+            }
+            fs::create_dir_all(store.tmp_dir()).at(store.tmp_dir())?;
+            let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
+            file.lock().at(&path)?;
+            // The holder before us may have renamed or removed this inode: start again then.
+            let same = match fs::metadata(&path) {
+                Ok(m) => m.ino() == file.metadata().at(&path)?.ino(),
+                Err(_) => false,
+            };
+            if !same {
+                continue;
+            }
+            if store.has_blob(digest, size) {
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
+            let mut hasher = Hasher::new();
+            let len = file.metadata().at(&path)?.len();
+            let mut file = file;
+            if size.is_some_and(|s| len > s) {
+                file.set_len(0).at(&path)?;
+            } else if len > 0 {
+                let mut buf = vec![0u8; BUF];
+                let mut r = (&file).take(len);
+                loop {
+                    let n = r.read(&mut buf).at(&path)?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+                if hasher.len() != len {
+                    hasher = Hasher::new();
+                    file.set_len(0).at(&path)?;
+                }
+            }
+            let pos = hasher.len();
+            file.seek(SeekFrom::Start(pos)).at(&path)?;
+            let out = HashingFile { file: BufWriter::with_capacity(BUF, file), hasher };
+            return Ok(Some(PartialBlob { store: store.clone(), digest: digest.clone(), size, path, out }));
+        }
+    }
+
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// Bytes already present: a download resumes from here.
+    pub fn offset(&self) -> u64 {
+        self.out.hasher.len()
+    }
+
+    /// Throws away what is there, to start the download from byte zero.
+    pub fn restart(&mut self) -> Result<()> {
+        self.out.file.flush().at(&self.path)?;
+        let f = self.out.file.get_mut();
+        f.set_len(0).at(&self.path)?;
+        f.seek(SeekFrom::Start(0)).at(&self.path)?;
+        self.out.hasher = Hasher::new();
+        Ok(())
+    }
+
+    /// The sink for downloaded bytes; hashes as it writes.
+    pub fn writer(&mut self) -> &mut impl Write {
+        &mut self.out
+    }
+
+    /// Flushes what was written so far (e.g. before giving up, so a later run can resume).
+    pub fn flush(&mut self) -> Result<()> {
+        self.out.flush().at(&self.path)
+    }
+
+    /// Checks digest and size; only then fsyncs and renames into `blobs/sha256/`. On a mismatch
+    /// the partial is deleted: its bytes can never become right.
+    pub fn commit(mut self, what: &str) -> Result<()> {
+        self.out.flush().at(&self.path)?;
+        let hasher = std::mem::take(&mut self.out.hasher);
+        if let Err(e) = hasher.verify(what, &self.digest, self.size) {
+            let _ = fs::remove_file(&self.path);
+            return Err(e);
+        }
+        let file = self.out.file.get_ref();
+        file.sync_data().at(&self.path)?;
+        let dest = self.store.blob_path(&self.digest);
+        fs::rename(&self.path, &dest).at(&dest)?;
+        Ok(())
+    }
+
+    /// Drops the partial file entirely.
+    pub fn discard(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn resume_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = vec![7u8; 3 << 20];
+        let d = Digest::of(&data);
+        {
+            let mut p = PartialBlob::open(&store, &d, Some(data.len() as u64)).unwrap().unwrap();
+            p.writer().write_all(&data[..1000]).unwrap();
+            p.flush().unwrap();
+        }
+        let mut p = PartialBlob::open(&store, &d, Some(data.len() as u64)).unwrap().unwrap();
+        assert_eq!(p.offset(), 1000);
+        p.writer().write_all(&data[1000..]).unwrap();
+        p.commit("blob").unwrap();
+        assert!(store.has_blob(&d, Some(data.len() as u64)));
+        assert!(PartialBlob::open(&store, &d, None).unwrap().is_none());
+    }
+    #[test]
+    fn mismatch_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of(b"right");
+        let mut p = PartialBlob::open(&store, &d, Some(5)).unwrap().unwrap();
+        p.writer().write_all(b"wrong").unwrap();
+        assert!(matches!(p.commit("blob"), Err(Error::DigestMismatch { .. })));
+        assert!(!store.has_blob(&d, None));
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,170 @@
+//! Store upkeep: `fsck` (re-hash every blob, walk every reference) and `gc` (drop unreachable blobs).
+use std::collections::BTreeSet;
+use std::fs;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::{RefEntry, Store, ANNOTATION_INDEX_DIGEST};
+use crate::digest::{hash_reader, Digest};
+use crate::error::{IoContext, Result};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Problem {
+    /// `bad` (content does not match its name/descriptor), `missing`, or `stray` (not a blob name).
+    pub kind: String,
+    pub digest: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind.as_str() {
+            "missing" => write!(f, "missing blob {} ({})", self.digest, self.detail),
+            "stray" => write!(f, "stray file {} ({})", self.digest, self.detail),
+            _ => write!(f, "bad blob {}: {}", self.digest, self.detail),
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct FsckReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub refs_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    pub removed_blobs: u64,
+    pub removed_bytes: u64,
+    pub removed_partials: u64,
+}
+
+impl Store {
+    /// Every blob a reference reaches, following manifests and indexes. Missing or unreadable
+    /// manifests are reported through `problems` (and their children are not followed).
+    pub fn reachable(&self, refs: &[RefEntry], problems: &mut Vec<Problem>) -> BTreeSet<Digest> {
+        let mut seen = BTreeSet::new();
+        for r in refs {
+            if let Some(idx) = r.descriptor.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
+                if let Ok(d) = idx.parse::<Digest>() {
+                    if !self.has_blob(&d, None) {
+                        problems.push(Problem { kind: "missing".into(), digest: d.to_string(), detail: format!("index of {}", r.name) });
+                    }
+                    seen.insert(d);
+                }
+            }
+            self.walk(&r.descriptor, &r.name, &mut seen, problems);
+        }
+        seen
+    }
+
+    fn walk(&self, desc: &Descriptor, name: &str, seen: &mut BTreeSet<Digest>, problems: &mut Vec<Problem>) {
+        if !seen.insert(desc.digest.clone()) {
+            return;
+        }
+        let problem = |kind: &str, detail: String| Problem { kind: kind.into(), digest: desc.digest.to_string(), detail };
+        let Ok(meta) = fs::metadata(self.blob_path(&desc.digest)) else {
+            problems.push(problem("missing", format!("needed by {name}")));
+            return;
+        };
+        if meta.len() != desc.size {
+            problems.push(problem("bad", format!("size {} but {name} says {}", meta.len(), desc.size)));
+            return;
+        }
+        if !(is_index_type(&desc.media_type) || is_manifest_type(&desc.media_type)) {
+            return;
+        }
+        let parsed = self
+            .read_blob_capped(&desc.digest, MAX_MANIFEST)
+            .and_then(|b| Manifest::parse(b, Some(&desc.media_type), &format!("manifest {}", desc.digest)));
+        match parsed {
+            Err(e) => problems.push(problem("bad", format!("manifest of {name}: {e}"))),
+            Ok(m) => match m.kind {
+                ManifestKind::Index(children) => children.iter().for_each(|c| self.walk(c, name, seen, problems)),
+                ManifestKind::Image(im) => {
+                    self.walk(&im.config, name, seen, problems);
+                    im.layers.iter().for_each(|l| self.walk(l, name, seen, problems));
+                }
+            },
+        }
+    }
+
+    /// Re-hashes every blob (on all cores) and checks that every reference is complete.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let mut files = Vec::new();
+        for entry in fs::read_dir(self.blobs_dir()).at(self.blobs_dir())? {
+            let entry = entry.at(self.blobs_dir())?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            match format!("sha256:{name}").parse::<Digest>() {
+                Ok(d) => files.push(d),
+                Err(_) => report.problems.push(Problem { kind: "stray".into(), digest: name, detail: "not named by a sha256 digest".into() }),
+            }
+        }
+        files.sort();
+        let queue = Mutex::new(files.iter());
+        let results = Mutex::new(Vec::new());
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let Some(d) = queue.lock().unwrap().next() else { break };
+                    let r = fs::File::open(self.blob_path(d)).and_then(hash_reader);
+                    results.lock().unwrap().push((d.clone(), r));
+                });
+            }
+        });
+        let mut results = results.into_inner().unwrap();
+        results.sort_by(|a, b| a.0.cmp(&b.0));
+        for (d, r) in results {
+            report.blobs_checked += 1;
+            match r {
+                Ok((found, len)) => {
+                    report.bytes_checked += len;
+                    if found != d {
+                        report.problems.push(Problem { kind: "bad".into(), digest: d.to_string(), detail: format!("content hashes to {found}") });
+                    }
+                }
+                Err(e) => report.problems.push(Problem { kind: "bad".into(), digest: d.to_string(), detail: format!("unreadable: {e}") }),
+            }
+        }
+        let refs = self.refs()?;
+        report.refs_checked = refs.len() as u64;
+        self.reachable(&refs, &mut report.problems);
+        Ok(report)
+    }
+
+    /// Removes blobs that no reference reaches and every partial download. Waits for running
+    /// fetches to finish first (they may hold blobs not yet referenced).
+    pub fn gc(&self) -> Result<GcReport> {
+        let _exclusive = self.lock_file("gc.lock", true)?;
+        let mut problems = Vec::new();
+        let refs = self.refs()?;
+        let keep = self.reachable(&refs, &mut problems);
+        let mut report = GcReport::default();
+        for entry in fs::read_dir(self.blobs_dir()).at(self.blobs_dir())? {
+            let entry = entry.at(self.blobs_dir())?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Ok(d) = format!("sha256:{name}").parse::<Digest>() else { continue };
+            if keep.contains(&d) {
+                continue;
+            }
+            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(entry.path()).at(entry.path())?;
+            report.removed_blobs += 1;
+            report.removed_bytes += len;
+        }
+        if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
+            for entry in rd.flatten() {
+                if fs::remove_file(entry.path()).is_ok() {
+                    report.removed_partials += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+}
