@@ -333,10 +333,13 @@ impl FakeRegistry {
         self.log()
             .iter()
             .map(|r| {
+                let q: Vec<String> = r.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 format!(
-                    "{} {} range={:?} auth={:?} -> {} ({} bytes{})\n",
+                    "{} {}{}{} range={:?} auth={:?} -> {} ({} bytes{})\n",
                     r.method,
                     r.path,
+                    if q.is_empty() { "" } else { "?" },
+                    q.join("&"),
                     r.range,
                     r.auth,
                     r.status,
@@ -363,6 +366,15 @@ impl FakeRegistry {
 
 impl Drop for FakeRegistry {
     fn drop(&mut self) {
+        // FAKEREG_LOG=1 cargo test ... -- --nocapture: print what the server saw.
+        if std::env::var_os("FAKEREG_LOG").is_some() {
+            eprintln!(
+                "fakereg {} log ({} non-HTTP connections):\n{}",
+                self.host(),
+                self.non_http_connections(),
+                self.log_summary()
+            );
+        }
         self.shared.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.accept.take() {
             let _ = h.join();
