@@ -18,7 +18,7 @@ use crate::harness::cmd::{sha256, tool, Env};
 use crate::harness::fixtures::{
     self, push, push_one, PushMode, Pushed, MT_DOCKER_MANIFEST, MT_INDEX, MT_LAYER_ZSTD, MT_MANIFEST,
 };
-use crate::harness::registry::{Registry, Variant};
+use crate::harness::registry::{Cert, Registry, Variant};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -189,8 +189,36 @@ fn fetch_and_check_image(reg: &Registry, p: &Pushed, extra: &[&str]) -> (Env, Va
     for l in served_m["layers"].as_array().unwrap() {
         assert_blob(&env, l["digest"].as_str().unwrap());
     }
-    assert_skopeo_reads(&env, &p.reference, &digest, false);
+    assert_layers_match_diff_ids(&env, &served_m);
+    // containers/image's oci: transport only sees index.json entries of OCI media types, so
+    // skopeo cannot read a stored Docker schema2 manifest (kept byte-exact, digest unchanged).
+    if served_m["mediaType"] == MT_MANIFEST {
+        assert_skopeo_reads(&env, &p.reference, &digest, false);
+    }
     (env, img)
+}
+
+/// Every stored layer decompresses (gzip or zstd, by media type) to the diff_id its config names.
+fn assert_layers_match_diff_ids(env: &Env, manifest: &Value) {
+    use std::io::Read;
+    let cfg: Value = serde_json::from_slice(&fs::read(blob_path(env, manifest["config"]["digest"].as_str().unwrap())).unwrap())
+        .expect("config is JSON");
+    let layers = manifest["layers"].as_array().unwrap();
+    let diff_ids = cfg["rootfs"]["diff_ids"].as_array().expect("config has rootfs.diff_ids");
+    assert_eq!(layers.len(), diff_ids.len(), "layers vs diff_ids");
+    for (l, want) in layers.iter().zip(diff_ids) {
+        let data = fs::read(blob_path(env, l["digest"].as_str().unwrap())).unwrap();
+        let mt = l["mediaType"].as_str().unwrap();
+        let tar = if mt.ends_with("zstd") {
+            zstd::decode_all(&data[..]).unwrap()
+        } else {
+            assert!(mt.ends_with("gzip"), "unexpected layer media type {mt}");
+            let mut v = Vec::new();
+            flate2::read::GzDecoder::new(&data[..]).read_to_end(&mut v).unwrap();
+            v
+        };
+        assert_eq!(sha256(&tar), *want, "diff_id of layer {}", l["digest"]);
+    }
 }
 
 fn is_symlink(p: &Path) -> bool {
@@ -265,29 +293,23 @@ fn fetch_simple_text_output() {
 fn fetch_schema2_keeps_docker_manifest() {
     let reg = Registry::start(Variant::Plain);
     let p = push_one(&reg, "schema2");
-    let (_env, img) = fetch_and_check_image(&reg, &p, &[]);
+    let (env, img) = fetch_and_check_image(&reg, &p, &[]);
     assert_eq!(img["media_type"], MT_DOCKER_MANIFEST);
     assert_eq!(img["digest"], reg.content_digest(&p.repo, &p.tag), "digest equals Docker-Content-Digest");
+    // The stored manifest is the registry's bytes, untouched (skopeo cannot read it: see above).
+    let stored = fs::read(blob_path(&env, &p.digest)).unwrap();
+    assert_eq!(stored, reg.raw_manifest(&p.reference), "stored schema2 manifest bytes");
+    assert_eq!(img["manifests"][0]["config"]["media_type"], crate::harness::fixtures::MT_DOCKER_CONFIG);
 }
 
 #[test]
 fn fetch_zstd_layer() {
     let reg = Registry::start(Variant::Plain);
     let p = push_one(&reg, "zstd");
-    let (env, img) = fetch_and_check_image(&reg, &p, &[]);
-    let layers = img["manifests"][0]["layers"].as_array().unwrap().clone();
+    // Checks skopeo and each layer against its diff_id (umoci 0.4.7 cannot unpack zstd).
+    let (_env, img) = fetch_and_check_image(&reg, &p, &[]);
+    let layers = img["manifests"][0]["layers"].as_array().unwrap();
     assert!(layers.iter().any(|l| l["media_type"] == MT_LAYER_ZSTD), "a zstd layer in {img}");
-    // The stored zstd blob decompresses to the diff_id the config names.
-    let cfg: Value =
-        serde_json::from_slice(&fs::read(blob_path(&env, img["manifests"][0]["config"]["digest"].as_str().unwrap())).unwrap())
-            .unwrap();
-    for (i, l) in layers.iter().enumerate() {
-        if l["media_type"] == MT_LAYER_ZSTD {
-            let data = fs::read(blob_path(&env, l["digest"].as_str().unwrap())).unwrap();
-            let tar = zstd::decode_all(&data[..]).unwrap();
-            assert_eq!(cfg["rootfs"]["diff_ids"][i], sha256(&tar), "diff_id of zstd layer {i}");
-        }
-    }
 }
 
 #[test]
@@ -476,6 +498,8 @@ fn multi_all_platforms_keeps_index_and_children() {
             assert_blob(&env, l["digest"].as_str().unwrap());
         }
     }
+    assert_layers_match_diff_ids(&env, &am);
+    assert_layers_match_diff_ids(&env, &rm);
     assert_skopeo_reads(&env, &p.reference, &index_digest, true);
 }
 
@@ -692,6 +716,18 @@ fn tls_with_cert_dir() {
     let p = push_one(&reg, "simple");
     let cd = reg.cert_dir();
     fetch_and_check_image(&reg, &p, &["--cert-dir", cd.to_str().unwrap()]);
+}
+
+/// Same as `tls_with_cert_dir` with a CA-signed server certificate instead of a self-signed one.
+#[test]
+fn tls_with_cert_dir_ca_signed_server_cert() {
+    let reg = Registry::start_with(Variant::Tls, Cert::CaSigned);
+    let p = push_one(&reg, "simple");
+    let cd = reg.cert_dir();
+    fetch_and_check_image(&reg, &p, &["--cert-dir", cd.to_str().unwrap()]);
+    let env = Env::new();
+    let line = env.fails(&["fetch", &p.reference]);
+    assert!(line.to_lowercase().contains("certificate"), "error line mentions the certificate: {line}");
 }
 
 #[test]

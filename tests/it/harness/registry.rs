@@ -41,8 +41,28 @@ pub struct Registry {
     dir: tempfile::TempDir,
 }
 
+/// The server certificate of the TLS variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cert {
+    /// `openssl req -x509` as in registry.sh and docker's docs: one self-signed certificate
+    /// (basicConstraints CA:TRUE) that is both the server certificate and `ca.crt`.
+    SelfSigned,
+    /// A test CA (`ca.crt`) that signed a separate server certificate (CA:FALSE, serverAuth).
+    CaSigned,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("spawn openssl");
+    assert!(out.status.success(), "openssl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 impl Registry {
+    /// Starts a registry; TLS variants use a self-signed certificate (`Cert::SelfSigned`).
     pub fn start(variant: Variant) -> Registry {
+        Registry::start_with(variant, Cert::SelfSigned)
+    }
+
+    pub fn start_with(variant: Variant, cert: Cert) -> Registry {
         let dir = tempfile::tempdir().expect("registry tempdir");
         let user = "ocitest".to_string();
         // Distinctive, so a test can grep output for it.
@@ -61,20 +81,42 @@ impl Registry {
             assert!(out.status.success(), "htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         if variant.tls() {
-            fs::create_dir_all(root.join("tls")).unwrap();
+            let tls = root.join("tls");
+            fs::create_dir_all(&tls).unwrap();
             fs::create_dir_all(root.join("certs")).unwrap();
-            let out = Command::new("openssl")
-                .args(["req", "-x509", "-newkey", "rsa:2048", "-sha256", "-days", "3650", "-nodes"])
-                .arg("-keyout")
-                .arg(root.join("tls/domain.key"))
-                .arg("-out")
-                .arg(root.join("tls/domain.crt"))
-                .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-                .output()
-                .expect("spawn openssl");
-            assert!(out.status.success(), "openssl req failed: {}", String::from_utf8_lossy(&out.stderr));
+            let san = "subjectAltName=IP:127.0.0.1,DNS:localhost";
+            match cert {
+                Cert::SelfSigned => openssl(
+                    &["req", "-x509", "-newkey", "rsa:2048", "-sha256", "-days", "3650", "-nodes", "-keyout", "domain.key",
+                      "-out", "domain.crt", "-subj", "/CN=127.0.0.1", "-addext", san],
+                    &tls,
+                ),
+                Cert::CaSigned => {
+                    openssl(
+                        &["req", "-x509", "-newkey", "rsa:2048", "-sha256", "-days", "3650", "-nodes", "-keyout", "ca.key",
+                          "-out", "ca.crt", "-subj", "/CN=ocibundle test CA"],
+                        &tls,
+                    );
+                    openssl(
+                        &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "domain.key", "-out", "domain.csr", "-subj",
+                          "/CN=127.0.0.1"],
+                        &tls,
+                    );
+                    fs::write(
+                        tls.join("ext.cnf"),
+                        format!("{san}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"),
+                    )
+                    .unwrap();
+                    openssl(
+                        &["x509", "-req", "-sha256", "-days", "3650", "-in", "domain.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                          "-CAcreateserial", "-out", "domain.crt", "-extfile", "ext.cnf"],
+                        &tls,
+                    );
+                }
+            }
+            let ca = if cert == Cert::SelfSigned { "domain.crt" } else { "ca.crt" };
             // Only ca.crt in the cert dir: containers/image takes a *.key there for a client key.
-            fs::copy(root.join("tls/domain.crt"), root.join("certs/ca.crt")).unwrap();
+            fs::copy(tls.join(ca), root.join("certs/ca.crt")).unwrap();
         }
 
         let mut reg = Registry { variant, user, pass, port: 0, child: None, dir };
