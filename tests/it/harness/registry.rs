@@ -145,6 +145,17 @@ impl Registry {
         {
             use std::os::unix::process::CommandExt;
             cmd.process_group(0);
+            // If the test process dies without dropping us (SIGKILL, timeout), take the registry
+            // down too. (The signal follows the spawning thread: a Registry must not outlive
+            // the test thread that started it, which per-test registries never do.)
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().map_err(|e| format!("spawn {REGISTRY_BIN}: {e}"))?;
         self.child = Some(child);
