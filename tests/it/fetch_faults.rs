@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::harness::cmd::{sha256, Env};
-use crate::harness::fakereg::{Auth, FakeRegistry, Req, TestImage, OCI_MANIFEST};
+use crate::harness::cmd::{Env, sha256};
+use crate::harness::fakereg::{Auth, FakeRegistry, OCI_MANIFEST, Req, TestImage};
 
 fn store_str(env: &Env) -> String {
     env.store().to_str().unwrap().to_string()
@@ -35,14 +35,22 @@ fn blob_path(env: &Env, digest: &str) -> PathBuf {
 }
 
 fn partial_path(env: &Env, digest: &str) -> PathBuf {
-    env.store().join(".ocibundle/tmp").join(format!("{}.partial", hex_of(digest)))
+    env.store()
+        .join(".ocibundle/tmp")
+        .join(format!("{}.partial", hex_of(digest)))
 }
 
 /// The stored blob exists and hashes to its name.
 fn assert_blob_ok(env: &Env, digest: &str) {
     let p = blob_path(env, digest);
-    let data = std::fs::read(&p).unwrap_or_else(|e| panic!("blob {digest} not in store ({}): {e}", p.display()));
-    assert_eq!(sha256(&data), digest, "stored blob {} does not hash to its name", p.display());
+    let data = std::fs::read(&p)
+        .unwrap_or_else(|e| panic!("blob {digest} not in store ({}): {e}", p.display()));
+    assert_eq!(
+        sha256(&data),
+        digest,
+        "stored blob {} does not hash to its name",
+        p.display()
+    );
 }
 
 fn assert_image_stored(env: &Env, img: &TestImage) {
@@ -55,7 +63,9 @@ fn assert_image_stored(env: &Env, img: &TestImage) {
 /// Every file under `dir`, recursively.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -81,10 +91,25 @@ fn plain_fetch_json_reports_the_image_and_refetch_is_present() {
     assert_eq!(im["reference"], img.reference.as_str(), "{v}");
     assert_eq!(im["digest"], img.manifest_digest.as_str(), "{v}");
     assert_eq!(im["media_type"], OCI_MANIFEST, "{v}");
-    let layers: Vec<&str> =
-        im["manifests"][0]["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
-    assert_eq!(layers, img.layers.iter().map(|l| l.digest.as_str()).collect::<Vec<_>>(), "{v}");
-    assert_eq!(im["manifests"][0]["config"]["digest"], img.config.digest.as_str(), "{v}");
+    let layers: Vec<&str> = im["manifests"][0]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        layers,
+        img.layers
+            .iter()
+            .map(|l| l.digest.as_str())
+            .collect::<Vec<_>>(),
+        "{v}"
+    );
+    assert_eq!(
+        im["manifests"][0]["config"]["digest"],
+        img.config.digest.as_str(),
+        "{v}"
+    );
     let blob_bytes: u64 = img.blobs().iter().map(|b| b.size).sum();
     assert_eq!(v["blobs_fetched"], 3, "{v}");
     assert_eq!(v["bytes_fetched"], blob_bytes, "{v}");
@@ -96,7 +121,12 @@ fn plain_fetch_json_reports_the_image_and_refetch_is_present() {
     assert_eq!(v["blobs_present"], 3, "{v}");
     assert_eq!(v["bytes_present"], blob_bytes, "{v}");
     for b in img.blobs() {
-        assert_eq!(gets(&reg.blob_requests("test/simple", &b.digest)).len(), 1, "{}", reg.log_summary());
+        assert_eq!(
+            gets(&reg.blob_requests("test/simple", &b.digest)).len(),
+            1,
+            "{}",
+            reg.log_summary()
+        );
     }
 }
 
@@ -108,16 +138,30 @@ fn bearer_token_flow_anonymous() {
     env.ok(&strs(&fetch_args(&env, &[], &img.reference)));
     assert_image_stored(&env, &img);
     let toks = reg.token_requests();
-    assert!(!toks.is_empty(), "token endpoint never used:\n{}", reg.log_summary());
     assert!(
-        toks.iter().any(|t| t.query_value("scope") == Some("repository:library/tokenized:pull")
-            && t.query_value("service") == Some("fake-registry")),
+        !toks.is_empty(),
+        "token endpoint never used:\n{}",
+        reg.log_summary()
+    );
+    assert!(
+        toks.iter().any(
+            |t| t.query_value("scope") == Some("repository:library/tokenized:pull")
+                && t.query_value("service") == Some("fake-registry")
+        ),
         "no token request with scope repository:library/tokenized:pull and service fake-registry:\n{:?}",
         toks
     );
-    assert!(toks.iter().all(|t| t.auth.is_none()), "credentials sent without --creds:\n{}", reg.log_summary());
+    assert!(
+        toks.iter().all(|t| t.auth.is_none()),
+        "credentials sent without --creds:\n{}",
+        reg.log_summary()
+    );
     // Everything served under /v2/<repo> went to a bearer-authenticated request.
-    for r in reg.log().iter().filter(|r| r.path.starts_with("/v2/library/") && r.status < 300) {
+    for r in reg
+        .log()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/library/") && r.status < 300)
+    {
         assert_eq!(r.auth.as_deref(), Some("Bearer"), "{}", reg.log_summary());
     }
 }
@@ -127,7 +171,11 @@ fn bearer_token_flow_with_creds() {
     let reg = FakeRegistry::with_auth(Auth::bearer_with_creds("tokuser", "tok-pass-9f2"));
     let img = reg.add_image("team/app", "v2", &[20_000]);
     let env = Env::new();
-    env.ok(&strs(&fetch_args(&env, &["--creds", "tokuser:tok-pass-9f2"], &img.reference)));
+    env.ok(&strs(&fetch_args(
+        &env,
+        &["--creds", "tokuser:tok-pass-9f2"],
+        &img.reference,
+    )));
     assert_image_stored(&env, &img);
     let toks = reg.token_requests();
     assert!(
@@ -142,15 +190,41 @@ fn bearer_token_flow_with_creds() {
     let env2 = Env::new();
     let err = env2.fails(&strs(&fetch_args(&env2, &[], &img.reference)));
     eprintln!("{err}");
-    assert!(err.contains(&img.reference), "error does not name {}: {err}", img.reference);
+    assert!(
+        err.contains(&img.reference),
+        "error does not name {}: {err}",
+        img.reference
+    );
 
     // Wrong password: fails, and the password is nowhere in the output.
     let env3 = Env::new();
-    let out = env3.run(&strs(&fetch_args(&env3, &["--creds", "tokuser:wrong-pass-77c"], &img.reference)));
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!all.contains("wrong-pass-77c"), "password leaked into output");
-    assert!(!env3.store().join("blobs/sha256").join(hex_of(&img.manifest_digest)).exists());
+    let out = env3.run(&strs(&fetch_args(
+        &env3,
+        &["--creds", "tokuser:wrong-pass-77c"],
+        &img.reference,
+    )));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !all.contains("wrong-pass-77c"),
+        "password leaked into output"
+    );
+    assert!(
+        !env3
+            .store()
+            .join("blobs/sha256")
+            .join(hex_of(&img.manifest_digest))
+            .exists()
+    );
 }
 
 #[test]
@@ -158,16 +232,28 @@ fn basic_auth_needs_creds() {
     let reg = FakeRegistry::with_auth(Auth::basic("alice", "b4sic-s3cret"));
     let img = reg.add_image("private/img", "v1", &[20_000]);
     let env = Env::new();
-    env.ok(&strs(&fetch_args(&env, &["--creds", "alice:b4sic-s3cret"], &img.reference)));
+    env.ok(&strs(&fetch_args(
+        &env,
+        &["--creds", "alice:b4sic-s3cret"],
+        &img.reference,
+    )));
     assert_image_stored(&env, &img);
-    for r in reg.log().iter().filter(|r| r.path.starts_with("/v2/private/") && r.status < 300) {
+    for r in reg
+        .log()
+        .iter()
+        .filter(|r| r.path.starts_with("/v2/private/") && r.status < 300)
+    {
         assert_eq!(r.auth.as_deref(), Some("Basic"), "{}", reg.log_summary());
     }
 
     let env2 = Env::new();
     let err = env2.fails(&strs(&fetch_args(&env2, &[], &img.reference)));
     eprintln!("{err}");
-    assert!(err.contains(&img.reference), "error does not name {}: {err}", img.reference);
+    assert!(
+        err.contains(&img.reference),
+        "error does not name {}: {err}",
+        img.reference
+    );
     assert!(!blob_path(&env2, &img.manifest_digest).exists());
 }
 
@@ -180,9 +266,20 @@ fn wrong_bytes_fail_and_leave_nothing_claiming_to_be_the_blob() {
     let env = Env::new();
     let err = env.fails(&strs(&fetch_args(&env, &[], &img.reference)));
     eprintln!("{err}");
-    assert!(err.contains(bad.hex()), "error does not name blob {}: {err}", bad.digest);
-    assert!(err.contains(&img.reference), "error does not name image {}: {err}", img.reference);
-    assert!(!blob_path(&env, &bad.digest).exists(), "corrupt blob stored under its digest");
+    assert!(
+        err.contains(bad.hex()),
+        "error does not name blob {}: {err}",
+        bad.digest
+    );
+    assert!(
+        err.contains(&img.reference),
+        "error does not name image {}: {err}",
+        img.reference
+    );
+    assert!(
+        !blob_path(&env, &bad.digest).exists(),
+        "corrupt blob stored under its digest"
+    );
     // No file anywhere in the store may pass for the complete blob: a leftover partial is
     // fine only if shorter than the blob.
     for f in walk(&env.store()) {
@@ -190,12 +287,24 @@ fn wrong_bytes_fail_and_leave_nothing_claiming_to_be_the_blob() {
         if !name.contains(bad.hex()) {
             continue;
         }
-        assert_eq!(f, partial_path(&env, &bad.digest), "unexpected file for the bad blob: {}", f.display());
+        assert_eq!(
+            f,
+            partial_path(&env, &bad.digest),
+            "unexpected file for the bad blob: {}",
+            f.display()
+        );
         let len = std::fs::metadata(&f).unwrap().len();
-        assert!(len < bad.size, "{} has all {len} bytes of a blob that failed verification", f.display());
+        assert!(
+            len < bad.size,
+            "{} has all {len} bytes of a blob that failed verification",
+            f.display()
+        );
     }
     if let Ok(index) = std::fs::read_to_string(env.store().join("index.json")) {
-        assert!(!index.contains(&img.manifest_digest), "index.json references the failed image: {index}");
+        assert!(
+            !index.contains(&img.manifest_digest),
+            "index.json references the failed image: {index}"
+        );
     }
 
     // Once the registry serves the right bytes, a rerun completes.
@@ -215,9 +324,14 @@ fn connection_cut_mid_blob_resumes_with_range() {
     assert_image_stored(&env, &img);
     let reqs = reg.blob_requests("test/cut", &layer.digest);
     let got = gets(&reqs);
-    assert!(got.len() >= 3, "expected two cut GETs and a complete one:\n{}", reg.log_summary());
     assert!(
-        got.iter().any(|r| r.range_start().is_some_and(|n| n > 0) && r.status == 206),
+        got.len() >= 3,
+        "expected two cut GETs and a complete one:\n{}",
+        reg.log_summary()
+    );
+    assert!(
+        got.iter()
+            .any(|r| r.range_start().is_some_and(|n| n > 0) && r.status == 206),
         "no resumed request with Range: bytes=N- (N > 0):\n{}",
         reg.log_summary()
     );
@@ -241,8 +355,17 @@ fn status_429_twice_then_ok() {
     env.ok(&strs(&fetch_args(&env, &[], &img.reference)));
     assert_image_stored(&env, &img);
     let reqs = reg.blob_requests("test/busy", &layer.digest);
-    assert_eq!(reqs.iter().filter(|r| r.status == 429).count(), 2, "{}", reg.log_summary());
-    assert!(reqs.iter().any(|r| r.status == 200), "{}", reg.log_summary());
+    assert_eq!(
+        reqs.iter().filter(|r| r.status == 429).count(),
+        2,
+        "{}",
+        reg.log_summary()
+    );
+    assert!(
+        reqs.iter().any(|r| r.status == 200),
+        "{}",
+        reg.log_summary()
+    );
 }
 
 #[test]
@@ -254,7 +377,12 @@ fn manifest_503_twice_then_ok() {
     env.ok(&strs(&fetch_args(&env, &[], &img.reference)));
     assert_image_stored(&env, &img);
     let reqs = reg.manifest_requests("test/flaky", "v1");
-    assert_eq!(reqs.iter().filter(|r| r.status == 503).count(), 2, "{}", reg.log_summary());
+    assert_eq!(
+        reqs.iter().filter(|r| r.status == 503).count(),
+        2,
+        "{}",
+        reg.log_summary()
+    );
 }
 
 #[test]
@@ -266,9 +394,17 @@ fn status_500_forever_gives_up_after_bounded_retries() {
     let env = Env::new();
     let err = env.fails(&strs(&fetch_args(&env, &[], &img.reference)));
     eprintln!("{err}");
-    assert!(err.contains(layer.hex()), "error does not name blob {}: {err}", layer.digest);
+    assert!(
+        err.contains(layer.hex()),
+        "error does not name blob {}: {err}",
+        layer.digest
+    );
     let n = reg.blob_requests("test/broken", &layer.digest).len();
-    assert!((2..=6).contains(&n), "{n} requests for a blob that always fails (want 1 + up to 5 retries):\n{}", reg.log_summary());
+    assert!(
+        (2..=6).contains(&n),
+        "{n} requests for a blob that always fails (want 1 + up to 5 retries):\n{}",
+        reg.log_summary()
+    );
     assert!(!blob_path(&env, &layer.digest).exists());
 
     // Same for a manifest that always fails.
@@ -276,9 +412,17 @@ fn status_500_forever_gives_up_after_bounded_retries() {
     reg.status("test/broken2:v1", 500, u32::MAX);
     let err = env.fails(&strs(&fetch_args(&env, &[], &img2.reference)));
     eprintln!("{err}");
-    assert!(err.contains(&img2.reference), "error does not name {}: {err}", img2.reference);
+    assert!(
+        err.contains(&img2.reference),
+        "error does not name {}: {err}",
+        img2.reference
+    );
     let n = reg.manifest_requests("test/broken2", "v1").len();
-    assert!((2..=6).contains(&n), "{n} requests for a manifest that always fails:\n{}", reg.log_summary());
+    assert!(
+        (2..=6).contains(&n),
+        "{n} requests for a manifest that always fails:\n{}",
+        reg.log_summary()
+    );
 }
 
 #[test]
@@ -289,8 +433,16 @@ fn missing_tag_fails_without_retry() {
     let env = Env::new();
     let err = env.fails(&strs(&fetch_args(&env, &[], &reference)));
     eprintln!("{err}");
-    assert!(err.contains(&reference), "error does not name {reference}: {err}");
-    assert_eq!(reg.manifest_requests("test/exists", "nope").len(), 1, "404 was retried:\n{}", reg.log_summary());
+    assert!(
+        err.contains(&reference),
+        "error does not name {reference}: {err}"
+    );
+    assert_eq!(
+        reg.manifest_requests("test/exists", "nope").len(),
+        1,
+        "404 was retried:\n{}",
+        reg.log_summary()
+    );
 }
 
 /// Waits until `path` exists with a size > 0 that has not changed for a while (or gives up).
@@ -324,13 +476,24 @@ fn killed_mid_download_resumes_from_partial() {
     reg.stall_after(&layer.digest, STALL);
     let env = Env::new();
     let args = fetch_args(&env, &[], &img.reference);
-    let mut child = env.cmd().args(&args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn ocibundle");
+    let mut child = env
+        .cmd()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ocibundle");
     let blob_url = format!("/v2/test/kill/blobs/{}", layer.digest);
-    let stalled = reg.wait_until(Duration::from_secs(60), |log| log.iter().any(|r| r.path == blob_url && r.stalled));
+    let stalled = reg.wait_until(Duration::from_secs(60), |log| {
+        log.iter().any(|r| r.path == blob_url && r.stalled)
+    });
     if !stalled {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("the client never reached the stalled blob:\n{}", reg.log_summary());
+        panic!(
+            "the client never reached the stalled blob:\n{}",
+            reg.log_summary()
+        );
     }
     let partial = partial_path(&env, &layer.digest);
     wait_for_stable_nonempty(&partial, Duration::from_secs(20));
@@ -338,29 +501,58 @@ fn killed_mid_download_resumes_from_partial() {
     child.wait().unwrap();
     // The kill, not a client timeout or the server giving up on the stall, ended the download.
     let before_kill = reg.blob_requests("test/kill", &layer.digest);
-    assert_eq!(before_kill.len(), 1, "expected the one stalled request before the kill:\n{}", reg.log_summary());
+    assert_eq!(
+        before_kill.len(),
+        1,
+        "expected the one stalled request before the kill:\n{}",
+        reg.log_summary()
+    );
     assert!(before_kill[0].stalled);
     let kept = std::fs::metadata(&partial)
-        .unwrap_or_else(|e| panic!("no partial download at {} after kill: {e}", partial.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "no partial download at {} after kill: {e}",
+                partial.display()
+            )
+        })
         .len();
-    assert!(kept > 0 && kept <= STALL, "partial has {kept} bytes (server sent {STALL})");
+    assert!(
+        kept > 0 && kept <= STALL,
+        "partial has {kept} bytes (server sent {STALL})"
+    );
     assert!(!blob_path(&env, &layer.digest).exists());
 
     reg.clear_faults(&layer.digest);
     let mark = reg.log().len();
     env.ok(&strs(&fetch_args(&env, &[], &img.reference)));
     assert_image_stored(&env, &img);
-    let rerun: Vec<Req> = reg.log()[mark..].iter().filter(|r| r.path == blob_url).cloned().collect();
-    let resumed = rerun.iter().find(|r| r.method == "GET" && r.range_start().is_some_and(|n| n > 0));
+    let rerun: Vec<Req> = reg.log()[mark..]
+        .iter()
+        .filter(|r| r.path == blob_url)
+        .cloned()
+        .collect();
+    let resumed = rerun
+        .iter()
+        .find(|r| r.method == "GET" && r.range_start().is_some_and(|n| n > 0));
     let Some(resumed) = resumed else {
-        panic!("the rerun did not resume with Range: bytes=N- (partial had {kept} bytes):\n{}", reg.log_summary())
+        panic!(
+            "the rerun did not resume with Range: bytes=N- (partial had {kept} bytes):\n{}",
+            reg.log_summary()
+        )
     };
     let n = resumed.range_start().unwrap();
     assert!(n <= kept, "resumed at {n} but only {kept} bytes were kept");
     assert_eq!(resumed.status, 206);
     let served_again: u64 = rerun.iter().map(|r| r.body_sent).sum();
-    assert!(served_again < layer.size, "rerun downloaded {served_again} of {} bytes again", layer.size);
-    assert!(!partial.exists(), "partial left behind after the blob completed");
+    assert!(
+        served_again < layer.size,
+        "rerun downloaded {served_again} of {} bytes again",
+        layer.size
+    );
+    assert!(
+        !partial.exists(),
+        "partial left behind after the blob completed"
+    );
 }
 
 #[test]
@@ -381,11 +573,21 @@ fn oversized_manifest_is_refused() {
     let env = Env::new();
     let err = env.fails(&strs(&fetch_args(&env, &[], &reference)));
     eprintln!("{err}");
-    assert!(err.contains(&reference), "error does not name {reference}: {err}");
-    let low = err.to_lowercase();
-    assert!(low.contains("manifest"), "error does not say the manifest is at fault: {err}");
     assert!(
-        ["large", "big", "exceed", "limit", "cap", "size", "mib", "4194304"].iter().any(|w| low.contains(w)),
+        err.contains(&reference),
+        "error does not name {reference}: {err}"
+    );
+    let low = err.to_lowercase();
+    assert!(
+        low.contains("manifest"),
+        "error does not say the manifest is at fault: {err}"
+    );
+    assert!(
+        [
+            "large", "big", "exceed", "limit", "cap", "size", "mib", "4194304"
+        ]
+        .iter()
+        .any(|w| low.contains(w)),
         "error does not say the manifest is too big: {err}"
     );
     assert!(!blob_path(&env, &digest).exists());
@@ -397,20 +599,36 @@ fn unsupported_manifest_media_type_is_refused() {
     let reg = FakeRegistry::start();
     let weird = "application/vnd.example.unknown.manifest.v1+json";
     let body = serde_json::json!({"schemaVersion": 2, "mediaType": weird, "stuff": []});
-    reg.add_manifest("test/odd", Some("v1"), weird, serde_json::to_vec(&body).unwrap());
+    reg.add_manifest(
+        "test/odd",
+        Some("v1"),
+        weird,
+        serde_json::to_vec(&body).unwrap(),
+    );
     let env = Env::new();
     let reference = reg.reference("test/odd", "v1");
     let err = env.fails(&strs(&fetch_args(&env, &[], &reference)));
     eprintln!("{err}");
-    assert!(err.contains(weird), "error does not name media type {weird}: {err}");
+    assert!(
+        err.contains(weird),
+        "error does not name media type {weird}: {err}"
+    );
 
     // Docker schema 1, still found on old registries: no mediaType in the body, only the header.
     let schema1 = "application/vnd.docker.distribution.manifest.v1+prettyjws";
     let body = serde_json::json!({"schemaVersion": 1, "name": "test/old", "tag": "v1", "architecture": "amd64",
         "fsLayers": [], "history": []});
-    reg.add_manifest("test/old", Some("v1"), schema1, serde_json::to_vec(&body).unwrap());
+    reg.add_manifest(
+        "test/old",
+        Some("v1"),
+        schema1,
+        serde_json::to_vec(&body).unwrap(),
+    );
     let reference = reg.reference("test/old", "v1");
     let err = env.fails(&strs(&fetch_args(&env, &[], &reference)));
     eprintln!("{err}");
-    assert!(err.contains(schema1), "error does not name media type {schema1}: {err}");
+    assert!(
+        err.contains(schema1),
+        "error does not name media type {schema1}: {err}"
+    );
 }

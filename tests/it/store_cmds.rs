@@ -3,8 +3,8 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-use crate::harness::cmd::{sha256, Env};
-use crate::harness::fakereg::{FakeRegistry, TestImage, OCI_MANIFEST};
+use crate::harness::cmd::{Env, sha256};
+use crate::harness::fakereg::{FakeRegistry, OCI_MANIFEST, TestImage};
 
 fn store_str(env: &Env) -> String {
     env.store().to_str().unwrap().to_string()
@@ -26,7 +26,11 @@ fn blob_path(env: &Env, digest: &str) -> PathBuf {
 }
 
 fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A registry with two images fetched into a fresh store.
@@ -62,7 +66,9 @@ fn store_ls_json_lists_fetched_references() {
     let (_reg, env, imgs) = fetched_store();
     let s = store_str(&env);
     let v = env.json(&args(&s, &["store", "ls"]));
-    let list = v["images"].as_array().unwrap_or_else(|| panic!("no images array: {v}"));
+    let list = v["images"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no images array: {v}"));
     assert_eq!(list.len(), 2, "{v}");
     for img in &imgs {
         let e = list
@@ -71,7 +77,11 @@ fn store_ls_json_lists_fetched_references() {
             .unwrap_or_else(|| panic!("{} missing from {v}", img.reference));
         assert_eq!(e["digest"], img.manifest_digest.as_str(), "{v}");
         assert_eq!(e["media_type"], OCI_MANIFEST, "{v}");
-        assert_eq!(e["size"], img.total_size(), "size = manifest + config + layers: {v}");
+        assert_eq!(
+            e["size"],
+            img.total_size(),
+            "size = manifest + config + layers: {v}"
+        );
     }
 }
 
@@ -81,14 +91,22 @@ fn store_ls_text_lists_fetched_references() {
     let (_reg, env, imgs) = fetched_store();
     let s = store_str(&env);
     let out = env.ok(&args(&s, &["store", "ls"]));
-    assert_eq!(out.lines().filter(|l| !l.trim().is_empty()).count(), 2, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| !l.trim().is_empty()).count(),
+        2,
+        "{out}"
+    );
     for img in &imgs {
         let line = out
             .lines()
             .find(|l| l.split_whitespace().next() == Some(img.reference.as_str()))
             .unwrap_or_else(|| panic!("`store ls` does not list {}:\n{out}", img.reference));
         let cols: Vec<&str> = line.split_whitespace().collect();
-        assert_eq!(cols.get(1).copied(), Some(img.manifest_digest.as_str()), "{line}");
+        assert_eq!(
+            cols.get(1).copied(),
+            Some(img.manifest_digest.as_str()),
+            "{line}"
+        );
         assert_eq!(
             cols[2..].join(" "),
             img.total_size().to_string(),
@@ -115,15 +133,29 @@ fn fsck_clean_store_then_flipped_byte() {
     std::fs::write(&p, &data).unwrap();
 
     let out = env.run(&args(&s, &["store", "fsck"]));
-    assert_eq!(out.status.code(), Some(1), "fsck of a corrupt store:\n{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "fsck of a corrupt store:\n{}",
+        text(&out)
+    );
     let want = format!("bad blob {}", layer.digest);
-    assert!(text(&out).lines().any(|l| l.starts_with(&want)), "no `{want}: …` line:\n{}", text(&out));
-    let others: Vec<_> = text(&out).lines().filter(|l| l.starts_with("bad blob") || l.starts_with("missing blob")).map(str::to_string).collect();
+    assert!(
+        text(&out).lines().any(|l| l.starts_with(&want)),
+        "no `{want}: …` line:\n{}",
+        text(&out)
+    );
+    let others: Vec<_> = text(&out)
+        .lines()
+        .filter(|l| l.starts_with("bad blob") || l.starts_with("missing blob"))
+        .map(str::to_string)
+        .collect();
     assert_eq!(others.len(), 1, "only one blob is bad: {others:?}");
 
     let out = env.run(&args(&s, &["store", "fsck", "--json"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(&out)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(&out)));
     let problems = v["problems"].as_array().unwrap();
     assert_eq!(problems.len(), 1, "{v}");
     assert_eq!(problems[0]["digest"], layer.digest.as_str(), "{v}");
@@ -136,19 +168,35 @@ fn fsck_reports_missing_blob() {
     let layer = imgs[1].layers[0].clone();
     std::fs::remove_file(blob_path(&env, &layer.digest)).unwrap();
     let out = env.run(&args(&s, &["store", "fsck"]));
-    assert_eq!(out.status.code(), Some(1), "fsck with a missing blob:\n{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "fsck with a missing blob:\n{}",
+        text(&out)
+    );
     let want = format!("missing blob {}", layer.digest);
     let line = text(&out)
         .lines()
         .find(|l| l.starts_with(&want))
         .map(str::to_string)
         .unwrap_or_else(|| panic!("no `{want} (needed by …)` line:\n{}", text(&out)));
-    assert!(line.contains(&imgs[1].reference), "does not say who needs it: {line}");
+    assert!(
+        line.contains(&imgs[1].reference),
+        "does not say who needs it: {line}"
+    );
 
     let out = env.run(&args(&s, &["store", "fsck", "--json"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(&out)));
-    assert!(v["problems"].as_array().unwrap().iter().any(|p| p["digest"] == layer.digest.as_str()), "{v}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", text(&out)));
+    assert!(
+        v["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["digest"] == layer.digest.as_str()),
+        "{v}"
+    );
 }
 
 #[test]
@@ -163,12 +211,19 @@ fn gc_removes_unreachable_blobs_and_keeps_reachable() {
     let v = env.json(&args(&s, &["store", "gc"]));
     assert_eq!(v["removed_blobs"], 1, "{v}");
     assert_eq!(v["removed_bytes"], junk.len(), "{v}");
-    assert!(!blob_path(&env, &junk_digest).exists(), "unreachable blob survived gc");
+    assert!(
+        !blob_path(&env, &junk_digest).exists(),
+        "unreachable blob survived gc"
+    );
     assert_eq!(stored_blobs(&env), before, "gc changed the reachable blobs");
     for img in &imgs {
         assert!(blob_path(&env, &img.manifest_digest).exists());
         for b in img.blobs() {
-            assert!(blob_path(&env, &b.digest).exists(), "gc removed reachable {}", b.digest);
+            assert!(
+                blob_path(&env, &b.digest).exists(),
+                "gc removed reachable {}",
+                b.digest
+            );
         }
     }
     env.ok(&args(&s, &["store", "fsck"]));
@@ -188,8 +243,15 @@ fn gc_text_reports_removed_blobs_and_bytes() {
     let junk_digest = sha256(&junk);
     std::fs::write(blob_path(&env, &junk_digest), &junk).unwrap();
     let out = env.ok(&args(&s, &["store", "gc"]));
-    assert!(!blob_path(&env, &junk_digest).exists(), "unreachable blob survived gc");
-    assert_eq!(out.trim(), format!("removed 1 blobs ({} bytes)", junk.len()), "{out}");
+    assert!(
+        !blob_path(&env, &junk_digest).exists(),
+        "unreachable blob survived gc"
+    );
+    assert_eq!(
+        out.trim(),
+        format!("removed 1 blobs ({} bytes)", junk.len()),
+        "{out}"
+    );
 }
 
 #[test]
@@ -204,7 +266,12 @@ fn gc_removes_stale_partials() {
     std::fs::write(&partial, &half).unwrap();
     // Two days old: stale by any definition.
     let old = SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
-    std::fs::File::options().write(true).open(&partial).unwrap().set_modified(old).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&partial)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
 
     env.ok(&args(&s, &["store", "gc"]));
     assert!(!partial.exists(), "stale partial survived gc");

@@ -46,13 +46,18 @@ pub enum Auth {
 
 impl Auth {
     pub fn basic(user: &str, pass: &str) -> Auth {
-        Auth::Basic { user: user.into(), pass: pass.into() }
+        Auth::Basic {
+            user: user.into(),
+            pass: pass.into(),
+        }
     }
     pub fn bearer() -> Auth {
         Auth::Bearer { creds: None }
     }
     pub fn bearer_with_creds(user: &str, pass: &str) -> Auth {
-        Auth::Bearer { creds: Some((user.into(), pass.into())) }
+        Auth::Bearer {
+            creds: Some((user.into(), pass.into())),
+        }
     }
 }
 
@@ -82,7 +87,10 @@ impl Req {
         parse_range(self.range.as_deref()?).map(|(s, _)| s)
     }
     pub fn query_value(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -189,7 +197,10 @@ impl FakeRegistry {
         let addr = listener.local_addr().unwrap();
         assert!(addr.ip().is_loopback());
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { auth, ..Default::default() }),
+            state: Mutex::new(State {
+                auth,
+                ..Default::default()
+            }),
             stop: AtomicBool::new(false),
             token_seq: AtomicU64::new(1),
             non_http: AtomicU64::new(0),
@@ -199,7 +210,11 @@ impl FakeRegistry {
             .name(format!("fakereg-{}", addr.port()))
             .spawn(move || accept_loop(listener, sh))
             .unwrap();
-        FakeRegistry { addr, shared, accept: Some(accept) }
+        FakeRegistry {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -216,16 +231,29 @@ impl FakeRegistry {
 
     pub fn add_blob(&self, repo: &str, data: Vec<u8>) -> String {
         let digest = sha256_digest(&data);
-        self.shared.lock().repos.entry(repo.into()).or_default().blobs.insert(digest.clone(), Arc::new(data));
+        self.shared
+            .lock()
+            .repos
+            .entry(repo.into())
+            .or_default()
+            .blobs
+            .insert(digest.clone(), Arc::new(data));
         digest
     }
 
     /// Adds a manifest (any bytes, any media type), optionally tagged. Returns its digest.
-    pub fn add_manifest(&self, repo: &str, tag: Option<&str>, media_type: &str, bytes: Vec<u8>) -> String {
+    pub fn add_manifest(
+        &self,
+        repo: &str,
+        tag: Option<&str>,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> String {
         let digest = sha256_digest(&bytes);
         let mut st = self.shared.lock();
         let r = st.repos.entry(repo.into()).or_default();
-        r.manifests.insert(digest.clone(), (media_type.into(), bytes));
+        r.manifests
+            .insert(digest.clone(), (media_type.into(), bytes));
         if let Some(t) = tag {
             r.tags.insert(t.into(), digest.clone());
         }
@@ -244,7 +272,11 @@ impl FakeRegistry {
             diff_ids.push(sha256_digest(&tar));
             let size = gz.len() as u64;
             let digest = self.add_blob(repo, gz);
-            layers.push(BlobRef { digest, size, media_type: OCI_LAYER_GZIP.into() });
+            layers.push(BlobRef {
+                digest,
+                size,
+                media_type: OCI_LAYER_GZIP.into(),
+            });
         }
         let config = serde_json::json!({
             "architecture": "amd64",
@@ -256,7 +288,11 @@ impl FakeRegistry {
         let config = serde_json::to_vec(&config).unwrap();
         let config_size = config.len() as u64;
         let config_digest = self.add_blob(repo, config);
-        let config = BlobRef { digest: config_digest, size: config_size, media_type: OCI_CONFIG.into() };
+        let config = BlobRef {
+            digest: config_digest,
+            size: config_size,
+            media_type: OCI_CONFIG.into(),
+        };
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
@@ -322,7 +358,10 @@ impl FakeRegistry {
     }
     /// Requests for `/token`.
     pub fn token_requests(&self) -> Vec<Req> {
-        self.log().into_iter().filter(|r| r.path == "/token").collect()
+        self.log()
+            .into_iter()
+            .filter(|r| r.path == "/token")
+            .collect()
     }
     /// Connections that closed without sending HTTP (TLS probes and the like).
     pub fn non_http_connections(&self) -> u64 {
@@ -391,9 +430,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     continue;
                 }
                 let sh = shared.clone();
-                let _ = std::thread::Builder::new().name("fakereg-conn".into()).spawn(move || {
-                    let _ = handle_conn(stream, &sh);
-                });
+                let _ = std::thread::Builder::new()
+                    .name("fakereg-conn".into())
+                    .spawn(move || {
+                        let _ = handle_conn(stream, &sh);
+                    });
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(5));
@@ -412,7 +453,10 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -443,9 +487,14 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
     let mut lines = head.split("\r\n");
     let first = lines.next().unwrap_or("");
     let mut parts = first.split(' ');
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else { return Ok(None) };
+    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
+        return Ok(None);
+    };
     let headers = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
     let (path, q) = target.split_once('?').unwrap_or((target, ""));
     let query = q
@@ -456,7 +505,12 @@ fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<Request>> {
             (percent_decode(k), percent_decode(v))
         })
         .collect();
-    Ok(Some(Request { method: method.into(), path: path.into(), query, headers }))
+    Ok(Some(Request {
+        method: method.into(),
+        path: path.into(),
+        query,
+        headers,
+    }))
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -468,12 +522,15 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(if b[i] == b'+' { b' ' } else { b[i] });
         i += 1;
@@ -486,7 +543,11 @@ fn parse_range(h: &str) -> Option<(u64, Option<u64>)> {
     let r = h.trim().strip_prefix("bytes=")?;
     let (a, b) = r.split_once('-')?;
     let start = a.trim().parse().ok()?;
-    let end = if b.trim().is_empty() { None } else { Some(b.trim().parse().ok()?) };
+    let end = if b.trim().is_empty() {
+        None
+    } else {
+        Some(b.trim().parse().ok()?)
+    };
     Some((start, end))
 }
 
@@ -518,7 +579,11 @@ impl Resp {
     }
     fn error(status: u16, code: &str, msg: &str) -> Resp {
         let body = serde_json::json!({"errors": [{"code": code, "message": msg, "detail": null}]});
-        Resp::new(status, "application/json", serde_json::to_vec(&body).unwrap())
+        Resp::new(
+            status,
+            "application/json",
+            serde_json::to_vec(&body).unwrap(),
+        )
     }
     fn header(mut self, k: &str, v: &str) -> Resp {
         self.headers.push((k.into(), v.into()));
@@ -556,7 +621,9 @@ fn handle_conn(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             return Ok(());
         }
     };
-    let auth_scheme = req.header("Authorization").map(|a| a.split(' ').next().unwrap_or("").to_string());
+    let auth_scheme = req
+        .header("Authorization")
+        .map(|a| a.split(' ').next().unwrap_or("").to_string());
     let resp = route(&req, shared);
     let idx = {
         let mut st = shared.lock();
@@ -577,7 +644,9 @@ fn handle_conn(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     for (k, v) in &resp.headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    head.push_str(&format!("Content-Length: {payload_len}\r\nConnection: close\r\n\r\n"));
+    head.push_str(&format!(
+        "Content-Length: {payload_len}\r\nConnection: close\r\n\r\n"
+    ));
     stream.write_all(head.as_bytes())?;
     if resp.head {
         stream.flush()?;
@@ -661,7 +730,8 @@ fn check_auth(req: &Request, st: &State, port: u16, repo: Option<&str>) -> AuthR
                 challenge.push_str(&format!(",scope=\"repository:{r}:pull\""));
             }
             AuthResult::Challenge(
-                Resp::error(401, "UNAUTHORIZED", "authentication required").header("WWW-Authenticate", &challenge),
+                Resp::error(401, "UNAUTHORIZED", "authentication required")
+                    .header("WWW-Authenticate", &challenge),
             )
         }
     }
@@ -669,8 +739,12 @@ fn check_auth(req: &Request, st: &State, port: u16, repo: Option<&str>) -> AuthR
 
 fn basic_matches(given: Option<&str>, user: &str, pass: &str) -> bool {
     use base64::Engine as _;
-    let Some(b64) = given.and_then(|g| g.strip_prefix("Basic ")) else { return false };
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else { return false };
+    let Some(b64) = given.and_then(|g| g.strip_prefix("Basic ")) else {
+        return false;
+    };
+    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+        return false;
+    };
     raw == format!("{user}:{pass}").as_bytes()
 }
 
@@ -682,7 +756,10 @@ fn route(req: &Request, shared: &Shared) -> Resp {
     let mut st = shared.lock();
     let port = {
         // The realm must name this server; take the port from the Host header the client used.
-        req.header("Host").and_then(|h| h.rsplit_once(':')).and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
+        req.header("Host")
+            .and_then(|h| h.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0)
     };
     if req.path == "/token" {
         return token(req, &mut st, shared);
@@ -708,7 +785,10 @@ fn route(req: &Request, shared: &Shared) -> Resp {
         Resp::error(404, "NOT_FOUND", "no such endpoint")
     };
     resp.head = is_head;
-    resp.headers.push(("Docker-Distribution-Api-Version".into(), "registry/2.0".into()));
+    resp.headers.push((
+        "Docker-Distribution-Api-Version".into(),
+        "registry/2.0".into(),
+    ));
     resp
 }
 
@@ -716,11 +796,11 @@ fn token(req: &Request, st: &mut State, shared: &Shared) -> Resp {
     let Auth::Bearer { creds } = &st.auth else {
         return Resp::error(404, "NOT_FOUND", "no token endpoint");
     };
-    if let Some((u, p)) = creds {
-        if !basic_matches(req.header("Authorization"), u, p) {
-            return Resp::error(401, "UNAUTHORIZED", "bad credentials")
-                .header("WWW-Authenticate", "Basic realm=\"fake-token\"");
-        }
+    if let Some((u, p)) = creds
+        && !basic_matches(req.header("Authorization"), u, p)
+    {
+        return Resp::error(401, "UNAUTHORIZED", "bad credentials")
+            .header("WWW-Authenticate", "Basic realm=\"fake-token\"");
     }
     let mut scopes = Vec::new();
     for (k, v) in &req.query {
@@ -728,12 +808,11 @@ fn token(req: &Request, st: &mut State, shared: &Shared) -> Resp {
             for s in v.split(' ') {
                 // repository:NAME:pull[,push]
                 let mut parts = s.splitn(2, ':');
-                if parts.next() == Some("repository") {
-                    if let Some((name, actions)) = parts.next().and_then(|r| r.rsplit_once(':')) {
-                        if actions.split(',').any(|a| a == "pull" || a == "*") {
-                            scopes.push(name.to_string());
-                        }
-                    }
+                if parts.next() == Some("repository")
+                    && let Some((name, actions)) = parts.next().and_then(|r| r.rsplit_once(':'))
+                    && actions.split(',').any(|a| a == "pull" || a == "*")
+                {
+                    scopes.push(name.to_string());
                 }
             }
         }
@@ -762,18 +841,23 @@ fn serve(req: &Request, st: &mut State, repo: &str, kind: &str, reference: &str)
             return Resp::error(404, "MANIFEST_UNKNOWN", "manifest unknown");
         };
         let tag_key = format!("{repo}:{reference}");
-        let key = [tag_key.as_str(), digest.as_str()].into_iter().find(|k| st.faults.contains_key(*k));
+        let key = [tag_key.as_str(), digest.as_str()]
+            .into_iter()
+            .find(|k| st.faults.contains_key(*k));
         let body = Arc::new(bytes);
         let resp = Resp {
             status: 200,
-            headers: vec![("Content-Type".into(), mt), ("Docker-Content-Digest".into(), digest.clone())],
+            headers: vec![
+                ("Content-Type".into(), mt),
+                ("Docker-Content-Digest".into(), digest.clone()),
+            ],
             range: (0, body.len()),
             body,
             head: false,
             cut: None,
             stall: None,
         };
-        apply_faults(req, st, key.map(str::to_string), resp, false)
+        apply_faults(req, st, key.map(str::to_string), resp)
     } else {
         let Some(data) = r.blobs.get(reference).cloned() else {
             return Resp::error(404, "BLOB_UNKNOWN", "blob unknown to registry");
@@ -800,23 +884,29 @@ fn serve(req: &Request, st: &mut State, repo: &str, kind: &str, reference: &str)
             }
             resp.status = 206;
             resp.range = (start as usize, end as usize + 1);
-            resp.headers.push(("Content-Range".into(), format!("bytes {start}-{end}/{len}")));
+            resp.headers
+                .push(("Content-Range".into(), format!("bytes {start}-{end}/{len}")));
         }
-        let key = st.faults.contains_key(reference).then(|| reference.to_string());
-        apply_faults(req, st, key, resp, true)
+        let key = st
+            .faults
+            .contains_key(reference)
+            .then(|| reference.to_string());
+        apply_faults(req, st, key, resp)
     }
 }
 
-fn apply_faults(req: &Request, st: &mut State, key: Option<String>, mut resp: Resp, _blob: bool) -> Resp {
+fn apply_faults(req: &Request, st: &mut State, key: Option<String>, mut resp: Resp) -> Resp {
     let Some(key) = key else { return resp };
-    let Some(f) = st.faults.get_mut(&key) else { return resp };
-    if let Some((code, n)) = f.status {
-        if n > 0 {
-            if n != u32::MAX {
-                f.status = Some((code, n - 1));
-            }
-            return Resp::error(code, "FAULT", "injected failure");
+    let Some(f) = st.faults.get_mut(&key) else {
+        return resp;
+    };
+    if let Some((code, n)) = f.status
+        && n > 0
+    {
+        if n != u32::MAX {
+            f.status = Some((code, n - 1));
         }
+        return Resp::error(code, "FAULT", "injected failure");
     }
     if req.method == "HEAD" {
         return resp;
@@ -829,11 +919,11 @@ fn apply_faults(req: &Request, st: &mut State, key: Option<String>, mut resp: Re
         }
         resp.body = Arc::new(b);
     }
-    if let Some((bytes, n)) = f.cut {
-        if n > 0 {
-            f.cut = Some((bytes, n - 1));
-            resp.cut = Some(bytes);
-        }
+    if let Some((bytes, n)) = f.cut
+        && n > 0
+    {
+        f.cut = Some((bytes, n - 1));
+        resp.cut = Some(bytes);
     }
     if resp.cut.is_none() {
         resp.stall = f.stall;
@@ -846,7 +936,10 @@ pub fn sha256_digest(data: &[u8]) -> String {
 }
 
 fn rand_u64(seed: u64) -> u64 {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     splitmix(seed ^ t)
 }
 
@@ -860,7 +953,11 @@ fn splitmix(mut x: u64) -> u64 {
 
 /// Pseudo-random bytes determined by `seed`.
 pub fn noise(size: usize, seed: &str) -> Vec<u8> {
-    let mut state = u64::from_le_bytes(sha2::Sha256::digest(seed.as_bytes())[..8].try_into().unwrap());
+    let mut state = u64::from_le_bytes(
+        sha2::Sha256::digest(seed.as_bytes())[..8]
+            .try_into()
+            .unwrap(),
+    );
     let mut out = Vec::with_capacity(size + 8);
     while out.len() < size {
         state = splitmix(state);
@@ -892,7 +989,12 @@ mod selftest {
     use super::*;
 
     /// Sends one request, returns (status, headers, body, closed_early). Reads to EOF.
-    fn raw(reg: &FakeRegistry, method: &str, path: &str, extra: &[(&str, &str)]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    fn raw(
+        reg: &FakeRegistry,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
         let mut s = TcpStream::connect(reg.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", reg.host());
@@ -906,9 +1008,19 @@ mod selftest {
         let end = find(&all, b"\r\n\r\n").expect("response head");
         let head = String::from_utf8_lossy(&all[..end]).to_string();
         let mut lines = head.split("\r\n");
-        let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         let headers = lines
-            .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())))
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+            })
             .collect();
         (status, headers, all[end + 4..].to_vec())
     }
@@ -929,15 +1041,26 @@ mod selftest {
         let (st, hs, body) = raw(&reg, "GET", "/v2/test/simple/manifests/v1", &[]);
         assert_eq!(st, 200);
         assert_eq!(h(&hs, "content-type"), Some(OCI_MANIFEST));
-        assert_eq!(h(&hs, "docker-content-digest"), Some(img.manifest_digest.as_str()));
+        assert_eq!(
+            h(&hs, "docker-content-digest"),
+            Some(img.manifest_digest.as_str())
+        );
         assert_eq!(sha256_digest(&body), img.manifest_digest);
         let m: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(m["layers"][0]["digest"], layer.digest.as_str());
 
-        let (st, hs, body) = raw(&reg, "HEAD", &format!("/v2/test/simple/manifests/{}", img.manifest_digest), &[]);
+        let (st, hs, body) = raw(
+            &reg,
+            "HEAD",
+            &format!("/v2/test/simple/manifests/{}", img.manifest_digest),
+            &[],
+        );
         assert_eq!(st, 200);
         assert!(body.is_empty());
-        assert_eq!(h(&hs, "content-length"), Some(img.manifest.len().to_string().as_str()));
+        assert_eq!(
+            h(&hs, "content-length"),
+            Some(img.manifest.len().to_string().as_str())
+        );
 
         let path = format!("/v2/test/simple/blobs/{}", layer.digest);
         let (st, _, full) = raw(&reg, "GET", &path, &[]);
@@ -946,18 +1069,33 @@ mod selftest {
         assert_eq!(full.len() as u64, layer.size);
 
         // config is valid JSON with the diff_id of the uncompressed layer
-        let (_, _, cfg) = raw(&reg, "GET", &format!("/v2/test/simple/blobs/{}", img.config.digest), &[]);
+        let (_, _, cfg) = raw(
+            &reg,
+            "GET",
+            &format!("/v2/test/simple/blobs/{}", img.config.digest),
+            &[],
+        );
         let cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
         let mut tar = Vec::new();
-        flate2::read::GzDecoder::new(&full[..]).read_to_end(&mut tar).unwrap();
+        flate2::read::GzDecoder::new(&full[..])
+            .read_to_end(&mut tar)
+            .unwrap();
         assert_eq!(cfg["rootfs"]["diff_ids"][0], sha256_digest(&tar).as_str());
         assert_eq!(cfg["os"], "linux");
 
         let (st, hs, part) = raw(&reg, "GET", &path, &[("Range", "bytes=1000-")]);
         assert_eq!(st, 206);
         assert_eq!(part, &full[1000..]);
-        assert_eq!(h(&hs, "content-range").unwrap(), format!("bytes 1000-{}/{}", full.len() - 1, full.len()));
-        let (st, _, _) = raw(&reg, "GET", &path, &[("Range", &format!("bytes={}-", full.len()))]);
+        assert_eq!(
+            h(&hs, "content-range").unwrap(),
+            format!("bytes 1000-{}/{}", full.len() - 1, full.len())
+        );
+        let (st, _, _) = raw(
+            &reg,
+            "GET",
+            &path,
+            &[("Range", &format!("bytes={}-", full.len()))],
+        );
         assert_eq!(st, 416);
 
         // cut: full Content-Length, fewer bytes, twice, then whole
@@ -965,7 +1103,10 @@ mod selftest {
         for _ in 0..2 {
             let (st, hs, b) = raw(&reg, "GET", &path, &[]);
             assert_eq!(st, 200);
-            assert_eq!(h(&hs, "content-length"), Some(full.len().to_string().as_str()));
+            assert_eq!(
+                h(&hs, "content-length"),
+                Some(full.len().to_string().as_str())
+            );
             assert_eq!(b, &full[..5000]);
         }
         let (_, _, b) = raw(&reg, "GET", &path, &[]);
@@ -993,12 +1134,20 @@ mod selftest {
         assert_eq!(raw(&reg, "GET", "/v2/test/simple/manifests/v1", &[]).0, 200);
 
         // 404s
-        assert_eq!(raw(&reg, "GET", "/v2/test/simple/manifests/nope", &[]).0, 404);
+        assert_eq!(
+            raw(&reg, "GET", "/v2/test/simple/manifests/nope", &[]).0,
+            404
+        );
         assert_eq!(raw(&reg, "GET", "/v2/nope/manifests/v1", &[]).0, 404);
-        assert_eq!(raw(&reg, "GET", "/v2/test/simple/blobs/sha256:00", &[]).0, 404);
+        assert_eq!(
+            raw(&reg, "GET", "/v2/test/simple/blobs/sha256:00", &[]).0,
+            404
+        );
 
         let log = reg.blob_requests("test/simple", &layer.digest);
-        assert!(log.iter().any(|r| r.range_start() == Some(1000) && r.status == 206 && r.body_sent == (full.len() - 1000) as u64));
+        assert!(log.iter().any(|r| r.range_start() == Some(1000)
+            && r.status == 206
+            && r.body_sent == (full.len() - 1000) as u64));
         assert_eq!(log.iter().filter(|r| r.body_sent == 5000).count(), 2);
     }
 
@@ -1007,7 +1156,8 @@ mod selftest {
         let reg = FakeRegistry::start();
         let mut s = TcpStream::connect(reg.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x10, 1, 2, 3]).unwrap();
+        s.write_all(&[0x16, 0x03, 0x01, 0x00, 0x10, 1, 2, 3])
+            .unwrap();
         let mut b = Vec::new();
         let _ = s.read_to_end(&mut b);
         assert!(b.is_empty());
@@ -1028,13 +1178,14 @@ mod selftest {
         let mut got = vec![0u8; 1 << 20];
         let mut n = 0;
         // read what was sent (headers + 10_000 body bytes) ...
-        while !find(&got[..n], b"\r\n\r\n").is_some_and(|e| n - e - 4 >= 10_000) {
+        while find(&got[..n], b"\r\n\r\n").is_none_or(|e| n - e - 4 < 10_000) {
             n += s.read(&mut got[n..]).unwrap();
         }
         // ... then dropping the server closes the stalled connection (EOF, not a read timeout)
         drop(reg);
         let mut rest = Vec::new();
-        s.read_to_end(&mut rest).expect("EOF after drop, not a timeout");
+        s.read_to_end(&mut rest)
+            .expect("EOF after drop, not a timeout");
         assert!(rest.is_empty());
     }
 
@@ -1048,10 +1199,32 @@ mod selftest {
         assert_eq!(st, 401);
         assert_eq!(h(&hs, "www-authenticate"), Some("Basic realm=\"fake\""));
         let good = format!("Basic {}", b64("alice:s3cret"));
-        assert_eq!(raw(&reg, "GET", "/v2/priv/img/manifests/v1", &[("Authorization", &good)]).0, 200);
+        assert_eq!(
+            raw(
+                &reg,
+                "GET",
+                "/v2/priv/img/manifests/v1",
+                &[("Authorization", &good)]
+            )
+            .0,
+            200
+        );
         let bad = format!("Basic {}", b64("alice:nope"));
-        assert_eq!(raw(&reg, "GET", "/v2/priv/img/manifests/v1", &[("Authorization", &bad)]).0, 401);
-        assert!(reg.log().iter().all(|r| r.auth.as_deref() != Some(good.as_str())));
+        assert_eq!(
+            raw(
+                &reg,
+                "GET",
+                "/v2/priv/img/manifests/v1",
+                &[("Authorization", &bad)]
+            )
+            .0,
+            401
+        );
+        assert!(
+            reg.log()
+                .iter()
+                .all(|r| r.auth.as_deref() != Some(good.as_str()))
+        );
 
         let reg = FakeRegistry::with_auth(Auth::bearer_with_creds("bob", "pw"));
         reg.add_image("priv/img", "v1", &[100]);
@@ -1059,26 +1232,62 @@ mod selftest {
         assert_eq!(st, 401);
         assert_eq!(
             h(&hs, "www-authenticate").unwrap(),
-            format!("Bearer realm=\"http://127.0.0.1:{}/token\",service=\"fake-registry\"", reg.port())
+            format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"fake-registry\"",
+                reg.port()
+            )
         );
         let (_, hs, _) = raw(&reg, "GET", "/v2/priv/img/manifests/v1", &[]);
-        assert!(h(&hs, "www-authenticate").unwrap().ends_with(",scope=\"repository:priv/img:pull\""));
+        assert!(
+            h(&hs, "www-authenticate")
+                .unwrap()
+                .ends_with(",scope=\"repository:priv/img:pull\"")
+        );
         let tok_path = "/token?service=fake-registry&scope=repository%3Apriv%2Fimg%3Apull";
         assert_eq!(raw(&reg, "GET", tok_path, &[]).0, 401);
-        let (st, _, body) = raw(&reg, "GET", tok_path, &[("Authorization", &format!("Basic {}", b64("bob:pw")))]);
+        let (st, _, body) = raw(
+            &reg,
+            "GET",
+            tok_path,
+            &[("Authorization", &format!("Basic {}", b64("bob:pw")))],
+        );
         assert_eq!(st, 200);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let tok = v["token"].as_str().unwrap().to_string();
         assert_eq!(v["access_token"], tok.as_str());
         let bearer = format!("Bearer {tok}");
-        assert_eq!(raw(&reg, "GET", "/v2/priv/img/manifests/v1", &[("Authorization", &bearer)]).0, 200);
-        assert_eq!(raw(&reg, "GET", "/v2/", &[("Authorization", &bearer)]).0, 200);
+        assert_eq!(
+            raw(
+                &reg,
+                "GET",
+                "/v2/priv/img/manifests/v1",
+                &[("Authorization", &bearer)]
+            )
+            .0,
+            200
+        );
+        assert_eq!(
+            raw(&reg, "GET", "/v2/", &[("Authorization", &bearer)]).0,
+            200
+        );
         // scoped: not valid for another repo
         reg.add_image("other", "v1", &[100]);
-        assert_eq!(raw(&reg, "GET", "/v2/other/manifests/v1", &[("Authorization", &bearer)]).0, 401);
+        assert_eq!(
+            raw(
+                &reg,
+                "GET",
+                "/v2/other/manifests/v1",
+                &[("Authorization", &bearer)]
+            )
+            .0,
+            401
+        );
         let toks = reg.token_requests();
         assert_eq!(toks.len(), 2);
-        assert_eq!(toks[1].query_value("scope"), Some("repository:priv/img:pull"));
+        assert_eq!(
+            toks[1].query_value("scope"),
+            Some("repository:priv/img:pull")
+        );
         assert_eq!(toks[1].auth.as_deref(), Some("Basic"));
         assert!(reg.log_summary().lines().all(|l| !l.contains(&tok)));
     }
