@@ -632,3 +632,19 @@ fn unsupported_manifest_media_type_is_refused() {
         "error does not name media type {schema1}: {err}"
     );
 }
+
+#[test]
+fn manifest_cut_mid_body_is_retried() {
+    let reg = FakeRegistry::start();
+    let img = reg.add_image("test/cutmanifest", "v1", &[5_000]);
+    reg.cut_after("test/cutmanifest:v1", 100, 1);
+    let env = Env::new();
+    env.ok(&strs(&fetch_args(&env, &[], &img.reference)));
+    assert_image_stored(&env, &img);
+    let reqs = reg.manifest_requests("test/cutmanifest", "v1");
+    assert!(
+        reqs.iter().any(|r| r.body_sent == 100) && reqs.len() >= 2,
+        "{}",
+        reg.log_summary()
+    );
+}
