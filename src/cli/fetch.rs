@@ -9,7 +9,7 @@ use ocibundle::registry::auth::{CredentialSource, Credentials};
 use ocibundle::registry::{Registry, RegistryOptions};
 use ocibundle::{Platform, Reference, Store};
 
-use super::{human, read_ref_list};
+use super::read_ref_list;
 
 #[derive(Args)]
 pub struct FetchArgs {
@@ -104,17 +104,7 @@ pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         for img in &report.images {
-            let platforms: Vec<&str> = img.manifests.iter().map(|m| m.platform.as_str()).collect();
-            println!(
-                "{} {} [{}] fetched {} ({} blobs), present {} ({} blobs)",
-                img.reference,
-                img.digest,
-                platforms.join(","),
-                human(img.counts.bytes_fetched),
-                img.counts.blobs_fetched,
-                human(img.counts.bytes_present),
-                img.counts.blobs_present
-            );
+            println!("{} {} fetched {} present {}", img.reference, img.digest, img.counts.bytes_fetched, img.counts.bytes_present);
         }
     }
     Ok(0)

@@ -42,7 +42,7 @@ pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "images": rows }))?);
             } else {
                 for r in &rows {
-                    println!("{} {} {}", r["reference"].as_str().unwrap_or(""), r["digest"].as_str().unwrap_or(""), human(r["size"].as_u64().unwrap_or(0)));
+                    println!("{} {} {}", r["reference"].as_str().unwrap_or(""), r["digest"].as_str().unwrap_or(""), r["size"].as_u64().unwrap_or(0));
                 }
             }
             Ok(0)
@@ -71,7 +71,7 @@ pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("removed {} blobs ({}) and {} partial downloads", r.removed_blobs, human(r.removed_bytes), r.removed_partials);
+                println!("removed {} blobs ({} bytes)", r.removed_blobs, r.removed_bytes);
             }
             Ok(0)
         }

@@ -61,9 +61,13 @@ fn registry_err(what: &str, message: impl Into<String>, retryable: bool) -> Erro
 
 /// Turns a transport error into ours, deciding whether a retry may help.
 fn transport_err(what: &str, e: ureq::Error) -> Error {
-    let retryable = matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_));
+    const TLS_HINT: &str = "(for a private CA use --cert-dir DIR; --tls-verify=false to skip verification)";
+    // rustls reports handshake failures as InvalidData io errors: retrying cannot help.
+    let tls_io = matches!(&e, ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData);
+    let retryable = !tls_io && matches!(e, ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_));
     let msg = match &e {
-        ureq::Error::Rustls(t) => format!("TLS error: {t} (for a private CA use --cert-dir DIR; --tls-verify=false to skip verification)"),
+        ureq::Error::Rustls(t) => format!("TLS error: {t} {TLS_HINT}"),
+        ureq::Error::Io(io) if tls_io => format!("TLS error: {io} {TLS_HINT}"),
         ureq::Error::HostNotFound => "host not found".to_string(),
         other => other.to_string(),
     };
@@ -124,17 +128,18 @@ impl Registry {
     }
 
     fn agent(&self, host: &str, verify: bool) -> Result<ureq::Agent> {
-        let tls = tls::config_for(host, self.opts.cert_dir.as_deref(), verify)?;
+        use ureq::unversioned::transport::{ConnectProxyConnector, Connector as _, TcpConnector};
+        let tls = tls::client_config(host, self.opts.cert_dir.as_deref(), verify)?;
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .user_agent(USER_AGENT)
-            .tls_config(tls)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_per_read(Some(Duration::from_secs(120)))
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
             .max_idle_connections_per_host(16)
             .build();
-        Ok(config.into())
+        let connector = ().chain(ConnectProxyConnector::default()).chain(TcpConnector::default()).chain(tls::TlsConnector { config: tls });
+        Ok(ureq::Agent::with_parts(config, connector, ureq::unversioned::resolver::DefaultResolver::default()))
     }
 
     /// The endpoint for a reference's registry, pinged once per run. HTTPS, verified; loopback
@@ -144,7 +149,7 @@ impl Registry {
         if let Some(h) = self.hosts.lock().unwrap().get(&name) {
             return Ok(h.clone());
         }
-        let what = format!("registry {}", r.registry);
+        let what = format!("{r}: registry {}", r.registry);
         let allow_http = r.is_loopback() || !self.opts.tls_verify;
         let agent = self.agent(&name, self.opts.tls_verify)?;
         let host = self.retry(|| {
@@ -198,7 +203,7 @@ impl Registry {
             let mut resp = req.call().map_err(|e| (transport_err(&what, e), None))?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                let why = if creds.is_some() { "credentials rejected" } else { "authentication required: pass --creds or --authfile" };
+                let why = if creds.is_some() { "credentials rejected by the token service" } else { "authentication required: pass --creds or --authfile" };
                 return Err((registry_err(&r.to_string(), format!("{why} ({})", status_message(&mut resp)), false), None));
             }
             if !status.is_success() {
@@ -252,8 +257,8 @@ impl Registry {
             let msg = match status.as_u16() {
                 401 | 403 => {
                     let has = self.credentials(r).map_err(|e| (e, None))?.is_some();
-                    let why = if has { "access denied or credentials rejected" } else { "authentication required: pass --creds or --authfile" };
-                    format!("{why} by {} ({msg})", host.name)
+                    let why = if has { format!("access denied, or credentials rejected by {}", host.name) } else { format!("{} requires authentication: pass --creds or --authfile", host.name) };
+                    format!("{why} ({msg})")
                 }
                 404 => format!("not found ({msg})"),
                 _ => msg,

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::Store;
 use crate::digest::{Digest, Hasher};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 
 const BUF: usize = 1 << 20;
 
@@ -168,7 +168,7 @@ mod tests {
         let d = Digest::of(b"right");
         let mut p = PartialBlob::open(&store, &d, Some(5)).unwrap().unwrap();
         p.writer().write_all(b"wrong").unwrap();
-        assert!(matches!(p.commit("blob"), Err(Error::DigestMismatch { .. })));
+        assert!(matches!(p.commit("blob"), Err(crate::Error::DigestMismatch { .. })));
         assert!(!store.has_blob(&d, None));
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
