@@ -11,14 +11,20 @@ use ocibundle::{Platform, Reference, Store};
 
 use super::read_ref_list;
 
+/// Which images: references on the command line and/or a list file.
 #[derive(Args)]
-pub struct FetchArgs {
+pub struct ImageArgs {
     /// Image references (docker syntax: redis:7, host:5000/ns/app@sha256:...)
     #[arg(value_name = "REF")]
-    refs: Vec<String>,
+    pub refs: Vec<String>,
     /// Read references from FILE, one a line (# comments; - for stdin)
     #[arg(long, value_name = "FILE")]
-    images: Option<PathBuf>,
+    pub images: Option<PathBuf>,
+}
+
+/// How to pull: platforms, registry access, parallelism.
+#[derive(Args)]
+pub struct PullArgs {
     /// Platform to keep from multi-platform images (default: this machine's)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
     platform: Option<String>,
@@ -30,6 +36,14 @@ pub struct FetchArgs {
     /// Blobs downloaded in parallel
     #[arg(long, default_value_t = 4, value_name = "N")]
     jobs: usize,
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    images: ImageArgs,
+    #[command(flatten)]
+    pull: PullArgs,
     /// Print a JSON summary on stdout
     #[arg(long)]
     json: bool,
@@ -85,21 +99,28 @@ pub fn collect_refs(refs: &[String], images: Option<&Path>) -> anyhow::Result<Ve
     Ok(out)
 }
 
-pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {
-    let refs = collect_refs(&a.refs, a.images.as_deref())?;
-    let platform = match (&a.platform, a.all_platforms) {
-        (_, true) => PlatformChoice::All,
-        (Some(p), false) => PlatformChoice::One(p.parse::<Platform>()?),
-        (None, false) => PlatformChoice::One(Platform::host()),
-    };
-    if a.jobs == 0 {
-        bail!("--jobs must be at least 1");
+impl PullArgs {
+    /// Fetches `refs` into the store at `root`; `progress` shows bars on a terminal.
+    pub fn fetch(&self, root: &Path, refs: &[Reference], progress: bool) -> anyhow::Result<fetch::FetchReport> {
+        let platform = match (&self.platform, self.all_platforms) {
+            (_, true) => PlatformChoice::All,
+            (Some(p), false) => PlatformChoice::One(p.parse::<Platform>()?),
+            (None, false) => PlatformChoice::One(Platform::host()),
+        };
+        if self.jobs == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        let opts = FetchOptions { platform, jobs: self.jobs, progress };
+        let reg = Registry::new(self.registry.options()?);
+        let store = Store::open(root)?;
+        let plan = fetch::plan(&reg, &store, refs, &opts)?;
+        Ok(fetch::execute(&reg, &store, plan, &opts)?)
     }
-    let opts = FetchOptions { platform, jobs: a.jobs, progress: !a.json };
-    let reg = Registry::new(a.registry.options()?);
-    let store = Store::open(root)?;
-    let plan = fetch::plan(&reg, &store, &refs, &opts)?;
-    let report = fetch::execute(&reg, &store, plan, &opts)?;
+}
+
+pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {
+    let refs = collect_refs(&a.images.refs, a.images.images.as_deref())?;
+    let report = a.pull.fetch(root, &refs, !a.json)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -1,6 +1,10 @@
 //! Command-line flags (clap) and their conversion into library options; one file per command.
-mod fetch;
+mod bundle;
+pub mod fetch;
+mod import;
+mod inspect;
 mod store;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -20,6 +24,16 @@ pub struct Cli {
 enum Command {
     /// Pull images from registries into the store (verified, resumable, deduplicated)
     Fetch(fetch::FetchArgs),
+    /// Write one deduplicated bundle file of images from the store
+    Bundle(bundle::BundleArgs),
+    /// Re-hash every blob of a bundle and check every image in it is complete
+    Verify(verify::VerifyArgs),
+    /// List a bundle's images, platforms, layers and shared blobs (reads no layer data)
+    Inspect(inspect::InspectArgs),
+    /// Exact size of the bundle that `bundle` would write, and per-image sharing
+    Size(bundle::SizeArgs),
+    /// Copy a bundle into the store, verifying every blob
+    Import(import::ImportArgs),
     /// Inspect and maintain the store
     #[command(subcommand)]
     Store(store::StoreCmd),
@@ -39,6 +53,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     let root = cli.store_root()?;
     match cli.command {
         Command::Fetch(args) => fetch::run(&root, args),
+        Command::Bundle(a) => bundle::run_bundle(&root, a),
+        Command::Verify(a) => verify::run(&root, a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Size(a) => bundle::run_size(&root, a),
+        Command::Import(a) => import::run(&root, a),
         Command::Store(cmd) => store::run(&root, cmd),
     }
 }

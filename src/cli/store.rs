@@ -18,6 +18,12 @@ pub enum StoreCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write the list of blobs the store holds (for `bundle --since` on the connected side)
+    Inventory {
+        /// Output file (`-` for stdout)
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: std::path::PathBuf,
+    },
     /// Remove blobs no reference reaches, and partial downloads
     Gc {
         #[arg(long)]
@@ -65,6 +71,16 @@ pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
                 let first = &report.problems[0];
                 anyhow::bail!("store {}: {} problem(s), first: {first}", store.root().display(), report.problems.len())
             }
+        }
+        StoreCmd::Inventory { output } => {
+            let text = ocibundle::bundle::inventory::render(&store)?;
+            if output.as_os_str() == "-" {
+                print!("{text}");
+            } else {
+                std::fs::write(&output, &text).map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))?;
+                eprintln!("{}: {} blobs", output.display(), text.lines().count() - 1);
+            }
+            Ok(0)
         }
         StoreCmd::Gc { json } => {
             let r = store.gc()?;

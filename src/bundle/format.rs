@@ -1,0 +1,246 @@
+//! The bundle format's fixed-size records (header, entry header, trailer, volume header), the
+//! index JSON, and size strings. The spec is docs/design.md, "Bundle format".
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::Descriptor;
+
+pub const VERSION: u32 = 1;
+pub const HEADER_MAGIC: &[u8; 8] = b"OCIBNDL\x01";
+pub const TRAILER_MAGIC: &[u8; 8] = b"OCIBEND\x01";
+pub const VOLUME_MAGIC: &[u8; 8] = b"OCIBVOL\x01";
+pub const HEADER_LEN: u64 = 64;
+pub const ENTRY_HEADER_LEN: u64 = 48;
+pub const TRAILER_LEN: u64 = 64;
+pub const VOLUME_HEADER_LEN: u64 = 64;
+/// A reader never believes an index larger than this.
+pub const MAX_INDEX: u64 = 256 << 20;
+
+/// Entry kinds. Only whole blobs exist in version 1; the rest are reserved.
+pub const KIND_BLOB: u8 = 1;
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+fn check_version(what: &str, version: u32, flags: u32) -> Result<()> {
+    if version != VERSION {
+        return Err(Error::Other(format!("{what}: bundle format version {version} is not supported (this ocibundle reads version {VERSION})")));
+    }
+    if flags != 0 {
+        return Err(Error::Other(format!("{what}: unknown bundle flags {flags:#x} (written by a newer ocibundle?)")));
+    }
+    Ok(())
+}
+
+pub fn encode_header(bundle_id: &[u8; 32]) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[..8].copy_from_slice(HEADER_MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[16..48].copy_from_slice(bundle_id);
+    b
+}
+
+pub fn decode_header(b: &[u8; 64], what: &str) -> Result<[u8; 32]> {
+    if &b[..8] != HEADER_MAGIC {
+        return Err(Error::Other(format!("{what}: not an ocibundle bundle (wrong magic)")));
+    }
+    check_version(what, u32_at(b, 8), u32_at(b, 12))?;
+    Ok(b[16..48].try_into().unwrap())
+}
+
+pub fn encode_entry(kind: u8, len: u64, digest: &Digest) -> [u8; 48] {
+    let mut b = [0u8; 48];
+    b[0] = kind;
+    b[8..16].copy_from_slice(&len.to_le_bytes());
+    b[16..48].copy_from_slice(&hex::decode(digest.hex()).expect("digest hex"));
+    b
+}
+
+/// An entry header: kind, data length, digest.
+pub fn decode_entry(b: &[u8; 48], what: &str) -> Result<(u8, u64, Digest)> {
+    let kind = b[0];
+    if kind != KIND_BLOB {
+        return Err(Error::Other(format!("{what}: unknown entry kind {kind} (written by a newer ocibundle?)")));
+    }
+    Ok((kind, u64_at(b, 8), Digest::from_bytes(b[16..48].try_into().unwrap())))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trailer {
+    pub index_offset: u64,
+    pub index_len: u64,
+    pub index_sha256: [u8; 32],
+}
+
+pub fn encode_trailer(t: &Trailer) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[..8].copy_from_slice(TRAILER_MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[16..24].copy_from_slice(&t.index_offset.to_le_bytes());
+    b[24..32].copy_from_slice(&t.index_len.to_le_bytes());
+    b[32..64].copy_from_slice(&t.index_sha256);
+    b
+}
+
+pub fn decode_trailer(b: &[u8; 64], what: &str) -> Result<Trailer> {
+    if &b[..8] != TRAILER_MAGIC {
+        return Err(Error::Other(format!("{what}: no bundle trailer at the end (truncated file, or a volume missing?)")));
+    }
+    check_version(what, u32_at(b, 8), u32_at(b, 12))?;
+    Ok(Trailer { index_offset: u64_at(b, 16), index_len: u64_at(b, 24), index_sha256: b[32..64].try_into().unwrap() })
+}
+
+pub fn encode_volume_header(number: u32, bundle_id: &[u8; 32]) -> [u8; 64] {
+    let mut b = [0u8; 64];
+    b[..8].copy_from_slice(VOLUME_MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&number.to_le_bytes());
+    b[16..48].copy_from_slice(bundle_id);
+    b
+}
+
+/// A volume header: its number and the bundle id.
+pub fn decode_volume_header(b: &[u8; 64], what: &str) -> Result<(u32, [u8; 32])> {
+    if &b[..8] != VOLUME_MAGIC {
+        return Err(Error::Other(format!("{what}: not an ocibundle volume (wrong magic)")));
+    }
+    check_version(what, u32_at(b, 8), 0)?;
+    Ok((u32_at(b, 12), b[16..48].try_into().unwrap()))
+}
+
+/// One image in a bundle: its reference and the store descriptor it points at.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexImage {
+    pub reference: String,
+    pub descriptor: Descriptor,
+}
+
+/// Where an entry's data sits in the logical stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IndexEntry {
+    pub kind: u8,
+    pub digest: Digest,
+    pub size: u64,
+    pub offset: u64,
+    pub media_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Required {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Base {
+    /// `bundle` or `inventory`.
+    pub kind: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Index {
+    pub format: String,
+    pub version: u32,
+    pub bundle_id: String,
+    pub images: Vec<IndexImage>,
+    pub entries: Vec<IndexEntry>,
+    #[serde(default)]
+    pub requires: Vec<Required>,
+    #[serde(default)]
+    pub base: Option<Base>,
+    #[serde(default)]
+    pub volume_size: u64,
+    #[serde(default = "one")]
+    pub volumes: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Index {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("index serialises")
+    }
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Index> {
+        #[derive(Deserialize)]
+        struct Probe {
+            format: String,
+            version: u32,
+        }
+        let p: Probe = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: format!("{what}: index"), reason: e.to_string() })?;
+        if p.format != "ocibundle" {
+            return Err(Error::Other(format!("{what}: index format {:?} is not ocibundle", p.format)));
+        }
+        check_version(what, p.version, 0)?;
+        let idx: Index = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: format!("{what}: index"), reason: e.to_string() })?;
+        for e in &idx.entries {
+            if e.kind != KIND_BLOB {
+                return Err(Error::Other(format!("{what}: unknown entry kind {} for {} (written by a newer ocibundle?)", e.kind, e.digest)));
+            }
+        }
+        Ok(idx)
+    }
+}
+
+/// Parses a size: `4G`, `4.7G`, `25G`, `650M`, `4Gi`, `123` (bytes). Decimal units unless `i`.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let bad = || Error::Other(format!("invalid size {s:?} (examples: 4G, 4.7G, 650M, 4Gi)"));
+    let t = s.trim().trim_end_matches(['B', 'b']);
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        None => (t, 1f64),
+        Some((i, _)) => {
+            let m = match &t[i..] {
+                "k" | "K" => 1e3,
+                "M" | "m" => 1e6,
+                "G" | "g" => 1e9,
+                "T" | "t" => 1e12,
+                "Ki" | "ki" => 1024f64,
+                "Mi" | "mi" => 1024f64 * 1024.0,
+                "Gi" | "gi" => 1024f64 * 1024.0 * 1024.0,
+                "Ti" | "ti" => 1024f64 * 1024.0 * 1024.0 * 1024.0,
+                _ => return Err(bad()),
+            };
+            (&t[..i], m)
+        }
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(bad());
+    }
+    Ok((v * mult).floor() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4G").unwrap(), 4_000_000_000);
+        assert_eq!(parse_size("4.7G").unwrap(), 4_700_000_000);
+        assert_eq!(parse_size("4Gi").unwrap(), 4 << 30);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert_eq!(parse_size("1.5MB").unwrap(), 1_500_000);
+        assert!(parse_size("x").is_err() && parse_size("-1G").is_err() && parse_size("4Q").is_err());
+    }
+    #[test]
+    fn records_round_trip_and_reject() {
+        let id = [7u8; 32];
+        assert_eq!(decode_header(&encode_header(&id), "f").unwrap(), id);
+        let mut h = encode_header(&id);
+        h[8] = 2;
+        assert!(decode_header(&h, "f").unwrap_err().to_string().contains("version 2 is not supported"));
+        let t = Trailer { index_offset: 5, index_len: 9, index_sha256: [1; 32] };
+        assert_eq!(decode_trailer(&encode_trailer(&t), "f").unwrap(), t);
+        let d = Digest::of(b"x");
+        assert_eq!(decode_entry(&encode_entry(KIND_BLOB, 3, &d), "f").unwrap(), (KIND_BLOB, 3, d.clone()));
+        assert!(decode_entry(&encode_entry(9, 3, &d), "f").unwrap_err().to_string().contains("unknown entry kind 9"));
+        assert_eq!(decode_volume_header(&encode_volume_header(3, &id), "f").unwrap(), (3, id));
+    }
+}

@@ -1,0 +1,329 @@
+//! Reading a bundle: structure checks (magic, version, trailer, index checksum, volumes), verified
+//! blob reads, `verify` (re-hash everything, check completeness) and `import` into a store.
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::format::{decode_entry, decode_header, decode_trailer, Index, IndexEntry, ENTRY_HEADER_LEN, HEADER_LEN, MAX_INDEX, TRAILER_LEN};
+use super::volumes::VolumeSet;
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+use crate::store::{PartialBlob, Store, ANNOTATION_INDEX_DIGEST};
+
+/// An opened bundle: its volumes and its checked index.
+pub struct Bundle {
+    pub vols: VolumeSet,
+    pub index: Index,
+    pub name: String,
+    by_digest: BTreeMap<Digest, usize>,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct BlobProblem {
+    pub digest: String,
+    pub images: Vec<String>,
+    pub detail: String,
+}
+
+impl std::fmt::Display for BlobProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blob {}: {}", self.digest, self.detail)?;
+        if !self.images.is_empty() {
+            write!(f, " (used by {})", self.images.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct VerifyReport {
+    pub blobs_checked: u64,
+    pub bytes_checked: u64,
+    pub images: Vec<String>,
+    pub problems: Vec<BlobProblem>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct ImportReport {
+    pub images: Vec<String>,
+    pub blobs_imported: u64,
+    pub bytes_imported: u64,
+    pub blobs_present: u64,
+    pub bytes_present: u64,
+}
+
+impl Bundle {
+    /// Opens a bundle file or volume set and checks its structure and index (not the blobs).
+    pub fn open(path: &Path) -> Result<Bundle> {
+        let vols = VolumeSet::open(path)?;
+        let name = vols.name.clone();
+        if vols.len < HEADER_LEN + TRAILER_LEN {
+            return Err(Error::Other(format!("{name}: {} bytes is too short for a bundle (truncated?)", vols.len)));
+        }
+        let mut h = [0u8; 64];
+        vols.read_exact_at(&mut h, 0)?;
+        let id = decode_header(&h, &name)?;
+        let mut t = [0u8; 64];
+        vols.read_exact_at(&mut t, vols.len - TRAILER_LEN)?;
+        let last = if vols.volume_count() > 1 { vols.last_volume().display().to_string() } else { name.clone() };
+        let trailer = decode_trailer(&t, &last)?;
+        if trailer.index_len > MAX_INDEX {
+            return Err(Error::TooLarge { what: format!("{name}: bundle index ({} bytes)", trailer.index_len), limit: MAX_INDEX });
+        }
+        if trailer.index_offset < HEADER_LEN || trailer.index_offset.checked_add(trailer.index_len).and_then(|v| v.checked_add(TRAILER_LEN)) != Some(vols.len) {
+            return Err(Error::Other(format!("{name}: the trailer does not match the file length (truncated or corrupt)")));
+        }
+        let mut ib = vec![0u8; trailer.index_len as usize];
+        vols.read_exact_at(&mut ib, trailer.index_offset)?;
+        if Digest::of(&ib).hex() != hex::encode(trailer.index_sha256) {
+            return Err(Error::Other(format!("{name}: the bundle index is corrupt (checksum mismatch)")));
+        }
+        let index = Index::parse(&ib, &name)?;
+        if index.bundle_id != hex::encode(id) {
+            return Err(Error::Other(format!("{name}: header and index name different bundles (corrupt)")));
+        }
+        if let Some(vid) = vols.volume_id {
+            if vid != id {
+                return Err(Error::Other(format!("{name}: volume headers name another bundle than the data")));
+            }
+        }
+        if index.volumes as usize != vols.volume_count() || (vols.volume_count() > 1 && vols.payload_per_volume != Some(index.volume_size)) {
+            return Err(Error::Other(format!(
+                "{name}: the bundle has {} volume(s) of {} bytes, found {} (a volume missing, extra or truncated?)",
+                index.volumes,
+                index.volume_size,
+                vols.volume_count()
+            )));
+        }
+        let mut end = HEADER_LEN;
+        let mut by_digest = BTreeMap::new();
+        for (i, e) in index.entries.iter().enumerate() {
+            if e.offset < end + ENTRY_HEADER_LEN || e.offset.checked_add(e.size).is_none_or(|x| x > trailer.index_offset) {
+                return Err(Error::Other(format!("{name}: index entry {} has a bad offset (corrupt index)", e.digest)));
+            }
+            end = e.offset + e.size;
+            by_digest.insert(e.digest.clone(), i);
+        }
+        Ok(Bundle { vols, index, name, by_digest })
+    }
+
+    pub fn entry(&self, d: &Digest) -> Option<&IndexEntry> {
+        self.by_digest.get(d).map(|&i| &self.index.entries[i])
+    }
+
+    /// Reads a small blob (manifest, config) from the bundle, capped and verified.
+    pub fn read_small(&self, d: &Digest, cap: u64) -> Result<Vec<u8>> {
+        let e = self.entry(d).ok_or_else(|| Error::Other(format!("{}: blob {d} is not in the bundle", self.name)))?;
+        if e.size > cap {
+            return Err(Error::TooLarge { what: format!("{}: blob {d}", self.name), limit: cap });
+        }
+        let mut v = vec![0u8; e.size as usize];
+        self.vols.read_exact_at(&mut v, e.offset)?;
+        if Digest::of(&v) != *d {
+            return Err(Error::DigestMismatch { what: format!("{}: blob", self.name), expected: d.clone(), found: Digest::of(&v) });
+        }
+        Ok(v)
+    }
+
+    /// A manifest from the bundle, or from `store` for what a delta leaves to its base.
+    fn manifest(&self, d: &Descriptor, store: Option<&Store>, what: &str) -> Result<Manifest> {
+        let bytes = match (self.entry(&d.digest), store) {
+            (Some(_), _) => self.read_small(&d.digest, MAX_MANIFEST)?,
+            (None, Some(s)) if s.has_blob(&d.digest, Some(d.size)) => s.read_blob_capped(&d.digest, MAX_MANIFEST)?,
+            _ => return Err(Error::Other(format!("manifest {} is not in the bundle", d.digest))),
+        };
+        Manifest::parse(bytes, Some(&d.media_type), what)
+    }
+
+    /// For each image: every blob it needs, and the problems met while walking it (blobs that
+    /// are neither in the bundle nor, for a delta, in `store`).
+    pub fn walk_images(&self, store: Option<&Store>) -> Vec<(String, BTreeMap<Digest, Descriptor>, Vec<(Digest, String)>)> {
+        let mut out = Vec::new();
+        for img in &self.index.images {
+            let name = &img.reference;
+            let mut blobs = BTreeMap::new();
+            let mut missing = Vec::new();
+            let mut stack = vec![img.descriptor.clone()];
+            if let Some(idx) = img.descriptor.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)).and_then(|s| s.parse::<Digest>().ok()) {
+                match self.entry(&idx) {
+                    Some(e) => {
+                        blobs.insert(idx.clone(), Descriptor { media_type: e.media_type.clone(), digest: idx, size: e.size, platform: None, annotations: None });
+                    }
+                    None if store.is_some_and(|s| s.has_blob(&idx, None)) => {}
+                    None => missing.push((idx, "index not in the bundle".to_string())),
+                }
+            }
+            while let Some(d) = stack.pop() {
+                if blobs.contains_key(&d.digest) {
+                    continue;
+                }
+                let here = self.entry(&d.digest).is_some() || store.is_some_and(|s| s.has_blob(&d.digest, Some(d.size)));
+                if !here {
+                    let why = if self.index.requires.iter().any(|r| r.digest == d.digest) {
+                        "not in the bundle, and not in the store this delta needs".to_string()
+                    } else {
+                        "not in the bundle".to_string()
+                    };
+                    missing.push((d.digest.clone(), why));
+                    continue;
+                }
+                blobs.insert(d.digest.clone(), d.clone());
+                if is_manifest_type(&d.media_type) || is_index_type(&d.media_type) {
+                    match self.manifest(&d, store, name) {
+                        Ok(m) => match m.kind {
+                            ManifestKind::Index(c) => stack.extend(c),
+                            ManifestKind::Image(im) => {
+                                stack.push(im.config);
+                                stack.extend(im.layers);
+                            }
+                        },
+                        Err(e) => missing.push((d.digest.clone(), e.to_string())),
+                    }
+                }
+            }
+            out.push((name.clone(), blobs, missing));
+        }
+        out
+    }
+
+    fn users(walk: &[(String, BTreeMap<Digest, Descriptor>, Vec<(Digest, String)>)]) -> BTreeMap<Digest, Vec<String>> {
+        let mut users: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+        for (name, blobs, missing) in walk {
+            for d in blobs.keys().chain(missing.iter().map(|(d, _)| d)) {
+                users.entry(d.clone()).or_default().push(name.clone());
+            }
+        }
+        users
+    }
+
+    /// Checks one entry: its inline header and the sha256 of its data.
+    fn check_entry(&self, e: &IndexEntry, buf: &mut [u8]) -> Result<(), String> {
+        let mut eh = [0u8; 48];
+        self.vols.read_exact_at(&mut eh, e.offset - ENTRY_HEADER_LEN).map_err(|x| x.to_string())?;
+        match decode_entry(&eh, &self.name) {
+            Ok((_, len, d)) if len == e.size && d == e.digest => {}
+            Ok(_) => return Err("entry header does not match the index".into()),
+            Err(x) => return Err(x.to_string()),
+        }
+        let mut r = self.vols.range(e.offset, e.size);
+        let mut h = Hasher::new();
+        loop {
+            let n = r.read(buf).map_err(|x| x.to_string())?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let found = h.finish();
+        if found != e.digest {
+            return Err(format!("content hashes to {found}"));
+        }
+        Ok(())
+    }
+
+    /// Re-hashes every blob (in parallel) and checks every image is complete; for a delta,
+    /// blobs left to the base must be in `store`.
+    pub fn verify(&self, store: Option<&Store>) -> VerifyReport {
+        let mut report = VerifyReport { images: self.index.images.iter().map(|i| i.reference.clone()).collect(), ..Default::default() };
+        let walk = self.walk_images(store);
+        let users = Self::users(&walk);
+        let mut order: Vec<&IndexEntry> = self.index.entries.iter().collect();
+        order.sort_by(|a, b| b.size.cmp(&a.size));
+        let queue = Mutex::new(order.into_iter());
+        let bad = Mutex::new(Vec::new());
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let Some(e) = queue.lock().unwrap().next() else { break };
+                        if let Err(detail) = self.check_entry(e, &mut buf) {
+                            bad.lock().unwrap().push((e.digest.clone(), detail));
+                        }
+                    }
+                });
+            }
+        });
+        report.blobs_checked = self.index.entries.len() as u64;
+        report.bytes_checked = self.index.entries.iter().map(|e| e.size).sum();
+        let mut bad = bad.into_inner().unwrap();
+        bad.sort();
+        for (d, detail) in bad {
+            report.problems.push(BlobProblem { digest: d.to_string(), images: users.get(&d).cloned().unwrap_or_default(), detail });
+        }
+        for (_, _, missing) in &walk {
+            for (d, why) in missing {
+                if !report.problems.iter().any(|p| p.digest == d.to_string()) {
+                    report.problems.push(BlobProblem { digest: d.to_string(), images: users.get(d).cloned().unwrap_or_default(), detail: why.clone() });
+                }
+            }
+        }
+        report
+    }
+
+    /// Copies every blob into `store`, verifying each, then points the references at them.
+    /// Blobs already stored are skipped; an interrupted import resumes.
+    pub fn import(&self, store: &Store, progress: bool) -> Result<ImportReport> {
+        let _guard = store.use_guard()?;
+        // A delta needs its base first: check before copying anything.
+        let missing: Vec<&super::format::Required> = self.index.requires.iter().filter(|r| !store.has_blob(&r.digest, Some(r.size))).collect();
+        if let Some(first) = missing.first() {
+            let walk = self.walk_images(None);
+            let users = Self::users(&walk);
+            let imgs = users.get(&first.digest).map(|v| v.join(", ")).unwrap_or_default();
+            let base = self.index.base.as_ref().map(|b| format!("{} {}", b.kind, &b.id[..16.min(b.id.len())])).unwrap_or_else(|| "?".into());
+            return Err(Error::Other(format!(
+                "{}: delta bundle needs blob {} (for {imgs}) which the store lacks; {} of {} base blobs missing: import its base ({base}) first",
+                self.name,
+                first.digest,
+                missing.len(),
+                self.index.requires.len()
+            )));
+        }
+        let mut report = ImportReport { images: self.index.images.iter().map(|i| i.reference.clone()).collect(), ..Default::default() };
+        let todo: u64 = self.index.entries.iter().filter(|e| !store.has_blob(&e.digest, Some(e.size))).map(|e| e.size).sum();
+        let bar = crate::progress::Progress::new(progress, todo, "import");
+        let total = bar.blob("", 0);
+        let mut buf = vec![0u8; 1 << 20];
+        for e in &self.index.entries {
+            let what = format!("{}: blob {}", self.name, e.digest);
+            let Some(mut part) = PartialBlob::open(store, &e.digest, Some(e.size))? else {
+                report.blobs_present += 1;
+                report.bytes_present += e.size;
+                continue;
+            };
+            let start = part.offset();
+            let mut r = self.vols.range(e.offset + start, e.size - start);
+            loop {
+                let n = r.read(&mut buf).map_err(|x| Error::Other(format!("{what}: {x}")))?;
+                if n == 0 {
+                    break;
+                }
+                part.writer().write_all(&buf[..n]).map_err(|x| Error::Other(format!("{what}: writing to the store: {x}")))?;
+                total.inc(n as u64);
+            }
+            match part.commit(&what) {
+                Ok(()) => {}
+                Err(e) => return Err(e),
+            }
+            report.blobs_imported += 1;
+            report.bytes_imported += e.size;
+        }
+        bar.finish();
+        // Every image must be complete in the store before its reference appears.
+        let walk = self.walk_images(Some(store));
+        for (name, _, missing) in &walk {
+            if let Some((d, why)) = missing.first() {
+                return Err(Error::Other(format!("{}: image {name} is incomplete: blob {d}: {why}", self.name)));
+            }
+        }
+        let updates: Vec<(String, Descriptor)> = self.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect();
+        store.set_refs(&updates)?;
+        Ok(report)
+    }
+}

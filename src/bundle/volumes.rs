@@ -1,0 +1,368 @@
+//! Where bundle bytes go and come from: stdout, one file, or numbered volumes (`FILE.001`, …)
+//! written under temp names and renamed only when complete, and read back as one stream.
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use super::format::{decode_volume_header, encode_volume_header, VOLUME_HEADER_LEN};
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+
+/// Where a bundle is written.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Stdout,
+    File(PathBuf),
+    Split { base: PathBuf, size: u64 },
+}
+
+/// A volume's name: `FILE.001`.
+pub fn volume_path(base: &Path, n: u32) -> PathBuf {
+    let mut s = base.as_os_str().to_owned();
+    s.push(format!(".{n:03}"));
+    PathBuf::from(s)
+}
+
+fn tmp_path(final_path: &Path) -> PathBuf {
+    let mut s = final_path.as_os_str().to_owned();
+    s.push(format!(".tmp-{}", std::process::id()));
+    PathBuf::from(s)
+}
+
+struct OpenVolume {
+    file: io::BufWriter<File>,
+    tmp: PathBuf,
+    final_path: PathBuf,
+    written: u64,
+    hasher: HashThread,
+}
+
+/// Hashes a volume's bytes on its own thread, so writing does not wait for it.
+struct HashThread {
+    tx: Option<SyncSender<Vec<u8>>>,
+    handle: Option<JoinHandle<Digest>>,
+}
+
+impl HashThread {
+    fn new() -> HashThread {
+        let (tx, rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(16);
+        let handle = std::thread::spawn(move || {
+            let mut h = Hasher::new();
+            for chunk in rx {
+                h.update(&chunk);
+            }
+            h.finish()
+        });
+        HashThread { tx: Some(tx), handle: Some(handle) }
+    }
+    fn update(&self, data: &[u8]) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(data.to_vec());
+        }
+    }
+    fn finish(mut self) -> Digest {
+        drop(self.tx.take());
+        self.handle.take().unwrap().join().expect("hash thread")
+    }
+}
+
+/// A one-pass writer of the logical bundle stream into the target.
+pub struct VolumeWriter {
+    target: Target,
+    bundle_id: [u8; 32],
+    current: Option<OpenVolume>,
+    done: Vec<(PathBuf, PathBuf, Digest, u64)>,
+    stdout: Option<io::BufWriter<io::Stdout>>,
+    number: u32,
+    pub position: u64,
+}
+
+impl VolumeWriter {
+    pub fn new(target: Target, bundle_id: [u8; 32]) -> Result<VolumeWriter> {
+        if let Target::Split { size, .. } = &target {
+            if *size <= VOLUME_HEADER_LEN + 4096 {
+                return Err(Error::Other(format!("--split-size {size} is too small (minimum {} bytes)", VOLUME_HEADER_LEN + 4097)));
+            }
+        }
+        let stdout = matches!(target, Target::Stdout).then(|| io::BufWriter::with_capacity(1 << 20, io::stdout()));
+        Ok(VolumeWriter { target, bundle_id, current: None, done: Vec::new(), stdout, number: 0, position: 0 })
+    }
+
+    fn open_next(&mut self) -> Result<()> {
+        self.number += 1;
+        let (final_path, header) = match &self.target {
+            Target::File(p) => (p.clone(), false),
+            Target::Split { base, .. } => (volume_path(base, self.number), true),
+            Target::Stdout => unreachable!(),
+        };
+        let tmp = tmp_path(&final_path);
+        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
+        let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, hasher: HashThread::new() };
+        if header {
+            let h = encode_volume_header(self.number, &self.bundle_id);
+            v.file.write_all(&h).at(&v.tmp)?;
+            v.hasher.update(&h);
+            v.written = VOLUME_HEADER_LEN;
+        }
+        self.current = Some(v);
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some(mut v) = self.current.take() {
+            v.file.flush().at(&v.tmp)?;
+            v.file.get_ref().sync_data().at(&v.tmp)?;
+            let digest = v.hasher.finish();
+            self.done.push((v.tmp, v.final_path, digest, v.written));
+        }
+        Ok(())
+    }
+
+    /// Finishes: fsync, rename every volume into place, write `FILE.sha256`. Returns the
+    /// final paths and sizes.
+    pub fn commit(mut self) -> Result<Vec<(PathBuf, u64)>> {
+        if let Some(s) = &mut self.stdout {
+            s.flush().map_err(|e| Error::io("stdout", e))?;
+            return Ok(vec![]);
+        }
+        if self.current.is_none() && self.done.is_empty() {
+            self.open_next()?;
+        }
+        self.close_current()?;
+        let mut sums = String::new();
+        let mut out = Vec::new();
+        for (tmp, fin, digest, len) in &self.done {
+            fs::rename(tmp, fin).at(fin)?;
+            let name = fin.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            sums.push_str(&format!("{}  {}\n", digest.hex(), name));
+            out.push((fin.clone(), *len));
+        }
+        let base = match &self.target {
+            Target::File(p) => p.clone(),
+            Target::Split { base, .. } => base.clone(),
+            Target::Stdout => unreachable!(),
+        };
+        let mut sum_path = base.as_os_str().to_owned();
+        sum_path.push(".sha256");
+        let sum_path = PathBuf::from(sum_path);
+        let tmp = tmp_path(&sum_path);
+        fs::write(&tmp, sums).at(&tmp)?;
+        File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+        fs::rename(&tmp, &sum_path).at(&sum_path)?;
+        if let Some(dir) = sum_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+        self.done.clear();
+        Ok(out)
+    }
+
+    fn write_logical(&mut self, mut buf: &[u8]) -> Result<()> {
+        if let Some(s) = &mut self.stdout {
+            s.write_all(buf).map_err(|e| Error::io("stdout", e))?;
+            self.position += buf.len() as u64;
+            return Ok(());
+        }
+        while !buf.is_empty() {
+            if self.current.is_none() {
+                self.open_next()?;
+            }
+            let room = match &self.target {
+                Target::Split { size, .. } => size - self.current.as_ref().unwrap().written,
+                _ => u64::MAX,
+            };
+            let n = (buf.len() as u64).min(room) as usize;
+            let v = self.current.as_mut().unwrap();
+            v.file.write_all(&buf[..n]).at(&v.tmp)?;
+            v.hasher.update(&buf[..n]);
+            v.written += n as u64;
+            self.position += n as u64;
+            buf = &buf[n..];
+            if let Target::Split { size, .. } = &self.target {
+                if v.written == *size {
+                    self.close_current()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Write for VolumeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_logical(buf).map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for VolumeWriter {
+    /// A writer dropped without commit leaves no file behind.
+    fn drop(&mut self) {
+        if let Some(v) = self.current.take() {
+            let _ = fs::remove_file(&v.tmp);
+        }
+        for (tmp, ..) in &self.done {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// One volume of a bundle being read.
+struct Part {
+    file: File,
+    path: PathBuf,
+    skip: u64,
+    start: u64,
+    len: u64,
+}
+
+/// The logical stream of a bundle, from one file or its volumes.
+pub struct VolumeSet {
+    parts: Vec<Part>,
+    pub len: u64,
+    /// Bundle id from the volume headers (split bundles only).
+    pub volume_id: Option<[u8; 32]>,
+    /// Payload bytes per volume (split bundles only).
+    pub payload_per_volume: Option<u64>,
+    pub name: String,
+}
+
+fn split_volume_name(p: &Path) -> Option<(PathBuf, u32)> {
+    let s = p.to_str()?;
+    let (base, num) = s.rsplit_once('.')?;
+    if num.len() >= 3 && num.bytes().all(|b| b.is_ascii_digit()) {
+        Some((PathBuf::from(base), num.parse().ok()?))
+    } else {
+        None
+    }
+}
+
+impl VolumeSet {
+    /// Opens `path`: a single bundle file, any volume `FILE.NNN` of a split bundle, or `FILE`
+    /// when only `FILE.001`… exist.
+    pub fn open(path: &Path) -> Result<VolumeSet> {
+        let name = path.display().to_string();
+        let base = match split_volume_name(path) {
+            Some((base, _)) => Some(base),
+            None if !path.exists() && volume_path(path, 1).exists() => Some(path.to_path_buf()),
+            None => None,
+        };
+        let Some(base) = base else {
+            let file = File::open(path).at(path)?;
+            let len = file.metadata().at(path)?.len();
+            return Ok(VolumeSet { parts: vec![Part { file, path: path.into(), skip: 0, start: 0, len }], len, volume_id: None, payload_per_volume: None, name });
+        };
+        // Every FILE.NNN beside it; gaps are missing volumes.
+        let dir = base.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let stem = base.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+        let mut numbers: Vec<u32> = fs::read_dir(dir)
+            .at(dir)?
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().to_string();
+                let rest = n.strip_prefix(&stem)?.strip_prefix('.')?;
+                (rest.len() >= 3 && rest.bytes().all(|b| b.is_ascii_digit())).then(|| rest.parse().ok()).flatten()
+            })
+            .collect();
+        numbers.sort();
+        let max = numbers.last().copied().unwrap_or(0);
+        for n in 1..=max {
+            if !numbers.contains(&n) {
+                return Err(Error::Other(format!("volume {} is missing", volume_path(&base, n).display())));
+            }
+        }
+        if max == 0 {
+            return Err(Error::Other(format!("{name}: no volumes found")));
+        }
+        let mut parts = Vec::new();
+        let mut id = None;
+        let mut start = 0;
+        let mut payload = None;
+        for n in 1..=max {
+            let p = volume_path(&base, n);
+            let file = File::open(&p).at(&p)?;
+            let flen = file.metadata().at(&p)?.len();
+            let mut h = [0u8; 64];
+            if flen < VOLUME_HEADER_LEN {
+                return Err(Error::Other(format!("{}: too short for a bundle volume", p.display())));
+            }
+            file.read_exact_at(&mut h, 0).at(&p)?;
+            let (num, vid) = decode_volume_header(&h, &p.display().to_string())?;
+            if num != n {
+                return Err(Error::Other(format!("{} holds volume {num}, not {n} (volumes renamed or swapped?)", p.display())));
+            }
+            match id {
+                None => id = Some(vid),
+                Some(first) if first != vid => {
+                    return Err(Error::Other(format!("{} belongs to another bundle than {}", p.display(), volume_path(&base, 1).display())));
+                }
+                _ => {}
+            }
+            let len = flen - VOLUME_HEADER_LEN;
+            if n < max {
+                match payload {
+                    None => payload = Some(len),
+                    Some(pl) if pl != len => {
+                        return Err(Error::Other(format!("{}: {} bytes, other volumes have {} (truncated?)", p.display(), flen, pl + VOLUME_HEADER_LEN)));
+                    }
+                    _ => {}
+                }
+            }
+            parts.push(Part { file, path: p, skip: VOLUME_HEADER_LEN, start, len });
+            start += len;
+        }
+        Ok(VolumeSet { parts, len: start, volume_id: id, payload_per_volume: payload, name: volume_path(&base, 1).display().to_string() })
+    }
+
+    pub fn volume_count(&self) -> usize {
+        self.parts.len()
+    }
+    pub fn last_volume(&self) -> &Path {
+        &self.parts.last().unwrap().path
+    }
+
+    /// Reads exactly `buf.len()` bytes at logical offset `pos`.
+    pub fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> Result<()> {
+        if pos + buf.len() as u64 > self.len {
+            return Err(Error::Other(format!("{}: truncated (needs byte {} of {})", self.name, pos + buf.len() as u64, self.len)));
+        }
+        while !buf.is_empty() {
+            let i = self.parts.partition_point(|p| p.start + p.len <= pos);
+            let p = &self.parts[i];
+            let off = pos - p.start;
+            let n = (buf.len() as u64).min(p.len - off) as usize;
+            p.file.read_exact_at(&mut buf[..n], p.skip + off).at(&p.path)?;
+            buf = &mut buf[n..];
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
+    /// A reader over `[pos, pos + len)` of the logical stream.
+    pub fn range(&self, pos: u64, len: u64) -> RangeReader<'_> {
+        RangeReader { set: self, pos, end: pos + len }
+    }
+}
+
+pub struct RangeReader<'a> {
+    set: &'a VolumeSet,
+    pos: u64,
+    end: u64,
+}
+
+impl io::Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = (buf.len() as u64).min(self.end - self.pos) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.set.read_exact_at(&mut buf[..n], self.pos).map_err(|e| io::Error::other(e.to_string()))?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}

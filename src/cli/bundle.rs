@@ -1,0 +1,203 @@
+//! `ocibundle bundle` and `ocibundle size`: plan a bundle from the store, then write it or
+//! report its exact size.
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use clap::Args;
+use ocibundle::bundle::{self, format::parse_size, Bundle, Target};
+use ocibundle::Store;
+
+use super::fetch::{collect_refs, ImageArgs, PullArgs};
+
+#[derive(Args)]
+pub struct Selection {
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Every reference in the store
+    #[arg(long, conflicts_with_all = ["refs", "images"])]
+    all: bool,
+    /// Volumes of at most SIZE bytes each (4G = 4e9, 4.7G, 25G, 4Gi = 2^32)
+    #[arg(long, value_name = "SIZE")]
+    split_size: Option<String>,
+    /// Delta: leave out blobs that BASE (an older bundle, or a `store inventory` file) holds
+    #[arg(long, value_name = "BASE")]
+    since: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct BundleArgs {
+    /// Output file (`-` for stdout); with --split-size, FILE.001, FILE.002, ...
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    #[command(flatten)]
+    sel: Selection,
+    /// Fetch images missing from the store first
+    #[arg(long)]
+    fetch: bool,
+    #[command(flatten)]
+    pull: PullArgs,
+    /// Replace an existing output
+    #[arg(long)]
+    force: bool,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct SizeArgs {
+    #[command(flatten)]
+    sel: Selection,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// The store references a selection names (normalised), checked to exist unless `fetch`.
+fn selected(root: &Path, sel: &Selection) -> anyhow::Result<Vec<String>> {
+    if sel.all {
+        let store = Store::open_existing(root)?;
+        let names: Vec<String> = store.refs()?.into_iter().map(|e| e.name).collect();
+        if names.is_empty() {
+            bail!("the store {} holds no images", root.display());
+        }
+        return Ok(names);
+    }
+    Ok(collect_refs(&sel.images.refs, sel.images.images.as_deref())?.iter().map(|r| r.to_string()).collect())
+}
+
+fn plan(root: &Path, sel: &Selection, names: &[String]) -> anyhow::Result<bundle::BundlePlan> {
+    let store = Store::open_existing(root)?;
+    let base = sel.since.as_deref().map(bundle::load_base).transpose()?;
+    let split = sel.split_size.as_deref().map(parse_size).transpose()?;
+    Ok(bundle::plan(&store, names, base.as_ref(), split)?)
+}
+
+fn exists_any(target: &Target) -> Option<PathBuf> {
+    match target {
+        Target::Stdout => None,
+        Target::File(p) => p.exists().then(|| p.clone()),
+        Target::Split { base, .. } => {
+            let first = bundle::volumes::volume_path(base, 1);
+            first.exists().then_some(first)
+        }
+    }
+}
+
+pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
+    let names = selected(root, &a.sel)?;
+    if a.fetch && !a.sel.all {
+        let store = Store::open(root)?;
+        let have: Vec<String> = store.refs()?.into_iter().map(|e| e.name).collect();
+        let missing: Vec<ocibundle::Reference> = names.iter().filter(|n| !have.contains(n)).map(|n| n.parse()).collect::<Result<_, _>>()?;
+        if !missing.is_empty() {
+            a.pull.fetch(root, &missing, !a.json)?;
+        }
+    }
+    let plan = plan(root, &a.sel, &names)?;
+    let stdout = a.output.as_os_str() == "-";
+    let target = match (&a.sel.split_size, stdout) {
+        (Some(_), true) => bail!("--split-size needs a file name, not -"),
+        (None, true) => Target::Stdout,
+        (None, false) => Target::File(a.output.clone()),
+        (Some(s), false) => Target::Split { base: a.output.clone(), size: parse_size(s)? },
+    };
+    if let Some(p) = exists_any(&target) {
+        if !a.force {
+            bail!("{} exists (use --force to replace it)", p.display());
+        }
+    }
+    let store = Store::open_existing(root)?;
+    let report = bundle::writer::write(&store, &plan, target, !a.json && !stdout)?;
+    let size = plan.size_report();
+    if a.json {
+        let files: Vec<serde_json::Value> = report.files.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect();
+        let doc = serde_json::json!({
+            "bundle_id": report.bundle_id, "bytes": report.bytes, "files": files,
+            "images": names, "blobs": plan.index.entries.len(), "requires": plan.index.requires.len(),
+            "base": plan.index.base, "size": size,
+        });
+        let out = serde_json::to_string_pretty(&doc)?;
+        if stdout { eprintln!("{out}") } else { println!("{out}") }
+    } else if !stdout {
+        for (p, n) in &report.files {
+            println!("{} {n}", p.display());
+        }
+        println!(
+            "{} images, {} blobs, {} bytes (sum per image {}, {} saved by dedup{})",
+            names.len(),
+            plan.index.entries.len(),
+            report.bytes,
+            size.sum_per_image_bytes,
+            size.sum_per_image_bytes.saturating_sub(size.carried_bytes),
+            if plan.index.requires.is_empty() { String::new() } else { format!("; {} blobs left to the base", plan.index.requires.len()) }
+        );
+    }
+    Ok(0)
+}
+
+pub fn run_size(root: &Path, a: SizeArgs) -> anyhow::Result<i32> {
+    // `size FILE` describes an existing bundle.
+    if let [one] = a.sel.images.refs.as_slice() {
+        let p = Path::new(one);
+        if a.sel.images.images.is_none() && (p.is_file() || bundle::volumes::volume_path(p, 1).is_file()) {
+            let b = Bundle::open(p)?;
+            return print_size(&existing_report(&b), a.json);
+        }
+    }
+    let names = selected(root, &a.sel)?;
+    let plan = plan(root, &a.sel, &names)?;
+    print_size(&serde_json::to_value(plan.size_report())?, a.json)
+}
+
+/// The size figures of a bundle already written, from its index.
+fn existing_report(b: &Bundle) -> serde_json::Value {
+    let walk = b.walk_images(None);
+    let mut users = std::collections::BTreeMap::new();
+    for (_, blobs, _) in &walk {
+        for d in blobs.keys() {
+            *users.entry(d.clone()).or_insert(0usize) += 1;
+        }
+    }
+    let images: Vec<serde_json::Value> = walk
+        .iter()
+        .map(|(name, blobs, _)| {
+            let total: u64 = blobs.values().map(|d| d.size).sum();
+            let unique: u64 = blobs.values().filter(|d| users[&d.digest] == 1).map(|d| d.size).sum();
+            serde_json::json!({"reference": name, "total_bytes": total, "unique_bytes": unique, "shared_bytes": total - unique, "carried_bytes": blobs.values().filter(|d| b.entry(&d.digest).is_some()).map(|d| d.size).sum::<u64>()})
+        })
+        .collect();
+    let carried: u64 = b.index.entries.iter().map(|e| e.size).sum();
+    let vol_headers = if b.index.volumes > 1 || b.index.volume_size > 0 { b.index.volumes as u64 * bundle::format::VOLUME_HEADER_LEN } else { 0 };
+    serde_json::json!({
+        "bundle_bytes": b.vols.len + vol_headers,
+        "volumes": b.index.volumes,
+        "sum_per_image_bytes": images.iter().map(|i| i["total_bytes"].as_u64().unwrap_or(0)).sum::<u64>(),
+        "dedup_bytes": carried + b.index.requires.iter().map(|r| r.size).sum::<u64>(),
+        "carried_bytes": carried,
+        "carried_blobs": b.index.entries.len(),
+        "required_blobs": b.index.requires.len(),
+        "images": images,
+    })
+}
+
+fn print_size(v: &serde_json::Value, json: bool) -> anyhow::Result<i32> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+        return Ok(0);
+    }
+    println!("{:<60} {:>14} {:>14} {:>14}", "IMAGE", "TOTAL", "UNIQUE", "SHARED");
+    for i in v["images"].as_array().into_iter().flatten() {
+        println!(
+            "{:<60} {:>14} {:>14} {:>14}",
+            i["reference"].as_str().unwrap_or(""),
+            i["total_bytes"].as_u64().unwrap_or(0),
+            i["unique_bytes"].as_u64().unwrap_or(0),
+            i["shared_bytes"].as_u64().unwrap_or(0)
+        );
+    }
+    println!("sum per image: {} bytes", v["sum_per_image_bytes"]);
+    println!("deduplicated:  {} bytes", v["dedup_bytes"]);
+    println!("bundle:        {} bytes in {} file(s)", v["bundle_bytes"], v["volumes"]);
+    Ok(0)
+}

@@ -1,0 +1,31 @@
+//! `ocibundle import`: copy a bundle into the store, verifying every blob on the way in.
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use ocibundle::bundle::Bundle;
+use ocibundle::Store;
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The bundle (or any of its volumes)
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
+    let b = Bundle::open(&a.file)?;
+    let store = Store::open(root)?;
+    let r = b.import(&store, !a.json)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for i in &r.images {
+            println!("{i}");
+        }
+        println!("imported {} blobs ({} bytes), {} already present ({} bytes)", r.blobs_imported, r.bytes_imported, r.blobs_present, r.bytes_present);
+    }
+    Ok(0)
+}

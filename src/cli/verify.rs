@@ -1,0 +1,74 @@
+//! `ocibundle verify`: re-hash every blob of a bundle, check completeness and required images.
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use ocibundle::bundle::Bundle;
+use ocibundle::{Reference, Store};
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The bundle (or any of its volumes)
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// References that must be in the bundle, one a line; a leading `?` marks an optional one
+    #[arg(long, value_name = "LIST")]
+    images: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
+    let b = Bundle::open(&a.file)?;
+    // A delta's base blobs must be in the store it will be imported into.
+    let store = if b.index.requires.is_empty() { None } else { Store::open_existing(root).ok() };
+    let mut report = b.verify(store.as_ref());
+    let mut missing_required = Vec::new();
+    let mut missing_optional = Vec::new();
+    if let Some(list) = &a.images {
+        let text = std::fs::read_to_string(list).map_err(|e| anyhow::anyhow!("{}: {e}", list.display()))?;
+        for line in text.lines() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let (optional, r) = match line.strip_prefix('?') {
+                Some(rest) => (true, rest.trim()),
+                None => (false, line),
+            };
+            let name = r.parse::<Reference>()?.to_string();
+            if !report.images.contains(&name) {
+                if optional { missing_optional.push(name) } else { missing_required.push(name) }
+            }
+        }
+    }
+    for m in &missing_optional {
+        eprintln!("warning: optional image {m} is not in {}", b.name);
+    }
+    if a.json {
+        let doc = serde_json::json!({
+            "bundle": b.name, "bundle_id": b.index.bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty(),
+            "blobs_checked": report.blobs_checked, "bytes_checked": report.bytes_checked, "images": report.images,
+            "problems": report.problems, "missing_required": missing_required, "missing_optional": missing_optional,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for p in &report.problems {
+            println!("bad: {p}");
+        }
+        for m in &missing_required {
+            println!("missing: required image {m}");
+        }
+    }
+    if let Some(first) = report.problems.first() {
+        anyhow::bail!("{}: {} problem(s); first: {first}", b.name, report.problems.len());
+    }
+    if !missing_required.is_empty() {
+        anyhow::bail!("{}: required image(s) missing: {}", b.name, missing_required.join(", "));
+    }
+    if !a.json {
+        report.images.sort();
+        println!("ok: {} blobs ({} bytes) verified; {} images complete", report.blobs_checked, report.bytes_checked, report.images.len());
+    }
+    Ok(0)
+}
