@@ -45,11 +45,20 @@ pub fn encode_header(bundle_id: &[u8; 32]) -> [u8; 64] {
     b
 }
 
+/// Reserved bytes must be zero: a flipped bit anywhere in a record is then always noticed.
+fn check_zero(b: &[u8], what: &str, record: &str) -> Result<()> {
+    if b.iter().any(|&x| x != 0) {
+        return Err(Error::Other(format!("{what}: corrupt {record} (reserved bytes are not zero)")));
+    }
+    Ok(())
+}
+
 pub fn decode_header(b: &[u8; 64], what: &str) -> Result<[u8; 32]> {
     if &b[..8] != HEADER_MAGIC {
         return Err(Error::Other(format!("{what}: not an ocibundle bundle (wrong magic)")));
     }
     check_version(what, u32_at(b, 8), u32_at(b, 12))?;
+    check_zero(&b[48..], what, "bundle header")?;
     Ok(b[16..48].try_into().unwrap())
 }
 
@@ -67,6 +76,7 @@ pub fn decode_entry(b: &[u8; 48], what: &str) -> Result<(u8, u64, Digest)> {
     if kind != KIND_BLOB {
         return Err(Error::Other(format!("{what}: unknown entry kind {kind} (written by a newer ocibundle?)")));
     }
+    check_zero(&b[1..8], what, "entry header")?;
     Ok((kind, u64_at(b, 8), Digest::from_bytes(b[16..48].try_into().unwrap())))
 }
 
@@ -110,6 +120,7 @@ pub fn decode_volume_header(b: &[u8; 64], what: &str) -> Result<(u32, [u8; 32])>
         return Err(Error::Other(format!("{what}: not an ocibundle volume (wrong magic)")));
     }
     check_version(what, u32_at(b, 8), 0)?;
+    check_zero(&b[48..], what, "volume header")?;
     Ok((u32_at(b, 12), b[16..48].try_into().unwrap()))
 }
 

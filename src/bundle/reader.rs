@@ -200,15 +200,20 @@ impl Bundle {
         users
     }
 
-    /// Checks one entry: its inline header and the sha256 of its data.
-    fn check_entry(&self, e: &IndexEntry, buf: &mut [u8]) -> Result<(), String> {
+    /// Checks an entry's inline header against the index.
+    fn check_entry_header(&self, e: &IndexEntry) -> Result<(), String> {
         let mut eh = [0u8; 48];
         self.vols.read_exact_at(&mut eh, e.offset - ENTRY_HEADER_LEN).map_err(|x| x.to_string())?;
         match decode_entry(&eh, &self.name) {
-            Ok((_, len, d)) if len == e.size && d == e.digest => {}
-            Ok(_) => return Err("entry header does not match the index".into()),
-            Err(x) => return Err(x.to_string()),
+            Ok((_, len, d)) if len == e.size && d == e.digest => Ok(()),
+            Ok(_) => Err("entry header does not match the index (corrupt bundle)".into()),
+            Err(x) => Err(x.to_string()),
         }
+    }
+
+    /// Checks one entry: its inline header and the sha256 of its data.
+    fn check_entry(&self, e: &IndexEntry, buf: &mut [u8]) -> Result<(), String> {
+        self.check_entry_header(e)?;
         let mut r = self.vols.range(e.offset, e.size);
         let mut h = Hasher::new();
         loop {
@@ -292,6 +297,7 @@ impl Bundle {
         let mut buf = vec![0u8; 1 << 20];
         for e in &self.index.entries {
             let what = format!("{}: blob {}", self.name, e.digest);
+            self.check_entry_header(e).map_err(|x| Error::Other(format!("{what}: {x}")))?;
             let Some(mut part) = PartialBlob::open(store, &e.digest, Some(e.size))? else {
                 report.blobs_present += 1;
                 report.bytes_present += e.size;
