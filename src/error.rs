@@ -27,6 +27,8 @@ pub enum Error {
     /// A registry request failed; `retryable` tells the retry loop whether to try again.
     #[error("{what}: {message}")]
     Registry { what: String, message: String, retryable: bool },
+    #[error("interrupted (partial downloads are kept: run the same command again to resume)")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
 }

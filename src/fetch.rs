@@ -180,7 +180,7 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
-                if abort.load(Ordering::Relaxed) {
+                if abort.load(Ordering::Relaxed) || crate::cancel::requested() {
                     break;
                 }
                 let Some((desc, r)) = next.lock().unwrap().next() else { break };
@@ -201,6 +201,9 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     progress.finish();
     if let Some(e) = failure.into_inner().unwrap() {
         return Err(e);
+    }
+    if crate::cancel::requested() {
+        return Err(Error::Interrupted);
     }
     let fetched = fetched.into_inner().unwrap();
 

@@ -3,6 +3,7 @@
 //! `registry` pulls manifests and blobs over the OCI distribution API into the content-addressed
 //! `store` (an OCI image layout), verifying every byte against its digest on the way in.
 pub mod bundle;
+pub mod cancel;
 pub mod digest;
 pub mod error;
 pub mod fetch;

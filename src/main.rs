@@ -9,8 +9,13 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = cli::Cli::parse();
+    ocibundle::cancel::install();
     match cli::run(args) {
         Ok(code) => std::process::exit(code),
+        Err(e) if matches!(e.downcast_ref::<ocibundle::Error>(), Some(ocibundle::Error::Interrupted)) => {
+            eprintln!("error: {e}");
+            std::process::exit(130);
+        }
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             eprintln!("error: {msg}");

@@ -306,6 +306,10 @@ impl Bundle {
             let start = part.offset();
             let mut r = self.vols.range(e.offset + start, e.size - start);
             loop {
+                if crate::cancel::requested() {
+                    part.flush()?;
+                    return Err(Error::Interrupted);
+                }
                 let n = r.read(&mut buf).map_err(|x| Error::Other(format!("{what}: {x}")))?;
                 if n == 0 {
                     break;

@@ -38,6 +38,9 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
         let mut r = f.take(e.size + 1);
         let mut h = Hasher::new();
         loop {
+            if crate::cancel::requested() {
+                return Err(Error::Interrupted);
+            }
             let n = r.read(&mut buf).at(store.blob_path(&e.digest))?;
             if n == 0 {
                 break;

@@ -343,6 +343,10 @@ impl Registry {
             }
             let mut body = resp.body_mut().as_reader();
             loop {
+                if crate::cancel::requested() {
+                    part.flush().map_err(|e| (e, None))?;
+                    return Err((Error::Interrupted, None));
+                }
                 if abort.load(Ordering::Relaxed) {
                     let _ = part.flush();
                     return Err((Error::Other(format!("{what}: cancelled")), None));
