@@ -40,7 +40,7 @@ fi
 reg_pid=
 cleanup() {
   local rc=$?
-  if [[ -n $reg_pid ]]; then kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null; fi
+  if [[ -n $reg_pid ]]; then kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true; fi
   if ((keep)); then echo "demo files kept in $dir"; else rm -rf "$dir"; fi
   exit "$rc"
 }
@@ -83,7 +83,7 @@ EOF
     kill -0 "$reg_pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null; reg_pid=
+  kill "$reg_pid" 2>/dev/null; wait "$reg_pid" 2>/dev/null || true; reg_pid=
   return 1
 }
 port=
@@ -143,5 +143,6 @@ run "$bin" --store "$store" fetch "${refs[@]}"
 step "a real tool reads the store: skopeo inspect oci:STORE:REF"
 run skopeo inspect "oci:$store:$REG/demo/app:1"
 
-step "done"
-echo "store: $store  (layout files: $(cd "$store" && echo oci-layout index.json) blobs/sha256/*)"
+step "done: the store is a plain OCI image layout"
+run ls "$store" "$store/blobs/sha256"
+((keep)) || echo "($dir is removed at exit; run with DEMO_DIR=DIR to keep it)"
