@@ -5,11 +5,11 @@
 # PACKAGE; otherwise prints what to install and exits 1. Does nothing (no apt at
 # all) when every tool is already present.
 ensure_tools() {
-  local spec tool missing=() pkgs=()
+  local spec tool missing=() missing_pkgs=() pkgs=()
   for spec; do
     tool=${spec%%=*}
     pkgs+=("${spec#*=}")
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+    command -v "$tool" >/dev/null 2>&1 || { missing+=("$tool"); missing_pkgs+=("${spec#*=}"); }
   done
   ((${#missing[@]} == 0)) && return 0
   # one package may provide several tools: list each once, in order
@@ -17,7 +17,7 @@ ensure_tools() {
   for p in "${pkgs[@]}"; do [[ -n ${seen[$p]:-} ]] || { seen[$p]=1; uniq+=("$p"); }; done
   if [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
     echo "error: missing tools: ${missing[*]}" >&2
-    echo "install them (Debian 12, as root): apt-get update && apt-get install -y ${uniq[*]}" >&2
+    echo "install them (Debian 12, as root): apt-get update && apt-get install -y $(printf '%s\n' "${missing_pkgs[@]}" | sort -u | tr '\n' ' ')" >&2
     exit 1
   fi
   echo "missing tools: ${missing[*]}; installing: ${uniq[*]}" >&2
