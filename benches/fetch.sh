@@ -40,7 +40,9 @@ while (($#)); do
   esac
   shift
 done
-invocation="benches/fetch.sh$([[ $mode == small ]] && echo ' --small') --reps $reps"
+small=0 small_flag=
+if [[ $mode == small ]]; then small=1 small_flag=' --small'; fi
+invocation="benches/fetch.sh$small_flag --reps $reps"
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 here=$root/benches
@@ -49,7 +51,6 @@ shared=$root/../shared/bench
   die "$shared not found: the repo must be cloned with shared/ beside it"
 shared=$(cd "$shared" && pwd)
 
-small=0; [[ $mode == small ]] && small=1
 if ((small)); then
   CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
 else
@@ -143,9 +144,11 @@ cmd_b=(bash -c "$skopeo_loop")
 cmd_c=(bash -c "mkdir -p $WORK/curl && xargs -P4 -n2 curl -sfS --noproxy '*' -o < $WORK/curl-list.txt")
 cmd_d=("${cmd_a[@]}")
 
-# timed STEP CMD...: one timed run; "wall_s rss_kb" appended to $T/STEP.times
+# timed STEP CMD...: one timed run; "wall_s rss_kb" appended to $T/STEP.times.
+# `sync` first (outside timing), so no step pays for the previous one's writeback.
 timed() {
   local step=$1; shift
+  sync
   if ! /usr/bin/time -f '%e %M' -o "$T/$step.last" "$@" > "$T/$step.out" 2> "$T/$step.err"; then
     echo "--- stderr of step $step:" >&2; tail -20 "$T/$step.err" >&2
     die "step $step failed: $*"
@@ -185,6 +188,7 @@ verify_store() {
 }
 
 # ---------------------------------------------------------------- runs
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "mode=$mode reps=$reps registry=$REG corpus=$CORPUS images=$n_images digests=$n_expected blobs=$n_blobs work=$WORK"
 for r in $(seq 1 "$reps"); do
   rm -rf "$STORE"; mkdir -p "$STORE"
@@ -227,7 +231,7 @@ read -r med_d min_d max_d rss_d < <(stats d)
 wall() { printf '%.2f s (%.2f–%.2f)' "$1" "$2" "$3"; }
 mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k/1024}'; }
 mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
-ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y>0) printf "%.2f×", x/y; else print "–"}'; }
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y<=0) print "–"; else if (x/y<0.1) printf "%.3f×", x/y; else printf "%.2f×", x/y}'; }
 
 # shell_words ARG...: the command as one line a shell reads back (single quotes where needed)
 shell_words() {
@@ -251,7 +255,8 @@ report=$WORK/report.md
   echo
   echo "Ratios divide wall-clock medians (below 1 is faster). Peak RSS is the maximum over reps of GNU time's"
   echo "\`%M\` for the timed command (for the bash loops, the largest single process; for (c), one curl)."
-  echo "Bytes on disk: \`du -sb\` of the output after the last rep. Page cache warm, registry on loopback."
+  echo "Bytes on disk: \`du -sb\` of the output after the last rep. Page cache warm (nothing dropped), \`sync\`"
+  echo "before every timed step, registry on loopback; wall times have 10 ms resolution."
   echo
   echo "Corpus: \`$CORPUS\` ($mode), $n_images images from \`images.tsv\`, $n_expected unique digests"
   echo "($n_layers layers = $(mb "$blob_bytes"), $((n_blobs - n_layers)) configs, $((n_expected - n_blobs)) manifests);"
@@ -269,7 +274,7 @@ report=$WORK/report.md
   echo "# (c)"; shell_words "${cmd_c[@]}"
   echo '```'
   echo
-  echo "Machine: $(nproc) cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)."
+  echo "Machine: $(nproc) cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), load average at start $load_at_start."
   echo '```'
   free -g
   echo '```'
