@@ -1,4 +1,5 @@
 //! Shared test helpers: registry processes, fixture images, the fault server, running the CLI.
+pub mod bundles;
 pub mod cmd;
 pub mod fakereg;
 pub mod fixtures;
