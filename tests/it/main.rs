@@ -3,3 +3,4 @@ mod harness;
 mod fetch_real;
 mod fetch_faults;
 mod store_cmds;
+mod bundle;
