@@ -22,8 +22,9 @@ pub enum Error {
     UnsupportedMediaType { what: String, media_type: String },
     #[error("{what}: invalid JSON: {reason}")]
     BadJson { what: String, reason: String },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The io error is shown in the message, not chained as a cause (so it prints once).
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     /// A registry request failed; `retryable` tells the retry loop whether to try again.
     #[error("{what}: {message}")]
     Registry { what: String, message: String, retryable: bool },
@@ -35,7 +36,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), err: source }
     }
     pub fn retryable(&self) -> bool {
         matches!(self, Error::Registry { retryable: true, .. })

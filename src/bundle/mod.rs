@@ -4,6 +4,7 @@ pub mod format;
 pub mod inventory;
 pub mod plan;
 pub mod reader;
+pub mod stream;
 pub mod volumes;
 pub mod writer;
 

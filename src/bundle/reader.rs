@@ -70,7 +70,20 @@ impl Bundle {
         let mut t = [0u8; 64];
         vols.read_exact_at(&mut t, vols.len - TRAILER_LEN)?;
         let last = if vols.volume_count() > 1 { vols.last_volume().display().to_string() } else { name.clone() };
-        let trailer = decode_trailer(&t, &last)?;
+        let trailer = match decode_trailer(&t, &last) {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some((_, false)) = vols.majority_id() {
+                    let (maj, _) = vols.majority_id().unwrap();
+                    let foreign: Vec<String> = vols.foreign_volumes(&maj).iter().map(|p| p.display().to_string()).collect();
+                    return Err(Error::Other(format!("{} belong(s) to another bundle than the other volumes", foreign.join(", "))));
+                }
+                if vols.last_is_full() {
+                    return Err(Error::Other(format!("{last} is full but the bundle does not end there: volume {} is missing", vols.volume_count() + 1)));
+                }
+                return Err(e);
+            }
+        };
         if trailer.index_len > MAX_INDEX {
             return Err(Error::TooLarge { what: format!("{name}: bundle index ({} bytes)", trailer.index_len), limit: MAX_INDEX });
         }
@@ -83,13 +96,14 @@ impl Bundle {
             return Err(Error::Other(format!("{name}: the bundle index is corrupt (checksum mismatch)")));
         }
         let index = Index::parse(&ib, &name)?;
-        if index.bundle_id != hex::encode(id) {
-            return Err(Error::Other(format!("{name}: header and index name different bundles (corrupt)")));
+        let index_id: [u8; 32] = hex::decode(&index.bundle_id).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| Error::Other(format!("{name}: bad bundle id in the index")))?;
+        let foreign = vols.foreign_volumes(&index_id);
+        if !foreign.is_empty() {
+            let list: Vec<String> = foreign.iter().map(|p| p.display().to_string()).collect();
+            return Err(Error::Other(format!("{} belong(s) to another bundle (this one is {})", list.join(", "), &index.bundle_id[..16])));
         }
-        if let Some(vid) = vols.volume_id {
-            if vid != id {
-                return Err(Error::Other(format!("{name}: volume headers name another bundle than the data")));
-            }
+        if index_id != id {
+            return Err(Error::Other(format!("{name}: header and index name different bundles (corrupt)")));
         }
         if index.volumes as usize != vols.volume_count() || (vols.volume_count() > 1 && vols.payload_per_volume != Some(index.volume_size)) {
             return Err(Error::Other(format!(
@@ -164,7 +178,11 @@ impl Bundle {
                 let here = self.entry(&d.digest).is_some() || store.is_some_and(|s| s.has_blob(&d.digest, Some(d.size)));
                 if !here {
                     let why = if self.index.requires.iter().any(|r| r.digest == d.digest) {
-                        "not in the bundle, and not in the store this delta needs".to_string()
+                        let base = self.index.base.as_ref().map(|b| format!("{} {}", b.kind, &b.id[..16.min(b.id.len())])).unwrap_or_else(|| "?".into());
+                        match store {
+                            Some(s) => format!("left to the delta's base ({base}), but not in the store {}: import the base first", s.root().display()),
+                            None => format!("left to the delta's base ({base}); no store to find it in: import the base first"),
+                        }
                     } else {
                         "not in the bundle".to_string()
                     };

@@ -219,14 +219,14 @@ struct Part {
     skip: u64,
     start: u64,
     len: u64,
+    /// The bundle id in its volume header (split bundles).
+    id: Option<[u8; 32]>,
 }
 
 /// The logical stream of a bundle, from one file or its volumes.
 pub struct VolumeSet {
     parts: Vec<Part>,
     pub len: u64,
-    /// Bundle id from the volume headers (split bundles only).
-    pub volume_id: Option<[u8; 32]>,
     /// Payload bytes per volume (split bundles only).
     pub payload_per_volume: Option<u64>,
     pub name: String,
@@ -247,15 +247,25 @@ impl VolumeSet {
     /// when only `FILE.001`… exist.
     pub fn open(path: &Path) -> Result<VolumeSet> {
         let name = path.display().to_string();
-        let base = match split_volume_name(path) {
-            Some((base, _)) => Some(base),
-            None if !path.exists() && volume_path(path, 1).exists() => Some(path.to_path_buf()),
-            None => None,
+        // A volume is recognised by its magic, not by its name (`images.20240101` is a file).
+        let base = if path.is_file() {
+            let mut magic = [0u8; 8];
+            let f = File::open(path).at(path)?;
+            let is_volume = f.read_exact_at(&mut magic, 0).is_ok() && &magic == super::format::VOLUME_MAGIC;
+            match split_volume_name(path) {
+                Some((base, _)) if is_volume => Some(base),
+                _ if is_volume => return Err(Error::Other(format!("{name}: a bundle volume must be named FILE.NNN (001, 002, ...)"))),
+                _ => None,
+            }
+        } else if volume_path(path, 1).is_file() {
+            Some(path.to_path_buf())
+        } else {
+            return Err(Error::Other(format!("{name}: no such bundle file (nor {})", volume_path(path, 1).display())));
         };
         let Some(base) = base else {
             let file = File::open(path).at(path)?;
             let len = file.metadata().at(path)?.len();
-            return Ok(VolumeSet { parts: vec![Part { file, path: path.into(), skip: 0, start: 0, len }], len, volume_id: None, payload_per_volume: None, name });
+            return Ok(VolumeSet { parts: vec![Part { file, path: path.into(), skip: 0, start: 0, len, id: None }], len, payload_per_volume: None, name });
         };
         // Every FILE.NNN beside it; gaps are missing volumes.
         let dir = base.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -280,7 +290,6 @@ impl VolumeSet {
             return Err(Error::Other(format!("{name}: no volumes found")));
         }
         let mut parts = Vec::new();
-        let mut id = None;
         let mut start = 0;
         let mut payload = None;
         for n in 1..=max {
@@ -296,13 +305,6 @@ impl VolumeSet {
             if num != n {
                 return Err(Error::Other(format!("{} holds volume {num}, not {n} (volumes renamed or swapped?)", p.display())));
             }
-            match id {
-                None => id = Some(vid),
-                Some(first) if first != vid => {
-                    return Err(Error::Other(format!("{} belongs to another bundle than {}", p.display(), volume_path(&base, 1).display())));
-                }
-                _ => {}
-            }
             let len = flen - VOLUME_HEADER_LEN;
             if n < max {
                 match payload {
@@ -313,10 +315,27 @@ impl VolumeSet {
                     _ => {}
                 }
             }
-            parts.push(Part { file, path: p, skip: VOLUME_HEADER_LEN, start, len });
+            parts.push(Part { file, path: p, skip: VOLUME_HEADER_LEN, start, len, id: Some(vid) });
             start += len;
         }
-        Ok(VolumeSet { parts, len: start, volume_id: id, payload_per_volume: payload, name: volume_path(&base, 1).display().to_string() })
+        Ok(VolumeSet { parts, len: start, payload_per_volume: payload, name: volume_path(&base, 1).display().to_string() })
+    }
+
+    /// Volumes whose header names another bundle than `id`.
+    pub fn foreign_volumes(&self, id: &[u8; 32]) -> Vec<&Path> {
+        self.parts.iter().filter(|p| p.id.is_some_and(|v| &v != id)).map(|p| p.path.as_path()).collect()
+    }
+
+    /// The bundle id most volumes carry, and whether they all agree.
+    pub fn majority_id(&self) -> Option<([u8; 32], bool)> {
+        let ids: Vec<[u8; 32]> = self.parts.iter().filter_map(|p| p.id).collect();
+        let best = ids.iter().max_by_key(|i| ids.iter().filter(|j| j == i).count())?;
+        Some((*best, ids.iter().all(|i| i == best)))
+    }
+
+    /// True if the last volume is as long as the others (so a later one may be missing).
+    pub fn last_is_full(&self) -> bool {
+        self.parts.len() > 1 && self.payload_per_volume == Some(self.parts.last().unwrap().len)
     }
 
     pub fn volume_count(&self) -> usize {

@@ -33,7 +33,7 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
     for e in &plan.index.entries {
         w.write_all(&encode_entry(KIND_BLOB, e.size, &e.digest)).map_err(io_err)?;
         debug_assert_eq!(w.position, e.offset);
-        let what = format!("store blob {}", e.digest);
+        let what = format!("store {}: blob", store.root().display());
         let f = store.open_blob(&e.digest)?;
         let mut r = f.take(e.size + 1);
         let mut h = Hasher::new();
@@ -53,7 +53,7 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
             total.inc(n as u64);
         }
         // A store blob that no longer matches its name never reaches a bundle.
-        h.verify(&what, &e.digest, Some(e.size))?;
+        h.verify(&what, &e.digest, Some(e.size)).map_err(|x| Error::Other(format!("{x} (the store is damaged: run `ocibundle store fsck`)")))?;
     }
     let index = plan.index.to_bytes();
     let index_offset = w.position;

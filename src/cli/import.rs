@@ -16,9 +16,11 @@ pub struct ImportArgs {
 }
 
 pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
-    let b = Bundle::open(&a.file)?;
     let store = Store::open(root)?;
-    let r = b.import(&store, !a.json)?;
+    let r = match super::stream_input(&a.file)? {
+        Some((reader, name)) => ocibundle::bundle::stream::import(reader, &name, &store)?,
+        None => Bundle::open(&a.file)?.import(&store, !a.json)?,
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

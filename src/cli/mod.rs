@@ -88,3 +88,17 @@ pub fn read_ref_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
         .map(str::to_string)
         .collect())
 }
+
+/// A bundle to read as a stream: `-` (stdin) or a pipe/FIFO; `None` for a regular file.
+pub fn stream_input(path: &std::path::Path) -> anyhow::Result<Option<(Box<dyn std::io::Read>, String)>> {
+    if path.as_os_str() == "-" {
+        return Ok(Some((Box::new(std::io::stdin().lock()), "stdin".to_string())));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            let f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Ok(Some((Box::new(f), path.display().to_string())))
+        }
+        _ => Ok(None),
+    }
+}

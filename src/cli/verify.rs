@@ -19,10 +19,18 @@ pub struct VerifyArgs {
 }
 
 pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
-    let b = Bundle::open(&a.file)?;
-    // A delta's base blobs must be in the store it will be imported into.
-    let store = if b.index.requires.is_empty() { None } else { Store::open_existing(root).ok() };
-    let mut report = b.verify(store.as_ref());
+    let (mut report, name, bundle_id) = match super::stream_input(&a.file)? {
+        Some((reader, name)) => {
+            let r = ocibundle::bundle::stream::verify(reader, &name)?;
+            (r, name, String::new())
+        }
+        None => {
+            let b = Bundle::open(&a.file)?;
+            // A delta's base blobs must be in the store it will be imported into.
+            let store = if b.index.requires.is_empty() { None } else { Store::open_existing(root).ok() };
+            (b.verify(store.as_ref()), b.name.clone(), b.index.bundle_id.clone())
+        }
+    };
     let mut missing_required = Vec::new();
     let mut missing_optional = Vec::new();
     if let Some(list) = &a.images {
@@ -43,11 +51,11 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
         }
     }
     for m in &missing_optional {
-        eprintln!("warning: optional image {m} is not in {}", b.name);
+        eprintln!("warning: optional image {m} is not in {}", name);
     }
     if a.json {
         let doc = serde_json::json!({
-            "bundle": b.name, "bundle_id": b.index.bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty(),
+            "bundle": name, "bundle_id": bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty(),
             "blobs_checked": report.blobs_checked, "bytes_checked": report.bytes_checked, "images": report.images,
             "problems": report.problems, "missing_required": missing_required, "missing_optional": missing_optional,
         });
@@ -61,10 +69,10 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
         }
     }
     if let Some(first) = report.problems.first() {
-        anyhow::bail!("{}: {} problem(s); first: {first}", b.name, report.problems.len());
+        anyhow::bail!("{}: {} problem(s); first: {first}", name, report.problems.len());
     }
     if !missing_required.is_empty() {
-        anyhow::bail!("{}: required image(s) missing: {}", b.name, missing_required.join(", "));
+        anyhow::bail!("{}: required image(s) missing: {}", name, missing_required.join(", "));
     }
     if !a.json {
         report.images.sort();
