@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/ensure-tools.sh
 
 ensure_tools docker-registry=docker-registry skopeo=skopeo podman=podman umoci=umoci \
-  htpasswd=apache2-utils openssl=openssl curl=curl jq=jq zstd=zstd /usr/bin/time=time
+  htpasswd=apache2-utils openssl=openssl curl=curl jq=jq zstd=zstd /usr/bin/time=time \
+  python3=python3 sha256sum=coreutils
 need_cargo
 exec cargo test --all-targets "$@"
