@@ -21,3 +21,12 @@ bench *ARGS:
 # fetch benchmark on the small corpus (~50 MB, about a minute)
 bench-small *ARGS:
     benches/fetch.sh --small {{ARGS}}
+
+# bundle benchmark on the full corpus (bundle/verify/import/size vs tar -cf, delta figure)
+bench-bundle *ARGS:
+    benches/bundle.sh {{ARGS}}
+
+# every benchmark, full corpus
+bench-all:
+    benches/fetch.sh
+    benches/bundle.sh

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Bundle benchmark: ocibundle bundle / verify / import / size on the shared corpus, side by side
+# with `tar -cf` of skopeo's OCI layout (today's best "one file, shared layers once"), and the
+# delta figure (engine-a:v2 --since a bundle of engine-a:v1).
+#
+# Usage: benches/bundle.sh [--small] [--reps N]
+#   --small    small corpus (/tmp/testbed/corpus-small, registry 127.0.0.1:5001)
+#   --reps N   repetitions of every timed step (default 3); median (min–max) reported
+# Environment: CORPUS, PORT, REGDIR (as benches/fetch.sh), WORK=/tmp/testbed/bench-bundle-<mode>,
+#   KEEP=1 keeps WORK's outputs.
+#
+# Untimed setup: the corpus (built and pushed by ../shared/bench if missing), an ocibundle store
+# filled by `fetch --all-platforms`, and skopeo's OCI layout of the same images.
+# Timed steps of every rep (outputs deleted before each step, outside timing; `sync` first):
+#   a  ocibundle bundle -o OUT --all
+#   b  tar -cf OUT.tar -C SKOPEO_LAYOUT .
+#   c  ocibundle verify OUT
+#   d  ocibundle import OUT into a fresh store
+#   e  ocibundle size --all (prediction; must equal the bytes (a) wrote)
+# Checks (outside timing): a second bundle is byte-identical (determinism), sha256sum -c passes,
+# the imported store passes fsck. Only 127.0.0.1 is contacted.
+# Results: stdout and benches/results/bundle-<small|full>.md.
+set -euo pipefail
+
+die() { echo "bundle.sh: error: $*" >&2; exit 1; }
+log() { printf '[bundle.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+mode=full reps=3
+while (($#)); do
+  case $1 in
+    --small) mode=small ;;
+    --reps) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--reps needs a positive integer"; reps=$2; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    *) echo "usage: benches/bundle.sh [--small] [--reps N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+small=0; [[ $mode == small ]] && small=1
+root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+shared=$root/../shared/bench
+[[ -x $shared/make-corpus.sh ]] || die "$shared not found: the repo must be cloned with shared/ beside it"
+shared=$(cd "$shared" && pwd)
+if ((small)); then
+  CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
+else
+  CORPUS=${CORPUS:-/tmp/testbed/corpus} PORT=${PORT:-5000} REGDIR=${REGDIR:-/tmp/testbed/registry}
+fi
+WORK=${WORK:-/tmp/testbed/bench-bundle-$mode}
+REG=127.0.0.1:$PORT
+export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+for t in skopeo curl jq tar sha256sum cmp cargo; do command -v "$t" >/dev/null || die "missing tool: $t"; done
+[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (package time)"
+
+started_registry=0
+cleanup() {
+  local rc=$?
+  if [[ ${KEEP:-0} != 1 && -d $WORK ]]; then rm -rf "$WORK/out" "$WORK/import" "$WORK/tar"; fi
+  if ((started_registry)); then "$shared/registry.sh" stop "$REGDIR" >&2 || true; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true) != 200 ]]; then
+  log "no registry at $REG: starting one"
+  "$shared/registry.sh" start "$REGDIR" "$PORT" >&2
+  started_registry=1
+fi
+if [[ ! -f $CORPUS/corpus-manifest.json ]] || ! jq -e '.images | all(.registry_digest)' "$CORPUS/corpus-manifest.json" >/dev/null 2>&1 \
+   || [[ $(curl -s --noproxy '*' "http://$REG/v2/_catalog" | jq '.repositories | length') == 0 ]]; then
+  log "building the $mode corpus into $CORPUS"
+  env SMALL="$small" PORT="$PORT" REGDIR="$REGDIR" "$shared/make-corpus.sh" "$CORPUS" >&2
+fi
+
+log "cargo build --release"
+(cd "$root" && cargo build --release -q) || die "cargo build --release failed"
+bin=${OCIBUNDLE_BIN:-$root/target/release/ocibundle}
+
+# ---------------------------------------------------------------- setup (untimed)
+mkdir -p "$WORK"
+T=$WORK/time; rm -rf "$T"; mkdir -p "$T"
+STORE=$WORK/store LAYOUT=$WORK/skopeo
+cut -f2 "$CORPUS/images.tsv" | sed "s#^#$REG/#" > "$WORK/images.txt"
+log "setup: ocibundle fetch into $STORE"
+"$bin" --store "$STORE" fetch --all-platforms --images "$WORK/images.txt" > /dev/null
+"$bin" --store "$STORE" store fsck > /dev/null || die "store fsck failed on $STORE"
+if [[ ! -f $LAYOUT/index.json ]] || [[ $(jq '.manifests | length' "$LAYOUT/index.json") != "$(wc -l < "$CORPUS/images.tsv")" ]]; then
+  log "setup: skopeo copy into $LAYOUT"
+  rm -rf "$LAYOUT"
+  while read -r name ref fmt; do
+    skopeo copy -q --all --preserve-digests --src-tls-verify=false "docker://$REG/$ref" "oci:$LAYOUT:$name"
+  done < "$CORPUS/images.tsv"
+fi
+unique_bytes=$(find "$STORE/blobs/sha256" -type f -printf '%s\n' | awk '{s+=$1} END{print s}')
+n_unique=$(find "$STORE/blobs/sha256" -type f | wc -l)
+
+timed() {
+  local step=$1; shift
+  sync
+  if ! /usr/bin/time -f '%e %M' -o "$T/$step.last" "$@" > "$T/$step.out" 2> "$T/$step.err"; then
+    tail -20 "$T/$step.err" >&2; die "step $step failed: $*"
+  fi
+  tail -1 "$T/$step.last" >> "$T/$step.times"
+}
+
+OUT=$WORK/out/site.bundle
+for r in $(seq 1 "$reps"); do
+  rm -rf "$WORK/out"; mkdir -p "$WORK/out"
+  timed a "$bin" --store "$STORE" bundle -o "$OUT" --all
+  log "rep $r: a bundle      $(tail -1 "$T/a.times")"
+  rm -rf "$WORK/tar"; mkdir -p "$WORK/tar"
+  timed b tar -cf "$WORK/tar/layout.tar" -C "$LAYOUT" .
+  log "rep $r: b tar -cf     $(tail -1 "$T/b.times")"
+  timed c "$bin" verify "$OUT"
+  log "rep $r: c verify      $(tail -1 "$T/c.times")"
+  rm -rf "$WORK/import"
+  timed d "$bin" --store "$WORK/import" import "$OUT"
+  log "rep $r: d import      $(tail -1 "$T/d.times")"
+  timed e "$bin" --store "$STORE" size --all --json
+  log "rep $r: e size        $(tail -1 "$T/e.times")"
+done
+
+# ---------------------------------------------------------------- checks (untimed)
+bundle_bytes=$(stat -c %s "$OUT")
+predicted=$(jq .bundle_bytes "$T/e.out")
+[[ $predicted == "$bundle_bytes" ]] || die "size predicted $predicted bytes, bundle wrote $bundle_bytes"
+"$bin" --store "$STORE" bundle -o "$WORK/out/again.bundle" --all > /dev/null
+cmp -s "$OUT" "$WORK/out/again.bundle" || die "two bundles of the same images differ"
+(cd "$WORK/out" && sha256sum -c --quiet site.bundle.sha256) || die "sha256sum -c failed"
+"$bin" --store "$WORK/import" store fsck > /dev/null || die "fsck of the imported store failed"
+tar_bytes=$(stat -c %s "$WORK/tar/layout.tar")
+sum_per_image=$(jq .sum_per_image_bytes "$T/e.out")
+
+# Delta: engine-a:v2 against a bundle of engine-a:v1.
+"$bin" --store "$STORE" bundle -o "$WORK/out/a1.bundle" "$REG/bench/engine-a:v1" > /dev/null
+"$bin" --store "$STORE" bundle -o "$WORK/out/a2-delta.bundle" "$REG/bench/engine-a:v2" --since "$WORK/out/a1.bundle" > /dev/null
+"$bin" --store "$STORE" bundle -o "$WORK/out/a2-full.bundle" "$REG/bench/engine-a:v2" > /dev/null
+delta_bytes=$(stat -c %s "$WORK/out/a2-delta.bundle") a2_full=$(stat -c %s "$WORK/out/a2-full.bundle")
+delta_blobs=$("$bin" inspect --json "$WORK/out/a2-delta.bundle" | jq '.blobs')
+delta_layers=$("$bin" inspect --json "$WORK/out/a2-delta.bundle" | jq '[.images[].manifests[].layers[].digest] as $l | [.requires[].digest] as $r | $l - $r | length')
+
+# ---------------------------------------------------------------- report
+stats() { sort -n -k1,1 "$T/$1.times" | awk '{w[NR]=$1; if ($2>m) m=$2}
+  END{med = NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2; print med, w[1], w[NR], m}'; }
+read -r ma na xa ra < <(stats a); read -r mb nb xb rb < <(stats b); read -r mc nc xc rc < <(stats c)
+read -r md nd xd rd < <(stats d); read -r me ne xe re < <(stats e)
+wall() { printf '%.2f s (%.2f–%.2f)' "$1" "$2" "$3"; }
+mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k/1024}'; }
+mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y<=0) print "–"; else printf "%.2f×", x/y}'; }
+rate() { awk -v b="$1" -v s="$2" 'BEGIN{if (s<=0) print "–"; else printf "%.2f GB/s", b/s/1e9}'; }
+overhead=$((bundle_bytes - unique_bytes))
+report=$WORK/report.md
+{
+  echo "### ocibundle bundle benchmark ($mode corpus): median of $reps reps"
+  echo
+  echo "| step | wall median (min–max) | peak RSS | output | ÷ tar -cf |"
+  echo "|---|---:|---:|---:|---:|"
+  echo "| (a) ocibundle bundle --all | $(wall "$ma" "$na" "$xa") | $(mib "$ra") | $(mb "$bundle_bytes") | $(ratio "$ma" "$mb") |"
+  echo "| (b) tar -cf of skopeo's OCI layout | $(wall "$mb" "$nb" "$xb") | $(mib "$rb") | $(mb "$tar_bytes") | 1.00× |"
+  echo "| (c) ocibundle verify ($(rate "$bundle_bytes" "$mc")) | $(wall "$mc" "$nc" "$xc") | $(mib "$rc") | – | $(ratio "$mc" "$mb") |"
+  echo "| (d) ocibundle import into a fresh store | $(wall "$md" "$nd" "$xd") | $(mib "$rd") | – | $(ratio "$md" "$mb") |"
+  echo "| (e) ocibundle size --all (predicts $predicted B) | $(wall "$me" "$ne" "$xe") | $(mib "$re") | – | – |"
+  echo
+  echo "| size | bytes |"
+  echo "|---|---:|"
+  echo "| images summed one by one (what per-image archives carry) | $(mb "$sum_per_image") |"
+  echo "| unique blobs in the store ($n_unique: layers, configs, manifests, indexes) | $(mb "$unique_bytes") ($unique_bytes B) |"
+  echo "| bundle | $(mb "$bundle_bytes") ($bundle_bytes B) |"
+  echo "| bundle overhead over the unique blobs | $overhead B ($(awk -v o="$overhead" -v u="$unique_bytes" 'BEGIN{printf "%.4f %%", 100*o/u}')) |"
+  echo "| tar of skopeo's layout | $(mb "$tar_bytes") |"
+  echo "| delta: engine-a:v2 --since a bundle of engine-a:v1 ($delta_blobs blobs, $delta_layers layers) | $(mb "$delta_bytes") (full engine-a:v2 bundle: $(mb "$a2_full")) |"
+  echo
+  echo "Checks (untimed): \`size\` predicted exactly the bytes written; a second bundle is byte-identical;"
+  echo "\`sha256sum -c\` passes; the imported store passes \`store fsck\`."
+  echo "Page cache warm, \`sync\` before each timed step; ocibundle fsyncs its output, tar does not."
+  echo
+  echo "Command: \`benches/bundle.sh$( ((small)) && echo ' --small') --reps $reps\`, $(date -u '+%Y-%m-%d %H:%M UTC'),"
+  echo "ocibundle $(git -C "$root" describe --always --dirty 2>/dev/null), $(nproc) cores, $(tar --version | head -1)."
+} > "$report"
+mkdir -p "$root/benches/results"
+cp "$report" "$root/benches/results/bundle-$mode.md"
+cat "$report"
