@@ -92,6 +92,8 @@ build_corpus() {
   env SMALL="$small" PORT="$PORT" REGDIR="$REGDIR" \
     "$shared/make-corpus.sh" "$CORPUS" >&2
 }
+# "REPO:TAG MANIFEST_DIGEST" for every corpus image, as the registry serves it
+corpus_refs() { jq -r '.images[] | "\(.ref) \(.registry_digest)"' "$CORPUS/corpus-manifest.json"; }
 # Every image must be in the registry with the manifest digest the corpus recorded.
 registry_matches_corpus() {
   local repo want got
@@ -100,7 +102,7 @@ registry_matches_corpus() {
       -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' \
       "http://$REG/v2/${repo%:*}/manifests/${repo##*:}" | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:"{print $2}')
     [[ $got == "$want" ]] || { log "registry: $repo is ${got:-missing}, corpus says $want"; return 1; }
-  done < <(jq -r '.images[] | "\(.ref) \(.registry_digest)"' "$CORPUS/corpus-manifest.json")
+  done < <(corpus_refs)
 }
 if [[ ! -f $CORPUS/images.tsv ]] || ! jq -e '.totals and (.images | all(.registry_digest))' "$CORPUS/corpus-manifest.json" >/dev/null 2>&1; then
   build_corpus
@@ -182,7 +184,7 @@ verify_store() {
   while read -r ref want; do
     got=$(jq -r --arg r "$REG/$ref" '[.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $r) | .digest] | join(",")' "$store/index.json")
     [[ $got == "$want" ]] || { echo "ref $REG/$ref -> '${got}', registry serves $want" >&2; bad=1; }
-  done < <(jq -r '.images[] | "\(.ref) \(.registry_digest)"' "$CORPUS/corpus-manifest.json")
+  done < <(corpus_refs)
   ((bad == 0)) || die "ocibundle's store $store does not hold the corpus (see above)"
   echo "fsck: $(jq -c . <<<"$fsck_json"); $n_expected/$n_expected corpus digests present and re-hashed, no others; $n_images/$n_images refs at the registry's digests"
 }
