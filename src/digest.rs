@@ -144,6 +144,46 @@ pub fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
     Ok((h.finish(), len))
 }
 
+/// A reader that hashes what passes and, at the end of the stream, fails with `InvalidData`
+/// unless size and digest match: nothing downstream can finish on unverified bytes.
+pub struct VerifyingReader<R> {
+    inner: R,
+    hasher: Option<Hasher>,
+    expected: Digest,
+    size: u64,
+    what: String,
+}
+
+impl<R: Read> VerifyingReader<R> {
+    pub fn new(inner: R, expected: Digest, size: u64, what: impl Into<String>) -> Self {
+        VerifyingReader { inner, hasher: Some(Hasher::new()), expected, size, what: what.into() }
+    }
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(h) = self.hasher.as_mut() else { return Ok(0) };
+        // Never hand out more than the declared size.
+        let room = (self.size - h.len()).min(buf.len() as u64) as usize;
+        let n = if room == 0 {
+            let mut probe = [0u8; 1];
+            match self.inner.read(&mut probe)? {
+                0 => 0,
+                _ => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} {}: longer than its {} bytes", self.what, self.expected, self.size))),
+            }
+        } else {
+            self.inner.read(&mut buf[..room])?
+        };
+        if n > 0 {
+            h.update(&buf[..n]);
+            return Ok(n);
+        }
+        let h = self.hasher.take().unwrap();
+        h.verify(&self.what, &self.expected, Some(self.size)).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        Ok(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +194,19 @@ mod tests {
         assert!("sha256:E3B0".parse::<Digest>().is_err());
         assert!("md5:00".parse::<Digest>().is_err());
         assert!("sha256:../../etc/passwd".parse::<Digest>().is_err());
+    }
+    #[test]
+    fn verifying_reader_fails_at_the_end() {
+        let mut ok = VerifyingReader::new(&b"abc"[..], Digest::of(b"abc"), 3, "blob");
+        let mut v = Vec::new();
+        ok.read_to_end(&mut v).unwrap();
+        assert_eq!(v, b"abc");
+        let mut bad = VerifyingReader::new(&b"abd"[..], Digest::of(b"abc"), 3, "blob");
+        assert_eq!(bad.read_to_end(&mut Vec::new()).unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let mut long = VerifyingReader::new(&b"abcd"[..], Digest::of(b"abc"), 3, "blob");
+        assert!(long.read_to_end(&mut Vec::new()).is_err());
+        let mut short = VerifyingReader::new(&b"ab"[..], Digest::of(b"abc"), 3, "blob");
+        assert!(short.read_to_end(&mut Vec::new()).is_err());
     }
     #[test]
     fn verify_size_and_digest() {

@@ -6,11 +6,13 @@ pub mod bundle;
 pub mod cancel;
 pub mod digest;
 pub mod error;
+pub mod export;
 pub mod fetch;
 pub mod image;
 pub mod progress;
 pub mod reference;
 pub mod registry;
+pub mod source;
 pub mod store;
 
 pub use digest::Digest;

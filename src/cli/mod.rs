@@ -1,5 +1,6 @@
 //! Command-line flags (clap) and their conversion into library options; one file per command.
 mod bundle;
+mod export;
 pub mod fetch;
 mod import;
 mod inspect;
@@ -34,6 +35,8 @@ enum Command {
     Size(bundle::SizeArgs),
     /// Copy a bundle into the store, verifying every blob
     Import(import::ImportArgs),
+    /// Restore images as a docker-archive, OCI layout or OCI archive, without a daemon
+    Export(export::ExportArgs),
     /// Inspect and maintain the store
     #[command(subcommand)]
     Store(store::StoreCmd),
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => inspect::run(a),
         Command::Size(a) => bundle::run_size(&root, a),
         Command::Import(a) => import::run(&root, a),
+        Command::Export(a) => export::run(&root, a),
         Command::Store(cmd) => store::run(&root, cmd),
     }
 }

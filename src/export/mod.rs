@@ -1,0 +1,198 @@
+//! `export`: restore images from a source (store or bundle) as a docker-archive, an OCI layout
+//! or an OCI archive. Selection and output handling live here; each format has its own file.
+mod docker_archive;
+mod oci;
+pub mod tarw;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+use crate::reference::{Platform, Reference};
+use crate::source::Source;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Format {
+    DockerArchive,
+    OciLayout,
+    OciArchive,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub format: Format,
+    /// `None` = stdout (archives only).
+    pub output: Option<PathBuf>,
+    /// The platform to export from multi-platform images (docker-archive), and whether the
+    /// user chose it.
+    pub platform: Platform,
+    pub platform_given: bool,
+    pub force: bool,
+    pub jobs: usize,
+    pub progress: bool,
+}
+
+#[derive(Debug, Serialize, Clone)]
+pub struct ExportedImage {
+    pub reference: String,
+    /// Config digest (what docker and podman call the image ID).
+    pub image_id: Digest,
+    pub repo_tags: Vec<String>,
+    pub platform: String,
+    pub manifest_digest: Digest,
+    pub layers: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExportReport {
+    pub output: String,
+    pub format: String,
+    pub bytes: u64,
+    pub images: Vec<ExportedImage>,
+    /// Notes for the user (e.g. which platform was picked).
+    #[serde(skip)]
+    pub notes: Vec<String>,
+}
+
+/// Picks the named references from the source; an unknown one is an error listing what is there.
+pub fn select(source: &dyn Source, names: &[String]) -> Result<Vec<(String, Descriptor)>> {
+    let all = source.refs()?;
+    let mut out = Vec::new();
+    for n in names {
+        match all.iter().find(|(r, _)| r == n) {
+            Some(x) => out.push(x.clone()),
+            None => {
+                let have: Vec<&str> = all.iter().map(|(r, _)| r.as_str()).collect();
+                let have = if have.is_empty() { "nothing".to_string() } else { have.join(", ") };
+                return Err(Error::Other(format!("{n} is not in the {} (it holds: {have})", source.name())));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads and parses a manifest or index from the source.
+pub fn manifest(source: &dyn Source, desc: &Descriptor, what: &str) -> Result<Manifest> {
+    Manifest::parse(source.read_small(desc, MAX_MANIFEST)?, Some(&desc.media_type), what)
+}
+
+/// Every blob reachable from `desc` (the descriptor first, then depth-first), each once.
+pub fn reachable(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<Vec<Descriptor>> {
+    let mut out: Vec<Descriptor> = Vec::new();
+    let mut stack = vec![desc.clone()];
+    while let Some(d) = stack.pop() {
+        if out.iter().any(|x| x.digest == d.digest) {
+            continue;
+        }
+        if !source.has(&d.digest) {
+            return Err(Error::Other(format!("{name}: blob {} is missing from the {} (a delta bundle needs its base in the store)", d.digest, source.name())));
+        }
+        let meta = is_manifest_type(&d.media_type) || is_index_type(&d.media_type);
+        let mut clean = d.clone();
+        clean.annotations = None;
+        out.push(clean);
+        if meta {
+            match manifest(source, &d, name)?.kind {
+                ManifestKind::Index(children) => stack.extend(children.into_iter().rev()),
+                ManifestKind::Image(im) => {
+                    stack.extend(im.layers.into_iter().rev());
+                    stack.push(im.config);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// docker's short name for a reference: `redis:7` for `docker.io/library/redis:7`.
+pub fn familiar_repo(r: &Reference) -> String {
+    if r.registry == crate::reference::DOCKER_HUB {
+        r.repository.strip_prefix("library/").unwrap_or(&r.repository).to_string()
+    } else {
+        format!("{}/{}", r.registry, r.repository)
+    }
+}
+
+/// Where the output goes: a temp name beside the final one, renamed on commit.
+pub(crate) enum Sink {
+    File { file: File, tmp: PathBuf, fin: PathBuf },
+    Stdout(io::Stdout),
+}
+
+impl Sink {
+    pub fn create(output: &Option<PathBuf>, force: bool) -> Result<Sink> {
+        let Some(fin) = output else { return Ok(Sink::Stdout(io::stdout())) };
+        refuse_existing(fin, force)?;
+        let tmp = tmp_name(fin);
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
+        Ok(Sink::File { file, tmp, fin: fin.clone() })
+    }
+    /// fsync and rename into place.
+    pub fn commit(self) -> Result<()> {
+        match self {
+            Sink::Stdout(mut s) => s.flush().map_err(|e| Error::io("stdout", e)),
+            Sink::File { file, tmp, fin } => {
+                file.sync_all().at(&tmp)?;
+                drop(file);
+                fs::rename(&tmp, &fin).at(&fin)?;
+                Ok(())
+            }
+        }
+    }
+    pub fn abort(self) {
+        if let Sink::File { tmp, .. } = self {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::File { file, .. } => file.write(buf),
+            Sink::Stdout(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::File { file, .. } => file.flush(),
+            Sink::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+impl tarw::AsFile for Sink {
+    fn copy_from(&mut self, f: &mut File, size: u64) -> io::Result<u64> {
+        match self {
+            Sink::File { file, .. } => file.copy_from(f, size),
+            Sink::Stdout(s) => s.copy_from(f, size),
+        }
+    }
+}
+
+pub(crate) fn tmp_name(fin: &Path) -> PathBuf {
+    let mut s = fin.as_os_str().to_owned();
+    s.push(format!(".tmp-{}", std::process::id()));
+    PathBuf::from(s)
+}
+
+pub(crate) fn refuse_existing(fin: &Path, force: bool) -> Result<()> {
+    if fin.exists() && !force {
+        return Err(Error::Other(format!("{} exists (use --force to replace it)", fin.display())));
+    }
+    Ok(())
+}
+
+/// Runs an export.
+pub fn export(source: &dyn Source, names: &[String], opts: &ExportOptions) -> Result<ExportReport> {
+    let images = select(source, names)?;
+    match opts.format {
+        Format::DockerArchive => docker_archive::write(source, &images, opts),
+        Format::OciLayout | Format::OciArchive => oci::write(source, &images, opts),
+    }
+}

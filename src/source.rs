@@ -1,0 +1,97 @@
+//! Where images are read from: the store, a bundle, or a bundle backed by the store (a delta).
+//! Every blob handed out is verified against its digest as it is read.
+use std::io::Read;
+
+use crate::bundle::Bundle;
+use crate::digest::{Digest, VerifyingReader};
+use crate::error::{Error, Result};
+use crate::image::Descriptor;
+use crate::store::Store;
+
+/// A read-only source of images and blobs.
+pub trait Source: Sync {
+    /// Names the source in messages.
+    fn name(&self) -> String;
+    /// Every reference it holds, with the descriptor it points at.
+    fn refs(&self) -> Result<Vec<(String, Descriptor)>>;
+    /// Whether the blob is available.
+    fn has(&self, d: &Digest) -> bool;
+    /// The blob's bytes as a stream, verified: the stream fails at its end on a mismatch.
+    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
+
+    /// A small blob read whole (manifests, configs), capped and verified.
+    fn read_small(&self, desc: &Descriptor, cap: u64) -> Result<Vec<u8>> {
+        if desc.size > cap {
+            return Err(Error::TooLarge { what: format!("{}: blob {}", self.name(), desc.digest), limit: cap });
+        }
+        let mut v = Vec::with_capacity(desc.size as usize);
+        self.open(desc)?.read_to_end(&mut v).map_err(|e| Error::Other(format!("{}: blob {}: {e}", self.name(), desc.digest)))?;
+        Ok(v)
+    }
+}
+
+impl Source for Store {
+    fn name(&self) -> String {
+        format!("store {}", self.root().display())
+    }
+    fn refs(&self) -> Result<Vec<(String, Descriptor)>> {
+        Ok(Store::refs(self)?.into_iter().map(|e| (e.name, e.descriptor)).collect())
+    }
+    fn has(&self, d: &Digest) -> bool {
+        self.has_blob(d, None)
+    }
+    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        let f = self.open_blob(&desc.digest)?;
+        Ok(Box::new(VerifyingReader::new(std::io::BufReader::with_capacity(1 << 20, f), desc.digest.clone(), desc.size, "store blob")))
+    }
+}
+
+impl Source for Bundle {
+    fn name(&self) -> String {
+        format!("bundle {}", self.name)
+    }
+    fn refs(&self) -> Result<Vec<(String, Descriptor)>> {
+        Ok(self.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect())
+    }
+    fn has(&self, d: &Digest) -> bool {
+        self.entry(d).is_some()
+    }
+    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
+        if e.size != desc.size {
+            return Err(Error::Other(format!("{}: blob {} has {} bytes, its descriptor says {}", self.name, desc.digest, e.size, desc.size)));
+        }
+        Ok(Box::new(VerifyingReader::new(self.vols.range(e.offset, e.size), desc.digest.clone(), desc.size, "bundle blob")))
+    }
+}
+
+/// A bundle whose missing blobs (a delta's base) come from a store.
+pub struct BundleOverStore<'a> {
+    pub bundle: &'a Bundle,
+    pub store: Option<&'a Store>,
+}
+
+impl Source for BundleOverStore<'_> {
+    fn name(&self) -> String {
+        self.bundle.name()
+    }
+    fn refs(&self) -> Result<Vec<(String, Descriptor)>> {
+        self.bundle.refs()
+    }
+    fn has(&self, d: &Digest) -> bool {
+        self.bundle.has(d) || self.store.is_some_and(|s| s.has(d))
+    }
+    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        if self.bundle.has(&desc.digest) {
+            return self.bundle.open(desc);
+        }
+        match self.store {
+            Some(s) if s.has(&desc.digest) => s.open(desc),
+            Some(s) => Err(Error::Other(format!(
+                "{}: blob {} is neither in the bundle nor in the store {} (a delta bundle needs its base imported first)",
+                self.bundle.name, desc.digest, s.root().display()
+            ))),
+            None => Err(Error::Other(format!("{}: blob {} is not in the bundle (a delta bundle needs its base in the store)", self.bundle.name, desc.digest))),
+        }
+    }
+}
