@@ -14,6 +14,7 @@ pub mod reference;
 pub mod registry;
 pub mod source;
 pub mod store;
+pub mod writeback;
 
 pub use digest::Digest;
 pub use error::{Error, Result};

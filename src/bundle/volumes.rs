@@ -4,12 +4,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::format::{decode_volume_header, encode_volume_header, VOLUME_HEADER_LEN};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
+use crate::writeback;
 
 /// Where a bundle is written.
 #[derive(Debug, Clone)]
@@ -37,30 +40,39 @@ struct OpenVolume {
     tmp: PathBuf,
     final_path: PathBuf,
     written: u64,
+    /// Bytes handed to the kernel for writeback so far (see `writeback`).
+    flushed: u64,
     hasher: HashThread,
 }
 
-/// Hashes a volume's bytes on its own thread, so writing does not wait for it.
+/// A shared chunk of bytes and the part of it that is meant.
+pub type Chunk = (Arc<Vec<u8>>, Range<usize>);
+
+/// Hashes a volume's bytes on its own thread (chunks are shared, not copied), so writing does
+/// not wait for it.
 struct HashThread {
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<Chunk>>,
     handle: Option<JoinHandle<Digest>>,
 }
 
 impl HashThread {
     fn new() -> HashThread {
-        let (tx, rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(16);
+        let (tx, rx): (SyncSender<Chunk>, Receiver<Chunk>) = sync_channel(4);
         let handle = std::thread::spawn(move || {
             let mut h = Hasher::new();
-            for chunk in rx {
-                h.update(&chunk);
+            for (chunk, range) in rx {
+                h.update(&chunk[range]);
             }
             h.finish()
         });
         HashThread { tx: Some(tx), handle: Some(handle) }
     }
     fn update(&self, data: &[u8]) {
+        self.update_shared(Arc::new(data.to_vec()), 0..data.len());
+    }
+    fn update_shared(&self, chunk: Arc<Vec<u8>>, range: Range<usize>) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(data.to_vec());
+            let _ = tx.send((chunk, range));
         }
     }
     fn finish(mut self) -> Digest {
@@ -100,7 +112,7 @@ impl VolumeWriter {
         };
         let tmp = tmp_path(&final_path);
         let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
-        let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, hasher: HashThread::new() };
+        let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, flushed: 0, hasher: HashThread::new() };
         if header {
             let h = encode_volume_header(self.number, &self.bundle_id);
             v.file.write_all(&h).at(&v.tmp)?;
@@ -159,13 +171,20 @@ impl VolumeWriter {
         Ok(out)
     }
 
-    fn write_logical(&mut self, mut buf: &[u8]) -> Result<()> {
+    fn write_logical(&mut self, buf: &[u8]) -> Result<()> {
+        self.write_shared(Arc::new(buf.to_vec()))
+    }
+
+    /// Writes a shared chunk; the volume hash thread reads it without a copy.
+    pub fn write_shared(&mut self, chunk: Arc<Vec<u8>>) -> Result<()> {
         if let Some(s) = &mut self.stdout {
-            s.write_all(buf).map_err(|e| Error::io("stdout", e))?;
-            self.position += buf.len() as u64;
+            s.write_all(&chunk).map_err(|e| Error::io("stdout", e))?;
+            self.position += chunk.len() as u64;
             return Ok(());
         }
-        while !buf.is_empty() {
+        let mut start = 0;
+        while start < chunk.len() {
+            let buf = &chunk[start..];
             if self.current.is_none() {
                 self.open_next()?;
             }
@@ -176,10 +195,11 @@ impl VolumeWriter {
             let n = (buf.len() as u64).min(room) as usize;
             let v = self.current.as_mut().unwrap();
             v.file.write_all(&buf[..n]).at(&v.tmp)?;
-            v.hasher.update(&buf[..n]);
+            v.hasher.update_shared(chunk.clone(), start..start + n);
             v.written += n as u64;
+            writeback::kick(&mut v.file, &mut v.flushed, v.written);
             self.position += n as u64;
-            buf = &buf[n..];
+            start += n;
             if let Target::Split { size, .. } = &self.target {
                 if v.written == *size {
                     self.close_current()?;

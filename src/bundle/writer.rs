@@ -2,6 +2,9 @@
 //! of the store), index, trailer; into stdout, a file or volumes, committed only when complete.
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use serde::Serialize;
 
@@ -24,37 +27,94 @@ fn io_err(e: std::io::Error) -> Error {
     Error::Other(format!("writing the bundle: {e}"))
 }
 
+/// Verifies blobs on a thread of its own: chunks go in as they are written, each blob's end
+/// brings its expected digest; the first mismatch is kept for the writer to act on.
+struct BlobChecker {
+    tx: Option<SyncSender<Check>>,
+    handle: Option<JoinHandle<Result<()>>>,
+}
+
+enum Check {
+    Data(Arc<Vec<u8>>),
+    End { digest: Digest, size: u64, what: String },
+}
+
+impl BlobChecker {
+    fn new() -> BlobChecker {
+        let (tx, rx) = sync_channel::<Check>(4);
+        let handle = std::thread::spawn(move || {
+            let mut h = Hasher::new();
+            let mut first: Result<()> = Ok(());
+            for m in rx {
+                match m {
+                    Check::Data(c) => h.update(&c),
+                    Check::End { digest, size, what } => {
+                        let done = std::mem::take(&mut h);
+                        if first.is_ok() {
+                            first = done.verify(&what, &digest, Some(size));
+                        }
+                    }
+                }
+            }
+            first
+        });
+        BlobChecker { tx: Some(tx), handle: Some(handle) }
+    }
+    fn send(&self, m: Check) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(m);
+        }
+    }
+    fn finish(mut self) -> Result<()> {
+        drop(self.tx.take());
+        self.handle.take().unwrap().join().expect("checker thread")
+    }
+}
+
 pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -> Result<WriteReport> {
     let mut w = VolumeWriter::new(target, plan.bundle_id)?;
     let bar = Progress::new(progress, plan.stream_len, "bundle");
     let total = bar.blob("", 0);
     w.write_all(&encode_header(&plan.bundle_id)).map_err(io_err)?;
-    let mut buf = vec![0u8; 1 << 20];
-    for e in &plan.index.entries {
-        w.write_all(&encode_entry(KIND_BLOB, e.size, &e.digest)).map_err(io_err)?;
-        debug_assert_eq!(w.position, e.offset);
-        let what = format!("store {}: blob", store.root().display());
-        let f = store.open_blob(&e.digest)?;
-        let mut r = f.take(e.size + 1);
-        let mut h = Hasher::new();
-        loop {
-            if crate::cancel::requested() {
-                return Err(Error::Interrupted);
+    // Three threads share the work: this one reads and writes, one verifies each blob against
+    // its digest, one hashes the output for FILE.sha256.
+    let checker = BlobChecker::new();
+    let what = format!("store {}: blob", store.root().display());
+    let copied = (|| -> Result<()> {
+        for e in &plan.index.entries {
+            w.write_all(&encode_entry(KIND_BLOB, e.size, &e.digest)).map_err(io_err)?;
+            debug_assert_eq!(w.position, e.offset);
+            let mut f = store.open_blob(&e.digest)?;
+            let mut left = e.size;
+            while left > 0 {
+                if crate::cancel::requested() {
+                    return Err(Error::Interrupted);
+                }
+                let mut buf = vec![0u8; (1 << 20).min(left as usize)];
+                let n = read_full(&mut f, &mut buf).at(store.blob_path(&e.digest))?;
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                left -= n as u64;
+                let chunk = Arc::new(buf);
+                w.write_shared(chunk.clone())?;
+                checker.send(Check::Data(chunk));
+                total.inc(n as u64);
             }
-            let n = r.read(&mut buf).at(store.blob_path(&e.digest))?;
-            if n == 0 {
-                break;
+            // A short blob shows as a size mismatch; so does a longer one, by its next byte.
+            let mut probe = [0u8; 1];
+            if left == 0 && f.read(&mut probe).at(store.blob_path(&e.digest))? > 0 {
+                checker.send(Check::Data(Arc::new(probe.to_vec())));
             }
-            h.update(&buf[..n]);
-            if h.len() > e.size {
-                break;
-            }
-            w.write_all(&buf[..n]).map_err(io_err)?;
-            total.inc(n as u64);
+            checker.send(Check::End { digest: e.digest.clone(), size: e.size, what: what.clone() });
         }
-        // A store blob that no longer matches its name never reaches a bundle.
-        h.verify(&what, &e.digest, Some(e.size)).map_err(|x| Error::Other(format!("{x} (the store is damaged: run `ocibundle store fsck`)")))?;
-    }
+        Ok(())
+    })();
+    // A store blob that no longer matches its name never reaches a committed bundle.
+    let checked = checker.finish();
+    copied?;
+    checked.map_err(|x| Error::Other(format!("{x} (the store is damaged: run `ocibundle store fsck`)")))?;
     let index = plan.index.to_bytes();
     let index_offset = w.position;
     w.write_all(&index).map_err(io_err)?;
@@ -66,4 +126,18 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
     bar.finish();
     let files = w.commit()?;
     Ok(WriteReport { bundle_id: plan.index.bundle_id.clone(), bytes: plan.file_size(), files })
+}
+
+/// Reads until `buf` is full or the reader ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }

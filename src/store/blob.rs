@@ -24,12 +24,15 @@ pub struct PartialBlob {
 struct HashingFile {
     file: BufWriter<File>,
     hasher: Hasher,
+    /// Start of the range not yet handed to the kernel for writeback.
+    flushed: u64,
 }
 
 impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
+        crate::writeback::kick(&mut self.file, &mut self.flushed, self.hasher.len());
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -84,7 +87,7 @@ impl PartialBlob {
             }
             let pos = hasher.len();
             file.seek(SeekFrom::Start(pos)).at(&path)?;
-            let out = HashingFile { file: BufWriter::with_capacity(BUF, file), hasher };
+            let out = HashingFile { file: BufWriter::with_capacity(BUF, file), flushed: pos, hasher };
             return Ok(Some(PartialBlob { store: store.clone(), digest: digest.clone(), size, path, out }));
         }
     }
@@ -105,6 +108,7 @@ impl PartialBlob {
         f.set_len(0).at(&self.path)?;
         f.seek(SeekFrom::Start(0)).at(&self.path)?;
         self.out.hasher = Hasher::new();
+        self.out.flushed = 0;
         Ok(())
     }
 
