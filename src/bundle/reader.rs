@@ -289,6 +289,29 @@ impl Bundle {
         report
     }
 
+    /// Copies one entry into the store (verified at commit); false if it was already there.
+    fn import_entry(&self, store: &Store, e: &IndexEntry, buf: &mut [u8], progress: &(dyn Fn(u64) + Sync)) -> Result<bool> {
+        let what = format!("{}: blob {}", self.name, e.digest);
+        self.check_entry_header(e).map_err(|x| Error::Other(format!("{what}: {x}")))?;
+        let Some(mut part) = PartialBlob::open(store, &e.digest, Some(e.size))? else { return Ok(false) };
+        let start = part.offset();
+        let mut r = self.vols.range(e.offset + start, e.size - start);
+        loop {
+            if crate::cancel::requested() {
+                part.flush()?;
+                return Err(Error::Interrupted);
+            }
+            let n = r.read(buf).map_err(|x| Error::Other(format!("{what}: {x}")))?;
+            if n == 0 {
+                break;
+            }
+            part.writer().write_all(&buf[..n]).map_err(|x| Error::Other(format!("{what}: writing to the store: {x}")))?;
+            progress(n as u64);
+        }
+        part.commit(&what)?;
+        Ok(true)
+    }
+
     /// Copies every blob into `store`, verifying each, then points the references at them.
     /// Blobs already stored are skipped; an interrupted import resumes.
     pub fn import(&self, store: &Store, progress: bool) -> Result<ImportReport> {
@@ -312,35 +335,44 @@ impl Bundle {
         let todo: u64 = self.index.entries.iter().filter(|e| !store.has_blob(&e.digest, Some(e.size))).map(|e| e.size).sum();
         let bar = crate::progress::Progress::new(progress, todo, "import");
         let total = bar.blob("", 0);
-        let mut buf = vec![0u8; 1 << 20];
-        for e in &self.index.entries {
-            let what = format!("{}: blob {}", self.name, e.digest);
-            self.check_entry_header(e).map_err(|x| Error::Other(format!("{what}: {x}")))?;
-            let Some(mut part) = PartialBlob::open(store, &e.digest, Some(e.size))? else {
-                report.blobs_present += 1;
-                report.bytes_present += e.size;
-                continue;
-            };
-            let start = part.offset();
-            let mut r = self.vols.range(e.offset + start, e.size - start);
-            loop {
-                if crate::cancel::requested() {
-                    part.flush()?;
-                    return Err(Error::Interrupted);
-                }
-                let n = r.read(&mut buf).map_err(|x| Error::Other(format!("{what}: {x}")))?;
-                if n == 0 {
-                    break;
-                }
-                part.writer().write_all(&buf[..n]).map_err(|x| Error::Other(format!("{what}: writing to the store: {x}")))?;
-                total.inc(n as u64);
+        // Blobs are copied on every core, largest first; the first failure stops the others.
+        let mut order: Vec<&IndexEntry> = self.index.entries.iter().collect();
+        order.sort_by(|a, b| b.size.cmp(&a.size).then(a.offset.cmp(&b.offset)));
+        let queue = Mutex::new(order.into_iter());
+        let failure: Mutex<Option<Error>> = Mutex::new(None);
+        let counts = Mutex::new(&mut report);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        if failure.lock().unwrap().is_some() {
+                            break;
+                        }
+                        let Some(e) = queue.lock().unwrap().next() else { break };
+                        match self.import_entry(store, e, &mut buf, &|n| total.inc(n)) {
+                            Ok(true) => {
+                                let mut c = counts.lock().unwrap();
+                                c.blobs_imported += 1;
+                                c.bytes_imported += e.size;
+                            }
+                            Ok(false) => {
+                                let mut c = counts.lock().unwrap();
+                                c.blobs_present += 1;
+                                c.bytes_present += e.size;
+                            }
+                            Err(x) => {
+                                failure.lock().unwrap().get_or_insert(x);
+                                break;
+                            }
+                        }
+                    }
+                });
             }
-            match part.commit(&what) {
-                Ok(()) => {}
-                Err(e) => return Err(e),
-            }
-            report.blobs_imported += 1;
-            report.bytes_imported += e.size;
+        });
+        if let Some(e) = failure.into_inner().unwrap() {
+            return Err(e);
         }
         bar.finish();
         // Every image must be complete in the store before its reference appears.
