@@ -5,7 +5,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    if REQUESTED.swap(true, Ordering::SeqCst) {
+    const MSG: &[u8] = b"\nstopping: keeping partial downloads for the next run (interrupt again to quit at once)\n";
+    if !REQUESTED.swap(true, Ordering::SeqCst) {
+        // SAFETY: write(2) is async-signal-safe.
+        unsafe {
+            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        }
+    } else {
         // Second signal: restore the default action and re-raise it.
         unsafe {
             libc::signal(sig, libc::SIG_DFL);

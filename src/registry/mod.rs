@@ -117,6 +117,7 @@ impl Registry {
         loop {
             match op() {
                 Ok(v) => return Ok(v),
+                Err(_) if crate::cancel::requested() => return Err(Error::Interrupted),
                 Err((e, wait)) if e.retryable() && attempt < self.opts.retries => {
                     let backoff = self.opts.retry_base * 2u32.pow(attempt.min(6));
                     std::thread::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(10)));

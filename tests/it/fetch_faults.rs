@@ -648,3 +648,49 @@ fn manifest_cut_mid_body_is_retried() {
         reg.log_summary()
     );
 }
+
+/// Ctrl-C (SIGINT) mid-download: exit 130, everything received so far is kept (flushed, unlike
+/// a kill), and the next run resumes exactly there.
+#[test]
+fn interrupted_fetch_keeps_all_received_bytes_and_resumes() {
+    const STALL: u64 = 2_500_000;
+    let reg = FakeRegistry::start();
+    let img = reg.add_image("test/sigint", "v1", &[4_000_000]);
+    let layer = img.layers[0].clone();
+    reg.stall_after(&layer.digest, STALL);
+    let env = Env::new();
+    let args = fetch_args(&env, &[], &img.reference);
+    let child = env
+        .cmd()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ocibundle");
+    let blob_url = format!("/v2/test/sigint/blobs/{}", layer.digest);
+    let stalled = reg.wait_until(Duration::from_secs(60), |log| log.iter().any(|r| r.path == blob_url && r.stalled));
+    assert!(stalled, "the client never reached the stalled blob:\n{}", reg.log_summary());
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    // The stalled read returns once the server lets go; the client must then stop, not retry.
+    std::thread::sleep(Duration::from_millis(200));
+    reg.release_stalls();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "stderr: {stderr}");
+    assert!(stderr.contains("error: interrupted"), "stderr: {stderr}");
+    assert_eq!(reg.blob_requests("test/sigint", &layer.digest).len(), 1, "retried after Ctrl-C:\n{}", reg.log_summary());
+    let partial = partial_path(&env, &layer.digest);
+    let kept = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(kept, STALL, "every received byte must be in the partial");
+
+    reg.clear_faults(&layer.digest);
+    let mark = reg.log().len();
+    env.ok(&strs(&fetch_args(&env, &[], &img.reference)));
+    assert_image_stored(&env, &img);
+    let resumed: Vec<Req> = reg.log()[mark..].iter().filter(|r| r.path == blob_url && r.method == "GET").cloned().collect();
+    assert_eq!(resumed.len(), 1, "{}", reg.log_summary());
+    assert_eq!(resumed[0].range_start(), Some(STALL), "the rerun must resume at byte {STALL}");
+}

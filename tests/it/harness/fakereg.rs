@@ -128,6 +128,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
+    /// Ends the stalls in progress (then stays armed for new ones only if set again).
+    unstall: AtomicBool,
     token_seq: AtomicU64,
     /// Connections closed without an HTTP request (e.g. a TLS ClientHello).
     non_http: AtomicU64,
@@ -202,6 +204,7 @@ impl FakeRegistry {
                 ..Default::default()
             }),
             stop: AtomicBool::new(false),
+            unstall: AtomicBool::new(false),
             token_seq: AtomicU64::new(1),
             non_http: AtomicU64::new(0),
         });
@@ -333,6 +336,12 @@ impl FakeRegistry {
     pub fn stall_after(&self, key: &str, bytes: u64) {
         self.with_fault(key, |f| f.stall = Some(bytes))
     }
+    /// Ends every stalled response now (the client sees the connection close) and clears
+    /// all stall faults.
+    pub fn release_stalls(&self) {
+        self.shared.unstall.store(true, Ordering::SeqCst);
+    }
+
     pub fn clear_faults(&self, key: &str) {
         self.shared.lock().faults.remove(key);
     }
@@ -680,7 +689,7 @@ fn handle_conn(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     if resp.stall.is_some() {
         shared.lock().log[idx].stalled = true;
         let start = Instant::now();
-        while !shared.stop.load(Ordering::SeqCst) && start.elapsed() < STALL_LIMIT {
+        while !shared.stop.load(Ordering::SeqCst) && !shared.unstall.load(Ordering::SeqCst) && start.elapsed() < STALL_LIMIT {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = stream.shutdown(Shutdown::Both);
