@@ -3,4 +3,5 @@ pub mod bundles;
 pub mod cmd;
 pub mod fakereg;
 pub mod fixtures;
+pub mod peers;
 pub mod registry;
