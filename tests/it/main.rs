@@ -4,3 +4,4 @@ mod fetch_real;
 mod fetch_faults;
 mod store_cmds;
 mod bundle;
+mod export;
