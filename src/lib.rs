@@ -10,6 +10,7 @@ pub mod export;
 pub mod fetch;
 pub mod image;
 pub mod progress;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod source;

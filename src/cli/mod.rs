@@ -4,6 +4,7 @@ mod export;
 pub mod fetch;
 mod import;
 mod inspect;
+mod push;
 mod store;
 mod verify;
 
@@ -37,6 +38,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Restore images as a docker-archive, OCI layout or OCI archive, without a daemon
     Export(export::ExportArgs),
+    /// Push images from a bundle or the store into a registry (resumable, nothing sent twice)
+    Push(push::PushArgs),
     /// Inspect and maintain the store
     #[command(subcommand)]
     Store(store::StoreCmd),
@@ -62,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Size(a) => bundle::run_size(&root, a),
         Command::Import(a) => import::run(&root, a),
         Command::Export(a) => export::run(&root, a),
+        Command::Push(a) => push::run(&root, a),
         Command::Store(cmd) => store::run(&root, cmd),
     }
 }

@@ -1,7 +1,10 @@
 //! The registry source: OCI distribution API v2 over HTTP(S) with basic/bearer auth, retries,
 //! size-capped manifests and resumable, verified blob downloads.
 pub mod auth;
+mod push;
 mod tls;
+
+pub use push::{BlobOutcome, UploadState, CHUNKED_FROM};
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -183,18 +186,22 @@ impl Registry {
         self.opts.creds.lookup(&r.registry, &r.repository)
     }
 
-    /// A bearer token for pulling `r`'s repository, from the cache unless `refresh`.
-    fn token(&self, host: &Host, r: &Reference, realm: &str, service: Option<&str>, refresh: bool) -> Result<String> {
-        let scope = format!("repository:{}:pull", r.repository);
+    /// A bearer token for `scope` (space-separated scopes, e.g. `repository:a:pull,push
+    /// repository:b:pull`), from the cache unless `refresh`. `r` names the image in errors and
+    /// picks the credentials.
+    fn token(&self, host: &Host, r: &Reference, realm: &str, service: Option<&str>, scope: &str, refresh: bool) -> Result<String> {
         if !refresh {
-            if let Some(t) = host.tokens.lock().unwrap().get(&scope) {
+            if let Some(t) = host.tokens.lock().unwrap().get(scope) {
                 return Ok(t.clone());
             }
         }
         let what = format!("{r}: token from {realm}");
         let creds = self.credentials(r)?;
         let token = self.retry(|| {
-            let mut req = host.agent.get(realm).query("scope", &scope);
+            let mut req = host.agent.get(realm);
+            for sc in scope.split(' ') {
+                req = req.query("scope", sc);
+            }
             if let Some(s) = service {
                 req = req.query("service", s);
             }
@@ -222,37 +229,73 @@ impl Registry {
             let t: Tok = serde_json::from_slice(&body).map_err(|e| (registry_err(&what, format!("unreadable token answer: {e}"), false), None))?;
             t.token.or(t.access_token).filter(|t| !t.is_empty()).ok_or_else(|| (registry_err(&what, "no token in answer", false), None))
         })?;
-        host.tokens.lock().unwrap().insert(scope, token.clone());
+        host.tokens.lock().unwrap().insert(scope.to_string(), token.clone());
         Ok(token)
     }
 
-    fn auth_header(&self, host: &Host, r: &Reference, refresh: bool) -> Result<Option<String>> {
+    fn auth_header(&self, host: &Host, r: &Reference, scope: &str, refresh: bool) -> Result<Option<String>> {
         match &host.challenge {
-            Some(Challenge::Bearer { realm, service, .. }) => Ok(Some(format!("Bearer {}", self.token(host, r, realm, service.as_deref(), refresh)?))),
+            Some(Challenge::Bearer { realm, service, .. }) => Ok(Some(format!("Bearer {}", self.token(host, r, realm, service.as_deref(), scope, refresh)?))),
             Some(Challenge::Basic) | None => Ok(self.credentials(r)?.map(|c| c.basic_header())),
         }
     }
 
-    /// One GET with auth (re-authenticating once on 401). Transport errors and retryable
-    /// statuses come back as retryable errors; other error statuses as final ones.
     fn get(&self, host: &Host, r: &Reference, url: &str, what: &str, headers: &[(&str, String)]) -> Result<Response<Body>, (Error, Option<Duration>)> {
+        let scope = format!("repository:{}:pull", r.repository);
+        self.request(host, r, "GET", url, what, headers, &scope, None)
+    }
+
+    /// One request with auth (re-authenticating once on a 401 when there is no body to resend).
+    /// Transport errors and retryable statuses come back as retryable errors, other error
+    /// statuses as final ones carrying the registry's own error code and message.
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        host: &Host,
+        r: &Reference,
+        method: &str,
+        url: &str,
+        what: &str,
+        headers: &[(&str, String)],
+        scope: &str,
+        mut body: Option<(&mut dyn Read, u64)>,
+    ) -> Result<Response<Body>, (Error, Option<Duration>)> {
         let mut refreshed = false;
         loop {
-            let mut req = host.agent.get(url);
+            let mut req = ureq::http::Request::builder().method(method).uri(url);
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            if let Some(a) = self.auth_header(host, r, refreshed).map_err(|e| (e, None))? {
+            if let Some(a) = self.auth_header(host, r, scope, refreshed).map_err(|e| (e, None))? {
                 req = req.header("Authorization", a);
             }
-            let mut resp = req.call().map_err(|e| (transport_err(what, e), None))?;
+            let sent = match body.as_mut() {
+                Some((reader, len)) => {
+                    let mut req = req.header("Content-Length", len.to_string());
+                    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+                        req = req.header("Content-Type", "application/octet-stream");
+                    }
+                    let req = req.body(ureq::SendBody::from_reader(&mut **reader)).map_err(|e| (Error::Other(format!("{what}: {e}")), None))?;
+                    host.agent.run(req)
+                }
+                None => {
+                    let req = req.body(()).map_err(|e| (Error::Other(format!("{what}: {e}")), None))?;
+                    host.agent.run(req)
+                }
+            };
+            let mut resp = sent.map_err(|e| (transport_err(what, e), None))?;
             let status = resp.status();
             if status.is_success() || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::RANGE_NOT_SATISFIABLE {
                 return Ok(resp);
             }
             if status == StatusCode::UNAUTHORIZED && !refreshed && matches!(host.challenge, Some(Challenge::Bearer { .. })) {
                 refreshed = true;
-                continue;
+                if body.is_none() {
+                    continue;
+                }
+                // The body is spent: let the caller's retry start over with a fresh token.
+                let _ = self.auth_header(host, r, scope, true);
+                return Err((registry_err(what, "token expired; retrying", true), None));
             }
             let msg = status_message(&mut resp);
             let msg = match status.as_u16() {

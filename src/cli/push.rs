@@ -1,0 +1,95 @@
+//! `ocibundle push`: images from a bundle or the store into a registry.
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use clap::Args;
+use ocibundle::bundle::Bundle;
+use ocibundle::push::{self, PushOptions};
+use ocibundle::registry::{Registry, UploadState};
+use ocibundle::source::{BundleOverStore, Source};
+use ocibundle::Store;
+
+use super::fetch::{collect_refs, ImageArgs, RegistryArgs};
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Read images from this bundle (any of its volumes) instead of the store
+    #[arg(long, value_name = "BUNDLE")]
+    from: Option<PathBuf>,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Every image in the source
+    #[arg(long, conflicts_with_all = ["refs", "images"])]
+    all: bool,
+    /// Target registry and optional prefix: the repository path is kept below it
+    #[arg(long, value_name = "REGISTRY[/PREFIX]")]
+    to: Option<String>,
+    /// Map references by prefix, FROM=TO (repeatable; tried in order, before --to)
+    #[arg(long, value_name = "FROM=TO")]
+    rewrite: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Blobs uploaded in parallel
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    jobs: usize,
+    /// Show what would be uploaded, mounted and skipped; change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
+    let mut rewrites = Vec::new();
+    for r in &a.rewrite {
+        match r.split_once('=') {
+            Some((f, t)) if !f.is_empty() && !t.is_empty() => rewrites.push((f.to_string(), t.to_string())),
+            _ => bail!("--rewrite {r:?}: expected FROM=TO"),
+        }
+    }
+    if a.to.is_none() && rewrites.is_empty() {
+        bail!("say where to push: --to REGISTRY[/PREFIX] or --rewrite FROM=TO");
+    }
+    if a.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    let store = Store::open_existing(root).ok();
+    let bundle = a.from.as_deref().map(Bundle::open).transpose()?;
+    let over;
+    let source: &dyn Source = match (&bundle, &store) {
+        (Some(b), s) => {
+            over = BundleOverStore { bundle: b, store: s.as_ref() };
+            &over
+        }
+        (None, Some(s)) => s,
+        (None, None) => bail!("no store at {} (fetch or import images first, or pass --from BUNDLE)", root.display()),
+    };
+    let names: Vec<String> = if a.all {
+        source.refs()?.into_iter().map(|(n, _)| n).collect()
+    } else {
+        collect_refs(&a.images.refs, a.images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
+    };
+    let images = ocibundle::export::select(source, &names)?;
+    let uploads = store.as_ref().map(|s| UploadState { dir: s.root().join(".ocibundle/uploads") });
+    let opts = PushOptions { to: a.to.clone(), rewrites, jobs: a.jobs, dry_run: a.dry_run, progress: !a.json, uploads };
+    let (plan, rules) = push::plan(source, &images, &opts)?;
+    let reg = Registry::new(a.registry.options()?);
+    let report = push::execute(&reg, source, &plan, rules, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for m in &report.mapping {
+            eprintln!("mapping: {} -> {}", m.from, m.to);
+        }
+        for i in &report.images {
+            let c = &i.counts;
+            if report.dry_run {
+                println!("{} -> {} {} would push {} mount {} skip {}", i.source, i.target, i.digest, c.pushed_bytes, c.mounted_bytes, c.present_bytes);
+            } else {
+                println!("{} -> {} {} pushed {} mounted {} present {}", i.source, i.target, i.digest, c.pushed_bytes, c.mounted_bytes, c.present_bytes);
+            }
+        }
+    }
+    Ok(0)
+}
