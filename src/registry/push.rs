@@ -13,9 +13,12 @@ use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::reference::Reference;
 
-/// Blobs at least this big go up in chunks (resumable); smaller ones in one PUT.
+/// Blobs at least this big go up with PATCH (resumable); smaller ones in one PUT.
 pub const CHUNKED_FROM: u64 = 8 << 20;
-const CHUNK: u64 = 16 << 20;
+/// The most one PATCH carries. Small chunks cost a request each and make the registry
+/// re-read its upload file; one streamed PATCH per attempt is as fast as a PUT, and a cut
+/// only means the next PATCH starts where the registry says it stands.
+const CHUNK: u64 = 1 << 40;
 
 /// What happened to one blob in one repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
