@@ -385,8 +385,10 @@ fn check_docker_archive(data: &[u8], want: &[(Expect, Vec<String>)]) -> Tar {
                 );
             }
         }
+        // `repositories` maps each tag to the image's top layer (none for an image without
+        // layers, as docker's own save does).
         let repos = t.json("repositories");
-        for tag in tags {
+        for tag in tags.iter().filter(|_| !e.diff_ids.is_empty()) {
             let (name, tg) = tag.rsplit_once(':').unwrap();
             assert!(
                 repos[name][tg].is_string(),
@@ -1715,4 +1717,311 @@ fn layer_not_matching_its_diff_id_fails_and_leaves_nothing() {
         "a failed export left {:?}",
         dir_names(out.path())
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. layer forms: gzip, zstd and uncompressed layers of one diff_id, a layer used twice, no layers
+
+const MT_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+/// A store written by hand (the registry never sees these: no fetch can make some of them):
+/// `gz` = [gzip T1], `zst` = [zstd T1, gzip T2], `raw` = [plain T1, plain T2],
+/// `twice` = [gzip T1, gzip T2, gzip T1], `empty` = no layers, and `gz` also as tag `v2`.
+fn layer_forms_store(host: &str) -> (Env, Vec<(Expect, Vec<String>)>) {
+    let env = Env::new();
+    let mut w = LayoutWriter::new(&env.store());
+    let t1 = tar_bytes(&[
+        Entry::Dir("usr/"),
+        Entry::File("usr/one", fixtures::noise(71, 4000), 0o644),
+        Entry::Symlink("usr/uno", "one"),
+    ]);
+    let t2 = tar_bytes(&[
+        Entry::Dir("usr/"),
+        Entry::File("usr/two", b"second layer\n".to_vec(), 0o600),
+    ]);
+    let g1 = w.layer_from_tar(&t1, Compression::Gzip);
+    let z1 = w.layer_from_tar(&t1, Compression::Zstd);
+    let g2 = w.layer_from_tar(&t2, Compression::Gzip);
+    let r1 = (w.blob(&t1, MT_LAYER_TAR), sha256(&t1));
+    let r2 = (w.blob(&t2, MT_LAYER_TAR), sha256(&t2));
+    assert_eq!(g1.1, z1.1, "same diff_id");
+    assert_ne!(g1.0.digest, z1.0.digest, "different blobs");
+    let images = [
+        ("gz", vec![g1.clone()]),
+        ("raw", vec![r1, r2]),
+        ("twice", vec![g1.clone(), g2.clone(), g1.clone()]),
+        ("zst", vec![z1, g2]),
+        ("empty", vec![]),
+    ];
+    let mut want = Vec::new();
+    let mut tags = Vec::new();
+    for (name, layers) in &images {
+        let img = w.image(layers, "linux/amd64", name);
+        let reference = format!("{host}/forms/{name}:v1");
+        let e = Expect {
+            reference: reference.clone(),
+            image_id: img.config.as_ref().unwrap().digest.clone(),
+            layer_digests: layers.iter().map(|(b, _)| b.digest.clone()).collect(),
+            diff_ids: layers.iter().map(|(_, d)| d.clone()).collect(),
+            platform: "linux/amd64".into(),
+        };
+        tags.push((reference.clone(), img.clone()));
+        if *name == "gz" {
+            tags.push((format!("{host}/forms/{name}:v2"), img));
+        }
+        want.push((e, vec![reference]));
+    }
+    tags.sort_by(|a, b| a.0.cmp(&b.0));
+    for (t, img) in &tags {
+        w.tag(t, img);
+    }
+    w.finish();
+    (env, want)
+}
+
+#[test]
+fn layer_forms_dedup_by_diff_id_and_load() {
+    let host = "127.0.0.1:5";
+    let (env, mut want) = layer_forms_store(host);
+    let v = env.json(&["store", "fsck"]);
+    assert_eq!(
+        v["problems"].as_array().map(Vec::len),
+        Some(0),
+        "hand-made store: {v}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let x = out.path().join("forms.tar");
+    let doc = env.json(&["export", "--docker-archive", s(&x), "--all"]);
+    // gz:v1 and gz:v2 are one image: one manifest.json entry with both tags.
+    want[0].1.push(format!("{host}/forms/gz:v2"));
+    let t = check_docker_archive(&fs::read(&x).unwrap(), &want);
+    assert_eq!(
+        doc["images"].as_array().map(Vec::len),
+        Some(6),
+        "--all = 6 references: {doc}"
+    );
+    let repos = t.json("repositories");
+    let gz = repos[format!("{host}/forms/gz")]
+        .as_object()
+        .unwrap_or_else(|| panic!("{repos}"));
+    assert_eq!(
+        gz.len(),
+        2,
+        "both tags of forms/gz under one repository: {repos}"
+    );
+    // The layer used twice is listed twice (same file), as its diff_ids say.
+    let mf = t.json("manifest.json");
+    let twice = mf
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["RepoTags"] == json!([format!("{host}/forms/twice:v1")]))
+        .unwrap();
+    assert_eq!(twice["Layers"][0], twice["Layers"][2], "{twice}");
+
+    let podman = Podman::new();
+    podman.load(&x);
+    assert_eq!(podman.images(), podman_expect(&want), "podman images");
+    let ctd = Containerd::start();
+    ctd.import(&x, &[]);
+    let names: BTreeSet<String> = ctd
+        .images()
+        .into_iter()
+        .map(|i| i.name)
+        .filter(|n| !n.starts_with("sha256:"))
+        .collect();
+    let want_names: BTreeSet<String> = want.iter().flat_map(|(_, t)| t.clone()).collect();
+    assert_eq!(names, want_names, "containerd names");
+    let check = ctd.ctr_ok(&["images", "check"]);
+    for n in &want_names {
+        let line = check
+            .lines()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .unwrap_or_else(|| panic!("{n} not in ctr images check:\n{check}"));
+        assert!(line.contains("complete"), "ctr images check: {line}");
+    }
+    // --jobs 1 writes the same bytes as the default.
+    let j1 = out.path().join("jobs1.tar");
+    env.ok(&["export", "--docker-archive", s(&j1), "--all", "--jobs", "1"]);
+    assert!(
+        fs::read(&j1).unwrap() == fs::read(&x).unwrap(),
+        "--jobs 1 gives other bytes than the default"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. a reader that goes away
+
+/// A store holding one image `127.0.0.1:5/test/big:v1` whose layer is `size` bytes of noise.
+fn big_store(size: usize) -> (Env, String) {
+    let env = Env::new();
+    fixtures::big_layout(&env.store(), size, 7);
+    let reference = "127.0.0.1:5/test/big:v1".to_string();
+    let p = env.store().join("index.json");
+    let mut idx: Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    idx["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"] = json!(reference);
+    fs::write(&p, serde_json::to_vec(&idx).unwrap()).unwrap();
+    (env, reference)
+}
+
+#[test]
+fn stdout_reader_gone_fails_and_leaves_no_spool() {
+    use std::io::Read;
+    use std::process::Stdio;
+    // 8 MB cannot fit in a pipe buffer: the writer must meet the closed pipe.
+    let (env, reference) = big_store(8 << 20);
+    let mut problems = Vec::new();
+    for flag in ["--docker-archive", "--oci-archive"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = env
+            .cmd()
+            .args(["export", flag, "-", &reference])
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut head = [0u8; 512];
+        out.read_exact(&mut head).unwrap();
+        drop(out);
+        let o = child.wait_with_output().unwrap();
+        if o.status.success() {
+            problems.push(format!(
+                "{flag} -: the reader went away after 512 bytes, yet exit 0"
+            ));
+        }
+        // Everything under TMPDIR (the docker-archive spools decompressed layers there).
+        let mut left = Vec::new();
+        for e in fs::read_dir(tmp.path()).unwrap() {
+            let e = e.unwrap();
+            let mut n = e.file_name().to_string_lossy().to_string();
+            if let Ok(rd) = fs::read_dir(e.path()) {
+                for f in rd {
+                    let f = f.unwrap();
+                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    n.push_str(&format!(
+                        " {} ({len} bytes)",
+                        f.file_name().to_string_lossy()
+                    ));
+                }
+            }
+            left.push(n);
+        }
+        if !left.is_empty() {
+            problems.push(format!(
+                "{flag} - into a closed pipe ({}) left in TMPDIR: {left:?}",
+                o.status
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn missing_store_blob_is_named_and_leaves_nothing() {
+    let host = "127.0.0.1:5";
+    let (env, want) = layer_forms_store(host);
+    let zst = &want
+        .iter()
+        .find(|(e, _)| e.reference.contains("/zst:"))
+        .unwrap()
+        .0;
+    let gone = zst.layer_digests[1].clone();
+    fs::remove_file(env.store().join("blobs/sha256").join(hex(&gone))).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for (flag, name) in [
+        ("--docker-archive", "x.tar"),
+        ("--oci-archive", "x.tar"),
+        ("--oci-layout", "x"),
+    ] {
+        let x = out.path().join(name);
+        let e = fails(&env, &["export", flag, s(&x), &zst.reference]);
+        assert!(
+            e.contains(&gone),
+            "{flag}: the error does not name the missing blob {gone}: {e}"
+        );
+        assert!(
+            dir_names(out.path()).is_empty(),
+            "{flag}: a failed export left {:?}",
+            dir_names(out.path())
+        );
+    }
+    // An image that does not need it still exports.
+    let gz = &want[0].0;
+    env.ok(&[
+        "export",
+        "--docker-archive",
+        s(&out.path().join("gz.tar")),
+        &gz.reference,
+    ]);
+    // Full disk on stdout: exit 1, one error line.
+    let full = fs::File::create("/dev/full").unwrap();
+    let o = env
+        .cmd()
+        .args(["export", "--docker-archive", "-", &gz.reference])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "export into /dev/full: {}",
+        text(&o)
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let errs: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errs.len(), 1, "export into /dev/full: {stderr}");
+}
+
+#[test]
+fn corrupt_store_blob_is_caught_in_every_format() {
+    let host = "127.0.0.1:5";
+    let (env, want) = layer_forms_store(host);
+    let gz = &want[0].0;
+    let blob = gz.layer_digests[0].clone();
+    let p = env.store().join("blobs/sha256").join(hex(&blob));
+    let mut data = fs::read(&p).unwrap();
+    let n = data.len();
+    data[n / 2] ^= 0x01;
+    fs::write(&p, &data).unwrap();
+    // Every format is tried; the failures are reported together.
+    let mut problems = Vec::new();
+    for (flag, name) in [
+        ("--docker-archive", "x.tar"),
+        ("--oci-archive", "x.tar"),
+        ("--oci-layout", "x"),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let x = out.path().join(name);
+        let args = ["export", flag, s(&x), &gz.reference];
+        let o = env.run(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+        let errs: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("error: "))
+            .collect();
+        if o.status.code() != Some(1) || errs.len() != 1 {
+            problems.push(format!(
+                "ocibundle {args:?} with a flipped bit in store blob {blob}: want exit 1 and one error line, got {}:\n{}",
+                o.status,
+                text(&o)
+            ));
+        } else if !(errs[0].contains(&blob) || errs[0].contains(&gz.diff_ids[0])) {
+            problems.push(format!(
+                "{flag}: the error names neither the bad blob {blob} nor its diff_id: {}",
+                errs[0]
+            ));
+        }
+        if !dir_names(out.path()).is_empty() {
+            problems.push(format!(
+                "{flag}: the failed export left {:?}",
+                dir_names(out.path())
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
