@@ -26,7 +26,17 @@ bench-small *ARGS:
 bench-bundle *ARGS:
     benches/bundle.sh {{ARGS}}
 
+# export benchmark (docker-archive / OCI layout vs podman save, skopeo, tar -x; full: ~40 GB in /tmp, root)
+bench-export *ARGS:
+    benches/export.sh {{ARGS}}
+
+# push benchmark on the full corpus (ocibundle push --from BUNDLE vs skopeo copy per image)
+bench-push *ARGS:
+    benches/push.sh {{ARGS}}
+
 # every benchmark, full corpus
 bench-all:
     benches/fetch.sh
     benches/bundle.sh
+    benches/push.sh
+    benches/export.sh
