@@ -179,6 +179,8 @@ pub struct CtrImage {
 pub struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// The CRI plugin is running (it names every image in `k8s.io` by its ID, asynchronously).
+    cri: bool,
 }
 
 impl Containerd {
@@ -243,6 +245,7 @@ temp = "{tmp}"
         let mut c = Containerd {
             dir,
             child: Some(child),
+            cri: false,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -253,6 +256,14 @@ temp = "{tmp}"
             if c.socket().exists() {
                 let o = c.ctr(&["version"]);
                 if o.status.success() {
+                    let plugins = c.ctr_ok(&["plugins", "ls"]);
+                    c.cri = plugins.lines().any(|l| {
+                        let f: Vec<&str> = l.split_whitespace().collect();
+                        f.len() >= 3
+                            && f[0] == "io.containerd.grpc.v1"
+                            && f[1] == "cri"
+                            && f[f.len() - 1] == "ok"
+                    });
                     return c;
                 }
             }
@@ -306,7 +317,43 @@ temp = "{tmp}"
         let mut a = vec!["images", "import"];
         a.extend_from_slice(extra);
         a.push(archive.to_str().unwrap());
-        self.ctr_ok(&a)
+        let out = self.ctr_ok(&a);
+        self.settle();
+        out
+    }
+
+    /// Whether the CRI plugin runs (then every image also has a `sha256:<config>` name).
+    pub fn cri(&self) -> bool {
+        self.cri
+    }
+
+    /// With CRI: waits (at most 20 s) until CRI has named every image by its ID (a
+    /// `sha256:…` name with the same target), so listings and removals do not race it.
+    fn settle(&self) {
+        if !self.cri {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let imgs = self.images();
+            let done = imgs
+                .iter()
+                .filter(|i| !i.name.starts_with("sha256:"))
+                .all(|n| {
+                    imgs.iter()
+                        .any(|i| i.name.starts_with("sha256:") && i.digest == n.digest)
+                });
+            if done {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "containerd's CRI did not name every image by its ID within 20 s: {imgs:?}\nlog (tail):\n{}",
+                    tail(&self.log(), 30)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// `producer | ctr images import -`; asserts both succeed, returns ctr's stdout.
@@ -337,6 +384,7 @@ temp = "{tmp}"
             co.status,
             output_text(&co)
         );
+        self.settle();
         String::from_utf8(co.stdout).unwrap()
     }
 
