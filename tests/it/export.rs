@@ -7,14 +7,19 @@
 //!
 //! Naming facts these tests pin down (podman 4.3, containerd 1.6, skopeo 1.9):
 //! - podman load of a docker-archive keeps a RepoTag that has a registry host as is
-//!   (`127.0.0.1:PORT/test/simple:v1`); `redis:7` becomes `docker.io/library/redis:7` and
-//!   `myorg/app:2` becomes `docker.io/myorg/app:2`. An entry without RepoTags loads as
-//!   `<none>:<none>` with the config digest as its ID. (podman gives `localhost/` only to
-//!   names without a host from OCI archives, e.g. a bare `org.opencontainers.image.ref.name`
-//!   `v1` becomes `localhost/v1:latest`.)
+//!   (`127.0.0.1:PORT/test/simple:v1`, `docker.io/library/redis:7`) and puts `localhost/`
+//!   before one without: docker's familiar `redis:7` loads as `localhost/redis:7` and
+//!   `myorg/app:2` as `localhost/myorg/app:2` (skopeo writes RepoTags fully qualified, so its
+//!   archives load as `docker.io/library/redis:7`). The same holds with and without the
+//!   Docker 25 `oci-layout`/`index.json` beside `manifest.json`. An entry without RepoTags
+//!   loads as `<none>:<none>`. The image ID is always the config digest.
+//! - podman load of an OCI archive names the image by its index.json annotation (a bare
+//!   `v1` would become `localhost/v1:latest`), keeps the manifest digest, and refuses an
+//!   archive holding more than one image ("more than one image in oci, choose an image").
 //! - `ctr images import` of an archive with `oci-layout` uses index.json and names each image
 //!   by `io.containerd.image.name`, a digest-pinned name included; in the `k8s.io` namespace
-//!   the CRI plugin adds a `sha256:<config digest>` name (the image ID) for each image.
+//!   the CRI plugin adds a `sha256:<config digest>` name (the image ID) for each image,
+//!   asynchronously. An arm64-only image imports on this amd64 host without `--all-platforms`.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -652,6 +657,25 @@ fn docker_archive_loads_into_podman() {
         podman.images(),
         podman_expect(&want_two),
         "podman images after loading from the pipe"
+    );
+
+    // A one-image OCI archive loads into podman under its full name with the registry's
+    // manifest digest (podman refuses OCI archives holding more than one image).
+    podman.remove_all();
+    let oa = st.path("simple-oci.tar");
+    st.env
+        .ok(&["export", "--oci-archive", s(&oa), &st.fx.simple.reference]);
+    assert_eq!(
+        podman.load(&oa),
+        vec![st.fx.simple.reference.clone()],
+        "podman load of the OCI archive"
+    );
+    let got = podman.ok(&["images", "--no-trunc", "--format", "{{.ID}} {{.Digest}}"]);
+    let simple = st.expect(&st.fx.simple.reference);
+    assert_eq!(
+        got.trim(),
+        format!("{} {}", simple.image_id, st.fx.simple.digest),
+        "podman's ID and digest of the OCI archive image"
     );
 
     // Without --platform: the host's (linux/amd64), and a note on stderr says so.
