@@ -1370,6 +1370,30 @@ fn export_from_bundle_equals_export_from_store_and_delta_needs_base() {
         fs::read(&from_store).unwrap() == fs::read(&from_bundle).unwrap(),
         "the docker-archive from the bundle differs from the one from the store (not deterministic)"
     );
+    // From a split bundle, naming its second volume.
+    let split = st.path("split.obun");
+    let mut args = vec!["bundle", "-o", s(&split), "--split-size", "5000"];
+    args.extend(st.four());
+    st.env.ok(&args);
+    let vol2 = crate::harness::bundles::volume(&split, 2);
+    assert!(
+        crate::harness::bundles::volume(&split, 3).exists(),
+        "want at least 3 volumes"
+    );
+    let from_split = st.path("split.tar");
+    let mut args = vec![
+        "export",
+        "--docker-archive",
+        s(&from_split),
+        "--from",
+        s(&vol2),
+    ];
+    args.extend(st.four());
+    empty.ok(&args);
+    assert!(
+        fs::read(&from_split).unwrap() == fs::read(&from_store).unwrap(),
+        "the docker-archive from the split bundle differs from the one from the store"
+    );
     // --all from the bundle = its images.
     let all = st.path("all.tar");
     let j3 = empty.json(&[
