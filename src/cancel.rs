@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(sig: libc::c_int) {
-    const MSG: &[u8] = b"\nstopping: keeping partial downloads for the next run (interrupt again to quit at once)\n";
+    const MSG: &[u8] = b"\nstopping cleanly (interrupt again to quit at once)\n";
     if !REQUESTED.swap(true, Ordering::SeqCst) {
         // SAFETY: write(2) is async-signal-safe.
         unsafe {

@@ -28,7 +28,7 @@ pub enum Error {
     /// A registry request failed; `retryable` tells the retry loop whether to try again.
     #[error("{what}: {message}")]
     Registry { what: String, message: String, retryable: bool },
-    #[error("interrupted (partial downloads are kept: run the same command again to resume)")]
+    #[error("interrupted (no output was left half-written; fetch and import resume when run again)")]
     Interrupted,
     #[error("{0}")]
     Other(String),

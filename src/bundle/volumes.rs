@@ -111,7 +111,7 @@ impl VolumeWriter {
             Target::Stdout => unreachable!(),
         };
         let tmp = tmp_path(&final_path);
-        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
+        let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&final_path)?;
         let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, flushed: 0, hasher: HashThread::new() };
         if header {
             let h = encode_volume_header(self.number, &self.bundle_id);

@@ -7,7 +7,7 @@
 //! decompressed: workers decompress layers in parallel (a few ahead of the writer) into spool
 //! files beside the output; the writer appends them in order and deletes them.
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use super::oci::ANNOTATION_CONTAINERD_NAME;
 use super::tarw::TarWriter;
-use super::{familiar_repo, manifest, ExportOptions, ExportReport, ExportedImage, Sink};
+use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{media, ConfigInfo, Descriptor, ManifestKind, MAX_CONFIG};
@@ -96,10 +96,12 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
 
 /// Decompresses one layer (gzip, zstd or plain, told apart by their magic bytes) into `path`,
 /// checking the compressed blob against its digest and the tar against its diff_id.
-fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, path: &Path, what: &str, stop: &AtomicBool) -> Result<u64> {
+fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, dir: &Path, what: &str, stop: &AtomicBool) -> Result<(File, u64)> {
     let mut src = BufReader::with_capacity(1 << 20, source.open(desc)?);
     let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
-    let out = File::create(path).at(path)?;
+    // An unnamed file: whatever ends the process, the kernel frees the spool.
+    let out = tempfile::tempfile_in(dir).at(dir)?;
+    let path = dir;
     let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -113,7 +115,7 @@ fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, path: &
                 return Ok(());
             }
             h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing {}: {e}", path.display())))?;
+            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing the spool in {}: {e}", path.display())))?;
         }
     };
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -127,13 +129,15 @@ fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, path: &
     }
     // Whatever follows the compressed stream still counts for the blob's digest.
     std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    out.flush().map_err(|e| Error::Other(format!("{what}: writing {}: {e}", path.display())))?;
+    let mut file = out.into_inner().map_err(|e| Error::Other(format!("{what}: writing the spool in {}: {}", path.display(), e.error())))?;
     let size = h.len();
     let found = h.finish();
     if &found != diff_id {
         return Err(Error::Other(format!("{what}: uncompressed content does not match its diff_id: expected {diff_id}, got {found}")));
     }
-    Ok(size)
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(0)).at(path)?;
+    Ok((file, size))
 }
 
 /// The spool results, shared by the decompression workers and the writer.
@@ -144,7 +148,7 @@ struct Spool {
 struct SpoolState {
     next: usize,
     written: usize,
-    done: BTreeMap<usize, Result<u64>>,
+    done: BTreeMap<usize, Result<(File, u64)>>,
 }
 
 pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptions) -> Result<ExportReport> {
@@ -164,17 +168,13 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
             }
         }
     }
-    let spool_dir = match &opts.output {
-        Some(p) => {
-            let mut s = p.as_os_str().to_owned();
-            s.push(format!(".spool-{}", std::process::id()));
-            PathBuf::from(s)
-        }
-        None => std::env::temp_dir().join(format!("ocibundle-spool-{}", std::process::id())),
+    // Spool files live beside the output (same disk), or in the temp dir for stdout.
+    let spool_dir = match opts.output.as_ref().and_then(|p| p.parent()) {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        Some(_) => PathBuf::from("."),
+        None => std::env::temp_dir(),
     };
     let sink = Sink::create(&opts.output, opts.force)?;
-    fs::create_dir_all(&spool_dir).at(&spool_dir)?;
-    let spool_path = |i: usize| spool_dir.join(format!("{i}.tar"));
     let spool = Spool { state: Mutex::new(SpoolState { next: 0, written: 0, done: BTreeMap::new() }), cv: Condvar::new() };
     let stop = AtomicBool::new(false);
     let jobs = opts.jobs.max(1);
@@ -199,20 +199,19 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
                 };
                 let (desc, diff, name) = &layers[i];
                 let what = format!("{name}: layer {}", desc.digest);
-                let r = spool_layer(source, desc, diff, &spool_path(i), &what, &stop);
+                let r = spool_layer(source, desc, diff, &spool_dir, &what, &stop);
                 bar.inc(desc.size);
                 let mut st = spool.state.lock().unwrap();
                 st.done.insert(i, r);
                 spool.cv.notify_all();
             });
         }
-        let r = write_tar(sink, &planned, &layers, &spool, &spool_path);
+        let r = write_tar(sink, &planned, &layers, &spool);
         stop.store(true, Ordering::Relaxed);
         spool.cv.notify_all();
         r
     });
     progress.finish();
-    let _ = fs::remove_dir_all(&spool_dir);
     let (sink, bytes, digests) = match result {
         Ok(x) => x,
         Err((sink, e)) => {
@@ -241,8 +240,11 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
     })
 }
 
+/// RepoTags are fully qualified (`docker.io/library/redis:7`), as skopeo writes them: docker
+/// shows them in its familiar form (`redis:7`), and podman keeps them instead of prefixing
+/// `localhost/` to a name without a host.
 fn repo_tag(r: &Reference) -> Option<String> {
-    r.tag.as_ref().map(|t| format!("{}:{t}", familiar_repo(r)))
+    r.tag.as_ref().map(|t| format!("{}/{}:{t}", r.registry, r.repository))
 }
 
 /// The OCI manifest docker ≥ 25 expects: config plus uncompressed layers named by diff_id.
@@ -263,7 +265,7 @@ fn generated_manifest(p: &Planned, sizes: &BTreeMap<Digest, u64>) -> (Vec<u8>, D
 /// The sink, bytes written and each image's generated manifest digest; or the sink to abort.
 type TarResult = std::result::Result<(Sink, u64, BTreeMap<String, Digest>), (Sink, Error)>;
 
-fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, String)], spool: &Spool, spool_path: &dyn Fn(usize) -> PathBuf) -> TarResult {
+fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, String)], spool: &Spool) -> TarResult {
     let mut tw = TarWriter::new(sink);
     let io = |e: std::io::Error| Error::Other(format!("writing the archive: {e}"));
     let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
@@ -295,12 +297,9 @@ fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, Str
                         st = spool.cv.wait(st).unwrap();
                     }
                 };
-                let size = r?;
-                let path = spool_path(i);
-                let mut f = File::open(&path).at(&path)?;
+                let (mut f, size) = r?;
                 tw.add_file(&format!("blobs/sha256/{}", diff.hex()), &mut f, size).map_err(io)?;
                 drop(f);
-                let _ = fs::remove_file(&path);
                 sizes.insert(diff.clone(), size);
                 next_layer += 1;
                 let mut st = spool.state.lock().unwrap();
@@ -330,7 +329,7 @@ fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, Str
             if let Some(tag) = repo_tag(&p.reference) {
                 manifest_json[slot]["RepoTags"].as_array_mut().unwrap().push(tag.into());
                 if let (Some(t), Some((_, top))) = (&p.reference.tag, p.layers.last()) {
-                    repositories.entry(familiar_repo(&p.reference)).or_default().insert(t.clone(), top.hex().to_string());
+                    repositories.entry(format!("{}/{}", p.reference.registry, p.reference.repository)).or_default().insert(t.clone(), top.hex().to_string());
                 }
             }
         }

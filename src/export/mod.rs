@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
-use crate::reference::{Platform, Reference};
+use crate::reference::Platform;
 use crate::source::Source;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -109,15 +109,6 @@ pub fn reachable(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<V
     Ok(out)
 }
 
-/// docker's short name for a reference: `redis:7` for `docker.io/library/redis:7`.
-pub fn familiar_repo(r: &Reference) -> String {
-    if r.registry == crate::reference::DOCKER_HUB {
-        r.repository.strip_prefix("library/").unwrap_or(&r.repository).to_string()
-    } else {
-        format!("{}/{}", r.registry, r.repository)
-    }
-}
-
 /// Where the output goes: a temp name beside the final one, renamed on commit.
 pub(crate) enum Sink {
     File { file: File, tmp: PathBuf, fin: PathBuf },
@@ -129,7 +120,7 @@ impl Sink {
         let Some(fin) = output else { return Ok(Sink::Stdout(io::stdout())) };
         refuse_existing(fin, force)?;
         let tmp = tmp_name(fin);
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&tmp)?;
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(fin)?;
         Ok(Sink::File { file, tmp, fin: fin.clone() })
     }
     /// fsync and rename into place.

@@ -59,7 +59,7 @@ fn describe(source: &dyn Source, name: &str, desc: &Descriptor, blobs: &[Descrip
     Ok(ExportedImage {
         reference: name.to_string(),
         image_id: image_id.ok_or_else(|| Error::Other(format!("{name}: no image manifest")))?,
-        repo_tags: r.tag.iter().map(|t| format!("{}:{t}", super::familiar_repo(&r))).collect(),
+        repo_tags: r.tag.iter().map(|t| format!("{}/{}:{t}", r.registry, r.repository)).collect(),
         platform,
         manifest_digest: desc.digest.clone(),
         layers,

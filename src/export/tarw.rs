@@ -50,6 +50,11 @@ impl<W: Write> TarWriter<W> {
         if n != size {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{path}: {n} of {size} bytes")));
         }
+        // Reading on to the end lets a verifying reader check the digest (and a longer source
+        // shows itself) before the entry counts as written.
+        if r.read(&mut [0u8; 1])? != 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{path}: more than {size} bytes")));
+        }
         self.written += n;
         self.pad(size)
     }

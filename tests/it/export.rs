@@ -8,9 +8,9 @@
 //! Naming facts these tests pin down (podman 4.3, containerd 1.6, skopeo 1.9):
 //! - podman load of a docker-archive keeps a RepoTag that has a registry host as is
 //!   (`127.0.0.1:PORT/test/simple:v1`, `docker.io/library/redis:7`) and puts `localhost/`
-//!   before one without: docker's familiar `redis:7` loads as `localhost/redis:7` and
-//!   `myorg/app:2` as `localhost/myorg/app:2` (skopeo writes RepoTags fully qualified, so its
-//!   archives load as `docker.io/library/redis:7`). The same holds with and without the
+//!   before one without: docker's familiar `redis:7` would load as `localhost/redis:7`. So
+//!   ocibundle writes RepoTags fully qualified, as skopeo does (docker shows them familiar),
+//!   and podman loads `docker.io/library/redis:7`. The same holds with and without the
 //!   Docker 25 `oci-layout`/`index.json` beside `manifest.json`. An entry without RepoTags
 //!   loads as `<none>:<none>`. The image ID is always the config digest.
 //! - podman load of an OCI archive names the image by its index.json annotation (a bare
@@ -763,11 +763,11 @@ fn docker_archive_familiar_names_and_digest_only_refs() {
                 &st.fx.simple.reference,
                 "docker.io/library/redis:7",
             ),
-            vec!["redis:7".to_string()],
+            vec!["docker.io/library/redis:7".to_string()],
         ),
         (
             expect_from_registry(&st.reg, &st.fx.shared.reference, "docker.io/myorg/app:2"),
-            vec!["myorg/app:2".to_string()],
+            vec!["docker.io/myorg/app:2".to_string()],
         ),
         (expect_from_registry(&st.reg, &pinned, &pinned), vec![]),
     ];
@@ -779,7 +779,7 @@ fn docker_archive_familiar_names_and_digest_only_refs() {
     assert_eq!(
         podman.images(),
         podman_expect(&want),
-        "podman names: redis:7 -> localhost/redis:7, myorg/app:2 -> localhost/myorg/app:2, no RepoTag -> <none>:<none>"
+        "podman names: fully qualified RepoTags are kept (docker.io/library/redis:7, not localhost/redis:7), no RepoTag -> <none>:<none>"
     );
 
     let ctd = Containerd::start();
@@ -810,7 +810,7 @@ fn docker_archive_familiar_names_and_digest_only_refs() {
         &fs::read(&two).unwrap(),
         &[(
             e.clone(),
-            vec![st.fx.simple.reference.clone(), "redis:7".into()],
+            vec![st.fx.simple.reference.clone(), "docker.io/library/redis:7".into()],
         )],
     );
     let idx = t.json("index.json");
