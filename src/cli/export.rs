@@ -4,12 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Args;
-use ocibundle::bundle::Bundle;
 use ocibundle::export::{self, ExportOptions, Format};
-use ocibundle::source::{BundleOverStore, Source};
-use ocibundle::{Platform, Store};
+use ocibundle::Platform;
 
-use super::fetch::{collect_refs, ImageArgs};
+use super::fetch::ImageArgs;
 
 #[derive(Args)]
 #[group(id = "target", required = true, multiple = false)]
@@ -73,26 +71,11 @@ pub fn run(root: &Path, a: ExportArgs) -> anyhow::Result<i32> {
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = ExportOptions { format, output: (!stdout).then_some(output), platform, platform_given, force: a.force, jobs, progress: !a.json && !stdout };
 
-    let store = Store::open_existing(root).ok();
-    let bundle = a.from.as_deref().map(Bundle::open).transpose()?;
-    let over;
-    let source: &dyn Source = match (&bundle, &store) {
-        (Some(b), s) => {
-            over = BundleOverStore { bundle: b, store: s.as_ref() };
-            &over
-        }
-        (None, Some(s)) => s,
-        (None, None) => bail!("no store at {} (fetch or import images first, or pass --from BUNDLE)", root.display()),
-    };
-    let names: Vec<String> = if a.all {
-        source.refs()?.into_iter().map(|(n, _)| n).collect()
-    } else {
-        collect_refs(&a.images.refs, a.images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
-    };
-    if names.is_empty() {
-        bail!("the {} holds no images", source.name());
-    }
-    let report = export::export(source, &names, &opts)?;
+    let sources = super::Sources::open(root, a.from.as_deref())?;
+    let report = sources.with(|source| -> anyhow::Result<_> {
+        let names = super::selected_names(source, a.all, &a.images)?;
+        Ok(export::export(source, &names, &opts)?)
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !stdout {

@@ -110,3 +110,43 @@ pub fn stream_input(path: &std::path::Path) -> anyhow::Result<Option<(Box<dyn st
         _ => Ok(None),
     }
 }
+
+/// What `export` and `push` read: `--from BUNDLE` (over the store, which may hold a delta's
+/// base) or the store alone.
+pub struct Sources {
+    pub store: Option<ocibundle::Store>,
+    bundle: Option<ocibundle::bundle::Bundle>,
+}
+
+impl Sources {
+    pub fn open(root: &std::path::Path, from: Option<&std::path::Path>) -> anyhow::Result<Sources> {
+        let store = ocibundle::Store::open_existing(root).ok();
+        let bundle = from.map(ocibundle::bundle::Bundle::open).transpose()?;
+        if store.is_none() && bundle.is_none() {
+            anyhow::bail!("no store at {} (fetch or import images first, or pass --from BUNDLE)", root.display());
+        }
+        Ok(Sources { store, bundle })
+    }
+
+    /// Runs `f` on the source.
+    pub fn with<T>(&self, f: impl FnOnce(&dyn ocibundle::source::Source) -> T) -> T {
+        match (&self.bundle, &self.store) {
+            (Some(b), s) => f(&ocibundle::source::BundleOverStore { bundle: b, store: s.as_ref() }),
+            (None, Some(s)) => f(s),
+            (None, None) => unreachable!("Sources::open checks there is one"),
+        }
+    }
+}
+
+/// The references an image selection names in `source`: every one with `all`.
+pub fn selected_names(source: &dyn ocibundle::source::Source, all: bool, images: &fetch::ImageArgs) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = if all {
+        source.refs()?.into_iter().map(|(n, _)| n).collect()
+    } else {
+        fetch::collect_refs(&images.refs, images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
+    };
+    if names.is_empty() {
+        anyhow::bail!("the {} holds no images", source.name());
+    }
+    Ok(names)
+}

@@ -3,13 +3,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Args;
-use ocibundle::bundle::Bundle;
 use ocibundle::push::{self, PushOptions};
 use ocibundle::registry::{Registry, UploadState};
-use ocibundle::source::{BundleOverStore, Source};
-use ocibundle::Store;
 
-use super::fetch::{collect_refs, ImageArgs, RegistryArgs};
+use super::fetch::{ImageArgs, RegistryArgs};
 
 #[derive(Args)]
 pub struct PushArgs {
@@ -54,28 +51,16 @@ pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let store = Store::open_existing(root).ok();
-    let bundle = a.from.as_deref().map(Bundle::open).transpose()?;
-    let over;
-    let source: &dyn Source = match (&bundle, &store) {
-        (Some(b), s) => {
-            over = BundleOverStore { bundle: b, store: s.as_ref() };
-            &over
-        }
-        (None, Some(s)) => s,
-        (None, None) => bail!("no store at {} (fetch or import images first, or pass --from BUNDLE)", root.display()),
-    };
-    let names: Vec<String> = if a.all {
-        source.refs()?.into_iter().map(|(n, _)| n).collect()
-    } else {
-        collect_refs(&a.images.refs, a.images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
-    };
-    let images = ocibundle::export::select(source, &names)?;
-    let uploads = store.as_ref().map(|s| UploadState { dir: s.root().join(".ocibundle/uploads") });
+    let sources = super::Sources::open(root, a.from.as_deref())?;
+    let uploads = sources.store.as_ref().map(|s| UploadState { dir: s.root().join(".ocibundle/uploads") });
     let opts = PushOptions { to: a.to.clone(), rewrites, jobs: a.jobs, dry_run: a.dry_run, progress: !a.json, uploads };
-    let (plan, rules) = push::plan(source, &images, &opts)?;
     let reg = Registry::new(a.registry.options()?);
-    let report = push::execute(&reg, source, &plan, rules, &opts)?;
+    let report = sources.with(|source| -> anyhow::Result<_> {
+        let names = super::selected_names(source, a.all, &a.images)?;
+        let images = ocibundle::export::select(source, &names)?;
+        let (plan, rules) = push::plan(source, &images, &opts)?;
+        Ok(push::execute(&reg, source, &plan, rules, &opts)?)
+    })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
