@@ -5,3 +5,4 @@ mod fetch_faults;
 mod store_cmds;
 mod bundle;
 mod export;
+mod push;
