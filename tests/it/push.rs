@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::harness::bundles::{Layer, add_image_with, layer, volume};
 use crate::harness::cmd::{Env, sha256, tool};
 use crate::harness::fakereg::{Auth, FakeRegistry, Req, TestImage};
-use crate::harness::fixtures::{Pushed, push_one};
+use crate::harness::fixtures::{self, PushMode, Pushed, push_one};
 use crate::harness::registry::{Registry, Variant};
 
 // ---------------------------------------------------------------------------------------------
@@ -805,6 +805,7 @@ fn push_from_bundle_volumes_and_delta() {
     let lone = Env::new();
     let to = format!("{}/delta", b.host());
     let e = fails(&lone, &["push", "--from", s(&delta), "--all", "--to", &to]);
+    eprintln!("{e}");
     assert!(
         e.contains(&l1),
         "push of a delta without its base does not name the missing blob {l1}: {e}"
@@ -1011,6 +1012,7 @@ fn push_auth_and_tls() {
     let args = ["push", simple.reference.as_str(), "--to", to.as_str()];
     let o = env.run(&args);
     let e = error_line(&args, &o);
+    eprintln!("{e}");
     assert!(
         e.contains(&target) || e.contains(&simple.reference),
         "error does not name the image: {e}"
@@ -1029,6 +1031,7 @@ fn push_auth_and_tls() {
     ];
     let o = env.run(&args);
     let e = error_line(&args, &o);
+    eprintln!("{e}");
     assert!(
         e.contains(&target) || e.contains(&simple.reference),
         "error does not name the image: {e}"
@@ -1192,6 +1195,43 @@ fn push_cut_patch_resumes_from_registry_offset() {
         render(&log)
     );
     assert!(dst.open_uploads().is_empty(), "{:?}", dst.open_uploads());
+
+    // The same from a bundle (the blob is read from the bundle file at the resume offset).
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("big.obun");
+    env.ok(&["bundle", "-o", s(&bundle), &img.reference]);
+    let offline = Env::new();
+    let dst = FakeRegistry::start();
+    dst.cut_upload("PATCH", 9_000_000, 1);
+    offline.ok(&[
+        "push",
+        "--from",
+        s(&bundle),
+        "--all",
+        "--to",
+        &format!("{}/b", dst.host()),
+    ]);
+    assert_eq!(dst.tags("m/big/img"), vec![]);
+    assert_eq!(
+        dst.tags("b/big/img"),
+        vec![("v1".to_string(), img.manifest_digest.clone())]
+    );
+    let log = dst.log();
+    assert!(log.iter().any(|r| r.cut), "{}", render(&log));
+    assert!(
+        log.iter().any(|r| r.method == "PATCH"
+            && r.status == 202
+            && r.content_range_start() == Some(9_000_000)),
+        "no PATCH resuming at 9000000 (from the bundle):\n{}",
+        render(&log)
+    );
+    let got = dst.bytes_received_for(&layer.digest);
+    assert!(
+        got < layer.size + layer.size / 4,
+        "{got} bytes received for {}:\n{}",
+        layer.size,
+        render(&log)
+    );
 }
 
 /// A monolithic PUT (blob below 8 MiB) cut mid-body is retried and the push succeeds.
@@ -1284,6 +1324,7 @@ fn push_500_forever_fails_bounded_then_rerun_sends_only_the_rest() {
     let to = format!("{}/m", dst.host());
     let target = format!("{to}/flaky/app:v1");
     let e = fails(&env, &["push", &img.reference, "--to", &to]);
+    eprintln!("{e}");
     assert!(e.contains(&bad), "error does not name the blob {bad}: {e}");
     assert!(
         e.contains(&target) || e.contains(&img.reference),
@@ -1294,6 +1335,7 @@ fn push_500_forever_fails_bounded_then_rerun_sends_only_the_rest() {
         .iter()
         .filter(|r| r.method == "PUT" && r.query_value("digest") == Some(bad.as_str()))
         .count();
+    eprintln!("{attempts} attempts at PUT ?digest={bad}");
     assert!(
         (2..=12).contains(&attempts),
         "{attempts} attempts at PUT ?digest={bad} (want retries, bounded):\n{}",
@@ -1380,6 +1422,7 @@ fn push_refused_manifest_shows_registry_error() {
         u32::MAX,
     );
     let e = fails(&env, &["push", &img.reference, "--to", &to]);
+    eprintln!("{e}");
     assert!(
         e.contains("MANIFEST_INVALID"),
         "error does not show the registry's code: {e}"
@@ -1414,6 +1457,7 @@ fn push_refused_manifest_shows_registry_error() {
         u32::MAX,
     );
     let e = fails(&env, &["push", &img.reference, "--to", &to]);
+    eprintln!("{e}");
     assert!(
         e.contains("DENIED") && e.contains("tag quota"),
         "error does not show the registry's code and message: {e}"
@@ -1444,6 +1488,7 @@ fn push_restart_resumes_the_kept_upload() {
     dst.cut_upload_at(7_000_000, u32::MAX);
     let to = format!("{}/m", dst.host());
     let e = fails(&env, &["push", &img.reference, "--to", &to]);
+    eprintln!("{e}");
     assert!(
         e.contains(&layer.digest),
         "error does not name the blob: {e}"
@@ -1523,6 +1568,7 @@ fn push_invalid_target_fails_before_any_request() {
 
     let rule = format!("{}/test/={}/UPPER/", src.host(), dst.host());
     let e = fails(&env, &["push", "--rewrite", &rule, &img.reference]);
+    eprintln!("{e}");
     assert!(
         e.contains(&img.reference),
         "error does not name the image: {e}"
@@ -1534,6 +1580,7 @@ fn push_invalid_target_fails_before_any_request() {
 
     let rule = format!("{}/nomatch/={}/x/", src.host(), dst.host());
     let e = fails(&env, &["push", "--rewrite", &rule, &img.reference]);
+    eprintln!("{e}");
     assert!(
         e.contains(&img.reference),
         "error does not name the unmapped image: {e}"
@@ -1551,6 +1598,17 @@ fn push_invalid_target_fails_before_any_request() {
         String::from_utf8_lossy(&o.stderr).contains("Mirror"),
         "error does not show the bad target: {}",
         text(&o)
+    );
+
+    let absent = format!("{}/test/absent:v1", src.host());
+    let e = fails(
+        &env,
+        &["push", "--to", &format!("{}/m", dst.host()), &absent],
+    );
+    eprintln!("{e}");
+    assert!(
+        e.contains(&absent),
+        "error does not name the reference missing from the store: {e}"
     );
 
     assert!(
@@ -1603,5 +1661,253 @@ fn push_images_file_and_digest_reference() {
     assert_eq!(
         dst.tags("m/pin/two"),
         vec![("v2".to_string(), i2.manifest_digest.clone())]
+    );
+}
+
+/// An existing tag pointing at something else is moved to the pushed image.
+#[test]
+fn push_moves_an_existing_tag() {
+    let src = FakeRegistry::start();
+    let img = src.add_image("app", "v1", &[3_000]);
+    let env = Env::new();
+    env.ok(&["fetch", &img.reference]);
+    let dst = FakeRegistry::start();
+    let old = dst.add_image("m/app", "v1", &[2_000]);
+    assert_ne!(old.manifest_digest, img.manifest_digest);
+    let v = env.json(&["push", &img.reference, "--to", &format!("{}/m", dst.host())]);
+    assert_eq!(
+        image(&v, &img.reference)["digest"],
+        img.manifest_digest.as_str()
+    );
+    assert_eq!(
+        dst.tags("m/app"),
+        vec![("v1".to_string(), img.manifest_digest.clone())],
+        "{}",
+        dst.log_summary()
+    );
+}
+
+/// A registry that never mounts (`POST ?mount=` answered 202): the blob is uploaded to the
+/// second repository instead, and reported as pushed, not mounted.
+#[test]
+fn push_without_mount_support_uploads_instead() {
+    let src = FakeRegistry::start();
+    let shared: Layer = layer("push-nomount-shared", 100_000);
+    let i1 = add_image_with(&src, "nm/one", "v1", &[&shared]);
+    let i2 = add_image_with(
+        &src,
+        "nm/two",
+        "v1",
+        &[&shared, &layer("push-nomount-2", 1_000)],
+    );
+    let env = Env::new();
+    env.ok(&["fetch", &i1.reference, &i2.reference]);
+    let dst = FakeRegistry::start();
+    dst.set_mounts(false);
+    let v = env.json(&["push", "--all", "--to", &format!("{}/m", dst.host())]);
+    let want: BTreeMap<String, (u64, u64)> = [&i1, &i2]
+        .iter()
+        .map(|i| (i.reference.clone(), want_fake(i)))
+        .collect();
+    assert_report(&v, &want);
+    assert_eq!(as_u64(&v["mounted_bytes"]), 0, "{v}");
+    assert_eq!(
+        as_u64(&v["pushed_bytes"]),
+        want.values().map(|w| w.0).sum::<u64>(),
+        "{v}"
+    );
+    let sd = &i1.layers[0].digest;
+    for repo in ["m/nm/one", "m/nm/two"] {
+        assert!(dst.has_blob(repo, sd), "{repo} lacks the shared layer");
+    }
+    let log = dst.log();
+    let puts = log
+        .iter()
+        .filter(|r| {
+            r.method == "PUT" && r.query_value("digest") == Some(sd.as_str()) && r.status == 201
+        })
+        .count();
+    assert_eq!(puts, 2, "{}", render(&log));
+    assert_eq!(
+        dst.tags("m/nm/two"),
+        vec![("v1".to_string(), i2.manifest_digest.clone())]
+    );
+}
+
+/// An image fetched for one platform out of an index: its manifest (the one the store's
+/// reference names) is what the tag points at in the target.
+#[test]
+fn push_single_platform_pick_of_an_index() {
+    let a = Registry::start(Variant::Plain);
+    let b = Registry::start(Variant::Plain);
+    let multi = push_one(&a, "multi");
+    let env = Env::new();
+    let f = env.json(&["fetch", "--platform", "linux/arm64/v8", &multi.reference]);
+    let picked = f["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_ne!(picked, multi.digest);
+    let to = format!("{}/one", b.host());
+    let v = env.json(&["push", &multi.reference, "--to", &to]);
+    assert_eq!(
+        image(&v, &multi.reference)["digest"],
+        picked.as_str(),
+        "{v}"
+    );
+    let target = format!("{to}/test/multi:v1");
+    assert_eq!(served_digest(&b, &target), picked);
+    let (n, _) = want_of(
+        &a,
+        &Pushed {
+            digest: picked.clone(),
+            ..multi.clone()
+        },
+    );
+    assert_eq!(
+        as_u64(&image(&v, &multi.reference)["pushed_bytes"]),
+        n,
+        "{v}"
+    );
+    assert_skopeo_copies(&b, &target);
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a local port that, once, closes the connection
+/// `cut_after` bytes after the start of the first `PATCH` request the client sends.
+struct CutProxy {
+    port: u16,
+    cut_done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CutProxy {
+    fn start(upstream: u16, cut_after: u64) -> CutProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cut_done = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (cd, st) = (cut_done.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let born = std::time::Instant::now();
+            while !st.load(Ordering::SeqCst) && born.elapsed() < std::time::Duration::from_secs(300)
+            {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        let cd = cd.clone();
+                        std::thread::spawn(move || {
+                            let _ = proxy_conn(c, upstream, cut_after, &cd);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
+            }
+        });
+        CutProxy {
+            port,
+            cut_done,
+            stop,
+        }
+    }
+    fn cut(&self) -> bool {
+        self.cut_done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn proxy_conn(
+    mut client: std::net::TcpStream,
+    upstream: u16,
+    cut_after: u64,
+    cut_done: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::Shutdown;
+    use std::sync::atomic::Ordering;
+    client.set_nonblocking(false)?;
+    let timeout = Some(std::time::Duration::from_secs(60));
+    client.set_read_timeout(timeout)?;
+    let mut up = std::net::TcpStream::connect(("127.0.0.1", upstream))?;
+    up.set_read_timeout(timeout)?;
+    let (mut c2, mut u2) = (client.try_clone()?, up.try_clone()?);
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut u2, &mut c2);
+        let _ = c2.shutdown(Shutdown::Write);
+    });
+    let needle = b"PATCH /v2/";
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tail: Vec<u8> = Vec::new();
+    let mut counted: Option<u64> = None;
+    loop {
+        let n = client.read(&mut buf)?;
+        if n == 0 {
+            let _ = up.shutdown(Shutdown::Write);
+            return Ok(());
+        }
+        let chunk = &buf[..n];
+        if counted.is_none() && !cut_done.load(Ordering::SeqCst) {
+            let mut hay = tail.clone();
+            hay.extend_from_slice(chunk);
+            if hay.windows(needle.len()).any(|w| w == needle) {
+                counted = Some(0);
+            }
+            tail = hay[hay.len().saturating_sub(needle.len())..].to_vec();
+        }
+        if let Some(c) = counted.as_mut() {
+            let room = cut_after.saturating_sub(*c) as usize;
+            if room <= chunk.len() && !cut_done.swap(true, Ordering::SeqCst) {
+                up.write_all(&chunk[..room])?;
+                let _ = client.shutdown(Shutdown::Both);
+                let _ = up.shutdown(Shutdown::Both);
+                return Ok(());
+            }
+            *c += chunk.len() as u64;
+        }
+        up.write_all(chunk)?;
+    }
+}
+
+/// A blob above 8 MiB into a real registry (the PATCH path), directly and through a proxy
+/// that cuts the connection in the middle of the PATCH: both pushes give the registry's
+/// digest, whatever distribution answers about the cut upload.
+#[test]
+fn push_real_big_blob_patch_and_cut_through_proxy() {
+    let a = Registry::start(Variant::Plain);
+    let b = Registry::start(Variant::Plain);
+    let dir = tempfile::tempdir().unwrap();
+    let (layout, big) = fixtures::big_layout(&dir.path().join("layout"), 10_000_000, 77);
+    assert!(big.layers[0].size > 8 << 20);
+    let digest = fixtures::push(&a, &layout, "big", "test/big:v1", PushMode::Oci);
+    let reference = format!("{}/test/big:v1", a.host());
+    let env = Env::new();
+    env.ok(&["fetch", &reference]);
+
+    let to = format!("{}/direct", b.host());
+    let v = env.json(&["push", &reference, "--to", &to]);
+    assert_eq!(
+        as_u64(&image(&v, &reference)["pushed_bytes"]),
+        big.layers[0].size + big.config.as_ref().unwrap().size,
+        "{v}"
+    );
+    assert_eq!(served_digest(&b, &format!("{to}/test/big:v1")), digest);
+    assert_skopeo_copies(&b, &format!("{to}/test/big:v1"));
+
+    let proxy = CutProxy::start(b.port(), 3_000_000);
+    let via = format!("127.0.0.1:{}/cut", proxy.port);
+    let o = env.run(&["push", &reference, "--to", &via]);
+    assert!(
+        o.status.success(),
+        "push through the cutting proxy failed:\n{}\nregistry log:\n{}",
+        text(&o),
+        b.log()
+    );
+    assert!(proxy.cut(), "the proxy never saw a PATCH to cut");
+    assert_eq!(
+        served_digest(&b, &format!("{}/cut/test/big:v1", b.host())),
+        digest
     );
 }

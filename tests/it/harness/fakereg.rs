@@ -195,6 +195,8 @@ struct State {
     refusals: Vec<Refusal>,
     /// Location headers are absolute URLs (`http://127.0.0.1:PORT/v2/…`) instead of paths.
     absolute_locations: bool,
+    /// `POST ?mount=` always opens a plain upload (202), as registries without mounts do.
+    no_mounts: bool,
     /// keyed by blob digest, manifest digest or `repo:tag`
     faults: HashMap<String, Fault>,
     auth: Auth,
@@ -485,6 +487,11 @@ impl FakeRegistry {
     /// `Location` answers become absolute URLs (as distribution sends) instead of paths.
     pub fn set_absolute_locations(&self, on: bool) {
         self.shared.lock().absolute_locations = on;
+    }
+
+    /// With `false`, `POST ?mount=&from=` never mounts: it answers 202 with a fresh upload.
+    pub fn set_mounts(&self, on: bool) {
+        self.shared.lock().no_mounts = !on;
     }
 
     /// Repository names, sorted (including ones that only received blobs).
@@ -1604,7 +1611,12 @@ fn write_inner(
             if let Some(d) = q("mount") {
                 let from = q("from").unwrap_or_default();
                 let mut st = shared.lock();
-                let data = st.repos.get(&from).and_then(|r| r.blobs.get(&d)).cloned();
+                let data = st
+                    .repos
+                    .get(&from)
+                    .and_then(|r| r.blobs.get(&d))
+                    .cloned()
+                    .filter(|_| !st.no_mounts);
                 if let Some(data) = data {
                     st.repos
                         .entry(repo.into())
@@ -2566,6 +2578,19 @@ mod selftest {
                 .contains("/v2/m/three/blobs/uploads/")
         );
         assert!(!reg.has_blob("m/three", &d));
+        // a registry without mounts: 202 even when the source repository has the blob
+        reg.set_mounts(false);
+        let mount_path = format!("/v2/m/four/blobs/uploads/?mount={d}&from=m/one");
+        assert_eq!(
+            send(&reg, "POST", &mount_path, &[], b"", false).unwrap().0,
+            202
+        );
+        assert!(!reg.has_blob("m/four", &d));
+        reg.set_mounts(true);
+        assert_eq!(
+            send(&reg, "POST", &mount_path, &[], b"", false).unwrap().0,
+            201
+        );
 
         // manifests: blobs must be there; digest must match; tag last
         let cfg = b"{\"architecture\":\"amd64\",\"os\":\"linux\"}".to_vec();
@@ -2659,7 +2684,7 @@ mod selftest {
                 .0,
             201
         );
-        assert_eq!(reg.repos(), vec!["m/one", "m/three", "m/two"]);
+        assert_eq!(reg.repos(), vec!["m/four", "m/one", "m/three", "m/two"]);
         assert!(reg.write_requests().iter().all(|r| r.status != 0 && !r.cut));
         assert!(
             reg.log_summary()
