@@ -614,6 +614,13 @@ fn push_twice_second_run_sends_no_blobs() {
         "the second push never asked whether blobs exist:\n{}",
         render(run2)
     );
+    // Manifests and tags are there too: nothing at all is written again.
+    let writes: Vec<&Req> = run2.iter().filter(|r| r.is_write()).collect();
+    assert!(
+        writes.is_empty(),
+        "second push wrote again:\n{}",
+        render(run2)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1909,5 +1916,152 @@ fn push_real_big_blob_patch_and_cut_through_proxy() {
     assert_eq!(
         served_digest(&b, &format!("{}/cut/test/big:v1", b.host())),
         digest
+    );
+}
+
+/// A store blob whose bytes no longer match its digest: the push fails naming the blob,
+/// and the image gets no tag in the registry.
+#[test]
+fn push_corrupt_store_blob_fails_naming_it() {
+    let src = FakeRegistry::start();
+    let img = src.add_image("rot/app", "v1", &[50_000]);
+    let env = Env::new();
+    env.ok(&["fetch", &img.reference]);
+    let d = img.layers[0].digest.clone();
+    let path = env
+        .store()
+        .join("blobs/sha256")
+        .join(d.strip_prefix("sha256:").unwrap());
+    let mut data = fs::read(&path).unwrap();
+    data[1000] ^= 0x55;
+    fs::write(&path, &data).unwrap();
+    let dst = FakeRegistry::start();
+    let e = fails(
+        &env,
+        &["push", &img.reference, "--to", &format!("{}/m", dst.host())],
+    );
+    eprintln!("{e}");
+    assert!(
+        e.contains(&d),
+        "error does not name the corrupt blob {d}: {e}"
+    );
+    assert!(
+        !dst.has_blob("m/rot/app", &d),
+        "the corrupt blob was accepted"
+    );
+    assert!(dst.tags("m/rot/app").is_empty(), "{}", dst.log_summary());
+}
+
+/// A registry nobody listens on: exit 1 naming the image, after bounded retries.
+#[test]
+fn push_unreachable_registry_fails_naming_the_image() {
+    let src = FakeRegistry::start();
+    let img = src.add_image("gone/app", "v1", &[2_000]);
+    let env = Env::new();
+    env.ok(&["fetch", &img.reference]);
+    // A port that was free a moment ago and is closed now.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let to = format!("127.0.0.1:{port}/m");
+    let e = fails(&env, &["push", &img.reference, "--to", &to]);
+    eprintln!("{e}");
+    assert!(
+        e.contains(&format!("{to}/gone/app:v1"))
+            || e.contains(&img.reference)
+            || e.contains(&format!("127.0.0.1:{port}")),
+        "error names neither the image nor the registry: {e}"
+    );
+}
+
+/// Docker Hub and other registries' names in the store (the offline side's usual case):
+/// `--to REG/PFX` drops the source registry and keeps the repository path
+/// (`docker.io/library/redis:7` -> `REG/PFX/library/redis:7`), short names on the command
+/// line are normalised, and a `docker.io/=REG/hub/` rewrite applies before `--to`.
+#[test]
+fn push_docker_hub_names_follow_the_naming_rule() {
+    let src = FakeRegistry::start();
+    let img = src.add_image("library/redis", "7", &[3_000]);
+    let env = Env::new();
+    env.ok(&["fetch", &img.reference]);
+    // Rename the store's reference as if it had been fetched from docker.io, and add one
+    // from ghcr.io (index.json: one entry per reference, sorted by name).
+    let index_path = env.store().join("index.json");
+    let mut index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let entry = index["manifests"][0].clone();
+    let named = |n: &str| {
+        let mut e = entry.clone();
+        e["annotations"]["org.opencontainers.image.ref.name"] = Value::from(n);
+        e
+    };
+    index["manifests"] = Value::Array(vec![
+        named("docker.io/library/redis:7"),
+        named("ghcr.io/org/tool:1.0"),
+    ]);
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let ls = env.ok(&["store", "ls"]);
+    assert!(
+        ls.contains("docker.io/library/redis:7") && ls.contains("ghcr.io/org/tool:1.0"),
+        "{ls}"
+    );
+
+    let dst = FakeRegistry::start();
+    let hb = dst.host();
+    let v = env.json(&["push", "--all", "--to", &format!("{hb}/mirror")]);
+    assert_mapping_explains(&v);
+    assert_eq!(
+        image(&v, "docker.io/library/redis:7")["target"],
+        format!("{hb}/mirror/library/redis:7").as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        image(&v, "ghcr.io/org/tool:1.0")["target"],
+        format!("{hb}/mirror/org/tool:1.0").as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        dst.tags("mirror/library/redis"),
+        vec![("7".to_string(), img.manifest_digest.clone())]
+    );
+    assert_eq!(
+        dst.tags("mirror/org/tool"),
+        vec![("1.0".to_string(), img.manifest_digest.clone())]
+    );
+
+    // Short name on the command line; a docker.io rewrite first, --to for the rest.
+    let out = env.ok(&[
+        "push",
+        "redis:7",
+        "ghcr.io/org/tool:1.0",
+        "--rewrite",
+        &format!("docker.io/={hb}/hub/"),
+        "--to",
+        &format!("{hb}/other"),
+    ]);
+    let lines = parse_lines(&out, false);
+    let by_src: BTreeMap<&str, &str> = lines
+        .iter()
+        .map(|l| (l.source.as_str(), l.target.as_str()))
+        .collect();
+    let hub = format!("{hb}/hub/library/redis:7");
+    let other = format!("{hb}/other/org/tool:1.0");
+    assert_eq!(
+        by_src.get("docker.io/library/redis:7"),
+        Some(&hub.as_str()),
+        "{out}"
+    );
+    assert_eq!(
+        by_src.get("ghcr.io/org/tool:1.0"),
+        Some(&other.as_str()),
+        "{out}"
+    );
+    assert_eq!(
+        dst.tags("hub/library/redis"),
+        vec![("7".to_string(), img.manifest_digest.clone())]
+    );
+    assert_eq!(
+        dst.tags("other/org/tool"),
+        vec![("1.0".to_string(), img.manifest_digest.clone())]
     );
 }
