@@ -2,7 +2,7 @@
 //! to the registry's, indexes kept, `index.json` naming every reference.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::tarw::TarWriter;
@@ -126,14 +126,36 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
     let res = (|| -> Result<u64> {
         let blobs = tmp.join("blobs/sha256");
         fs::create_dir_all(&blobs).at(&blobs)?;
-        let mut total = 0;
-        for b in order {
-            let path = blobs.join(b.digest.hex());
-            let mut f = fs::File::create(&path).at(&path)?;
-            let mut r = source.open(b)?;
-            total += std::io::copy(&mut r, &mut f).map_err(|e| Error::Other(format!("blob {}: {e}", b.digest)))?;
-            f.sync_data().at(&path)?;
+        // Blobs are copied (and verified) on every core, largest first.
+        let mut queue: Vec<&Descriptor> = order.iter().collect();
+        queue.sort_by(|a, b| b.size.cmp(&a.size));
+        let queue = std::sync::Mutex::new(queue.into_iter());
+        let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        if failure.lock().unwrap().is_some() || crate::cancel::requested() {
+                            break;
+                        }
+                        let Some(b) = queue.lock().unwrap().next() else { break };
+                        if let Err(e) = copy_blob(source, b, &blobs, &mut buf) {
+                            failure.lock().unwrap().get_or_insert(e);
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(e) = failure.into_inner().unwrap() {
+            return Err(e);
         }
+        if crate::cancel::requested() {
+            return Err(Error::Interrupted);
+        }
+        let total: u64 = order.iter().map(|b| b.size).sum();
         fs::write(tmp.join("oci-layout"), OCI_LAYOUT).at(tmp.join("oci-layout"))?;
         let mut f = fs::File::create(tmp.join("index.json")).at(tmp.join("index.json"))?;
         f.write_all(index).at(tmp.join("index.json"))?;
@@ -158,4 +180,24 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
             Err(e)
         }
     }
+}
+
+/// Copies one blob into `dir/<hex>`, verified on the way, durable when this returns.
+fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path, buf: &mut [u8]) -> Result<()> {
+    let path = dir.join(b.digest.hex());
+    let f = fs::File::create(&path).at(&path)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut r = source.open(b)?;
+    let (mut n, mut flushed) = (0u64, 0u64);
+    loop {
+        let k = r.read(buf).map_err(|e| Error::Other(format!("blob {}: {e}", b.digest)))?;
+        if k == 0 {
+            break;
+        }
+        w.write_all(&buf[..k]).at(&path)?;
+        n += k as u64;
+        crate::writeback::kick(&mut w, &mut flushed, n);
+    }
+    let f = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+    f.sync_data().at(&path)
 }
