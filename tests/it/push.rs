@@ -2065,3 +2065,86 @@ fn push_docker_hub_names_follow_the_naming_rule() {
         vec![("1.0".to_string(), img.manifest_digest.clone())]
     );
 }
+
+/// The process killed in the middle of a big PATCH (the registry holds 8 MB of it): the next
+/// run asks that upload where it stands (`GET` on the URL kept in the store) and goes on
+/// from there instead of sending everything again.
+#[test]
+fn push_killed_mid_upload_resumes_after_restart() {
+    let env = Env::new();
+    let (_src, img) = big_image(&env, 20_000_000);
+    let layer = img.layers[0].clone();
+    let dst = FakeRegistry::start();
+    dst.stall_upload_at(8_000_000, 1);
+    let to = format!("{}/m", dst.host());
+    let mut child = env
+        .cmd()
+        .args(["push", &img.reference, "--to", &to])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ocibundle push");
+    // Bounded wait for the registry to hold 8 MB of the layer (not a timing assertion).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let held = loop {
+        let open = dst.open_uploads();
+        if let Some(u) = open.iter().find(|u| u.2 == 8_000_000) {
+            break Some(u.0.clone());
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    dst.release_stalls();
+    dst.clear_upload_faults();
+    // The held PATCH ends (logged as cut) before the second run starts.
+    assert!(dst.wait_until(std::time::Duration::from_secs(20), |l| {
+        l.iter().any(|r| r.cut)
+    }));
+    let uuid =
+        held.unwrap_or_else(|| panic!("the upload never reached 8 MB:\n{}", dst.log_summary()));
+
+    let mark = dst.log().len();
+    env.ok(&["push", &img.reference, "--to", &to]);
+    assert_eq!(
+        dst.tags("m/big/img"),
+        vec![("v1".to_string(), img.manifest_digest.clone())]
+    );
+    let log = dst.log();
+    let run2 = since(&log, mark);
+    assert!(
+        run2.iter().any(|r| r.method == "GET"
+            && r.upload.as_deref() == Some(uuid.as_str())
+            && r.status == 204),
+        "after the restart, no GET on the upload {uuid} the killed run had started:\n{}",
+        render(run2)
+    );
+    let patch = run2.iter().find(|r| r.method == "PATCH" && r.status == 202);
+    let patch = patch.unwrap_or_else(|| panic!("no PATCH after the restart:\n{}", render(run2)));
+    assert_eq!(
+        patch.upload.as_deref(),
+        Some(uuid.as_str()),
+        "the restart began a new upload:\n{}",
+        render(run2)
+    );
+    assert_eq!(
+        patch.content_range_start(),
+        Some(8_000_000),
+        "{}",
+        render(run2)
+    );
+    let got: u64 = run2
+        .iter()
+        .filter(|r| r.is_upload())
+        .map(|r| r.body_received)
+        .sum();
+    assert_eq!(
+        got,
+        layer.size - 8_000_000,
+        "the restart re-sent bytes the registry held:\n{}",
+        render(run2)
+    );
+}

@@ -159,6 +159,9 @@ struct UploadCut {
     /// session size at which to cut.
     after: u64,
     at_offset: bool,
+    /// Instead of closing at once, hold the connection without reading (like a stalled
+    /// network) until `release_stalls`, drop or `STALL_LIMIT`, then close it.
+    stall: bool,
     times: u32,
 }
 
@@ -451,6 +454,7 @@ impl FakeRegistry {
             method: method.into(),
             after,
             at_offset: false,
+            stall: false,
             times,
         });
     }
@@ -462,6 +466,20 @@ impl FakeRegistry {
             method: "*".into(),
             after: offset,
             at_offset: true,
+            stall: false,
+            times,
+        });
+    }
+    /// Like `cut_upload_at`, but the server then stops reading and holds the connection
+    /// (the bytes up to `offset` are already in the session, see `open_uploads`) until
+    /// `release_stalls`, drop or `STALL_LIMIT`; then it closes it without an answer. For
+    /// killing a client in the middle of an upload.
+    pub fn stall_upload_at(&self, offset: u64, times: u32) {
+        self.shared.lock().cuts.push(UploadCut {
+            method: "*".into(),
+            after: offset,
+            at_offset: true,
+            stall: true,
             times,
         });
     }
@@ -669,7 +687,22 @@ impl FakeRegistry {
             })
             .collect()
     }
+    /// Polls `pred` (which may call any method of the registry: no lock is held while it
+    /// runs) until it holds or `timeout` passes; returns whether it held.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&FakeRegistry) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if pred(self) {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     /// Polls the log until `pred` holds or `timeout` passes; returns whether it held.
+    /// `pred` runs under the registry's lock: it must not call the registry's methods.
     pub fn wait_until(&self, timeout: Duration, pred: impl Fn(&[Req]) -> bool) -> bool {
         let end = Instant::now() + timeout;
         loop {
@@ -1347,26 +1380,38 @@ fn read_body(
     req: &Request,
     stop: Option<u64>,
 ) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    let more = read_body_into(stream, req, stop, &mut out)?;
+    Ok((out, more))
+}
+
+/// `read_body` into `out`, which keeps the bytes received before an error (a client that
+/// went away in the middle of its body).
+fn read_body_into(
+    stream: &mut TcpStream,
+    req: &Request,
+    stop: Option<u64>,
+    out: &mut Vec<u8>,
+) -> std::io::Result<bool> {
     let stop = stop.unwrap_or(u64::MAX);
     let mut src = BodyIn {
         stream,
         rest: &req.rest,
         pos: 0,
     };
-    let mut out = Vec::new();
     match framing(req) {
-        Framing::Empty => Ok((out, false)),
+        Framing::Empty => Ok(false),
         Framing::Length(n) => {
             if n > MAX_BODY {
                 return Err(std::io::Error::other("body too large"));
             }
             let want = n.min(stop);
             out.reserve(want as usize);
-            (&mut src).take(want).read_to_end(&mut out)?;
+            (&mut src).take(want).read_to_end(out)?;
             if (out.len() as u64) < want {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
-            Ok((out, n > stop))
+            Ok(n > stop)
         }
         Framing::Chunked => loop {
             let line = src.line()?;
@@ -1375,7 +1420,7 @@ fn read_body(
             if size == 0 {
                 // trailers, up to the empty line
                 while !src.line()?.is_empty() {}
-                return Ok((out, false));
+                return Ok(false);
             }
             if out.len() as u64 + size > MAX_BODY {
                 return Err(std::io::Error::other("body too large"));
@@ -1383,12 +1428,12 @@ fn read_body(
             let room = stop - out.len() as u64;
             let take = size.min(room);
             let before = out.len();
-            (&mut src).take(take).read_to_end(&mut out)?;
+            (&mut src).take(take).read_to_end(out)?;
             if ((out.len() - before) as u64) < take {
                 return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
             if size > room {
-                return Ok((out, true));
+                return Ok(true);
             }
             src.line()?; // CRLF after the chunk data
         },
@@ -1421,7 +1466,12 @@ fn take_upload_status(st: &mut State, method: &str, repo: &str, key: Option<&str
 /// The cut to apply to an upload body of `len` bytes (None: unknown, chunked) starting at
 /// session offset `start`: the number of body bytes to read before cutting. Takes one use
 /// of the fault when the length is known (else the caller does via `take_cut`).
-fn plan_cut(st: &mut State, method: &str, start: u64, len: Option<u64>) -> Option<(usize, u64)> {
+fn plan_cut(
+    st: &mut State,
+    method: &str,
+    start: u64,
+    len: Option<u64>,
+) -> Option<(usize, u64, bool)> {
     for (i, c) in st.cuts.iter_mut().enumerate() {
         if c.times == 0 || !(c.method == "*" || c.method == method) {
             continue;
@@ -1436,10 +1486,10 @@ fn plan_cut(st: &mut State, method: &str, start: u64, len: Option<u64>) -> Optio
                 if c.times != u32::MAX {
                     c.times -= 1;
                 }
-                return Some((i, after));
+                return Some((i, after, c.stall));
             }
             Some(_) => continue,
-            None => return Some((i, after)),
+            None => return Some((i, after, c.stall)),
         }
     }
     None
@@ -1799,13 +1849,8 @@ fn write_inner(
                 Framing::Chunked => None,
             };
             let cut = plan_cut(&mut shared.lock(), method, start, len);
-            let (body, cut_now) = match read_body(stream, req, cut.map(|c| c.1)) {
-                Ok(b) => b,
-                Err(_) => {
-                    // The client went away mid-body: nothing is kept (no answer possible).
-                    return None;
-                }
-            };
+            let mut body = Vec::new();
+            let read = read_body_into(stream, req, cut.map(|c| c.1), &mut body);
             info.body_received = body.len() as u64;
             let mut st = shared.lock();
             let Some(up) = st.uploads.get_mut(uuid) else {
@@ -1815,12 +1860,28 @@ fn write_inner(
                     "blob upload unknown to registry",
                 ));
             };
+            // What arrived stays in the session, as with a registry streaming to storage,
+            // also when the client went away in the middle of its body (no answer then).
             up.data.extend_from_slice(&body);
+            let Ok(cut_now) = read else {
+                return None;
+            };
             if cut_now {
+                let (i, _, stall) = cut.unwrap();
                 if len.is_none() {
-                    take_cut(&mut st, cut.unwrap().0);
+                    take_cut(&mut st, i);
                 }
+                drop(st);
                 info.cut = true;
+                if stall {
+                    let begin = Instant::now();
+                    while !shared.stop.load(Ordering::SeqCst)
+                        && !shared.unstall.load(Ordering::SeqCst)
+                        && begin.elapsed() < STALL_LIMIT
+                    {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
                 return None;
             }
             if method == "PATCH" {
@@ -2908,5 +2969,67 @@ mod selftest {
             "{}",
             reg.log_summary()
         );
+    }
+
+    /// `stall_upload_at` holds a PATCH once the session has the bytes; a client that goes
+    /// away in the middle of its body leaves what arrived in the session.
+    #[test]
+    fn push_api_stall_and_client_disconnect_keep_bytes() {
+        let reg = FakeRegistry::start();
+        let data = noise(3_000_000, "push-api-stall");
+        let (loc, uuid) = start_upload(&reg, "st/r");
+        reg.stall_upload_at(1_000_000, 1);
+        let path = loc.clone();
+        let host = reg.host();
+        let addr = reg.addr;
+        let body = data.clone();
+        let client = std::thread::spawn(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+            let head = format!(
+                "PATCH {path} HTTP/1.1\r\nHost: {host}\r\nContent-Range: 0-2999999\r\nContent-Length: 3000000\r\n\r\n"
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body); // blocks once buffers fill; ends when the server closes
+        });
+        assert!(reg.wait_for(Duration::from_secs(20), |reg| {
+            reg.open_uploads().iter().any(|u| u.2 == 1_000_000)
+        }));
+        assert!(
+            reg.log().iter().all(|r| r.method != "PATCH"),
+            "logged only when it ends"
+        );
+        reg.release_stalls();
+        client.join().unwrap();
+        assert!(reg.wait_until(Duration::from_secs(10), |l| {
+            l.iter()
+                .any(|r| r.method == "PATCH" && r.cut && r.status == 0)
+        }));
+        assert_eq!(h(&raw(&reg, "GET", &loc, &[]).1, "range"), Some("0-999999"));
+
+        // A client that sends half its body and goes away: the half is kept.
+        let mut s = TcpStream::connect(reg.addr).unwrap();
+        let head = format!(
+            "PATCH {loc} HTTP/1.1\r\nHost: {}\r\nContent-Range: 1000000-2999999\r\nContent-Length: 2000000\r\n\r\n",
+            reg.host()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&data[1_000_000..1_500_000]).unwrap();
+        drop(s);
+        assert!(reg.wait_for(Duration::from_secs(10), |reg| {
+            reg.open_uploads()
+                .iter()
+                .any(|u| u.0 == uuid && u.2 == 1_500_000)
+        }));
+        let (st, _, _) = send(
+            &reg,
+            "PUT",
+            &with_digest(&loc, &sha256_digest(&data)),
+            &[("Content-Range", "1500000-2999999")],
+            &data[1_500_000..],
+            false,
+        )
+        .unwrap();
+        assert_eq!(st, 201);
     }
 }
