@@ -2148,3 +2148,75 @@ fn push_killed_mid_upload_resumes_after_restart() {
         render(run2)
     );
 }
+
+/// Runs `ocibundle ARGS` but kills it if it has not finished after `secs` seconds (a hang
+/// is a failure; this is a liveness bound, not a timing assertion).
+fn run_bounded(env: &Env, args: &[&str], secs: u64) -> Output {
+    use std::io::Read;
+    let mut child = env
+        .cmd()
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ocibundle");
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ocibundle {args:?} still running after {secs} s (hung); killed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// A PATCH cut before the registry got a single byte of it: the registry then reports
+/// `Range: 0-0` (distribution's answer for an empty upload as for a one-byte one); the
+/// push must still finish, in bounded time, with the layer intact.
+#[test]
+fn push_patch_cut_before_its_first_byte_recovers() {
+    let env = Env::new();
+    let (_src, img) = big_image(&env, 12_000_000);
+    let dst = FakeRegistry::start();
+    dst.cut_upload("PATCH", 0, 1);
+    let to = format!("{}/m", dst.host());
+    let args = ["push", img.reference.as_str(), "--to", to.as_str()];
+    let o = run_bounded(&env, &args, 120);
+    let log = dst.log();
+    assert!(
+        log.iter().any(|r| r.cut && r.body_received == 0),
+        "{}",
+        render(&log)
+    );
+    assert!(
+        o.status.success(),
+        "push after a PATCH cut before its first byte failed:\n{}\n{}",
+        text(&o),
+        render(&log)
+    );
+    assert_eq!(
+        dst.tags("m/big/img"),
+        vec![("v1".to_string(), img.manifest_digest.clone())]
+    );
+    assert!(dst.has_blob("m/big/img", &img.layers[0].digest));
+}

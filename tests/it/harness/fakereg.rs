@@ -1811,13 +1811,13 @@ fn write_inner(
                         );
                     };
                     if s != size || s > e {
-                        let r = session_resp(&mut st, 416);
+                        // As distribution: the error only, no Range or Location (the
+                        // client is to ask with a GET where the upload stands).
                         drop(st);
-                        let mut r = drain(stream, info, r)?;
                         let body = serde_json::json!({"errors": [{"code": "RANGE_INVALID", "message": "invalid content range", "detail": format!("start {s} != upload size {size}")}]});
-                        r.body = Arc::new(serde_json::to_vec(&body).unwrap());
-                        r.range = (0, r.body.len());
-                        return Some(r.header("Content-Type", "application/json"));
+                        let r =
+                            Resp::new(416, "application/json", serde_json::to_vec(&body).unwrap());
+                        return drain(stream, info, r);
                     }
                     if let Framing::Length(n) = framing(req)
                         && n != e - s + 1
@@ -2520,7 +2520,11 @@ mod selftest {
         )
         .unwrap();
         assert_eq!(st, 416);
-        assert_eq!(h(&hs, "range"), Some("0-19999"));
+        assert_eq!(
+            h(&hs, "range"),
+            None,
+            "a 416 carries no Range (as distribution)"
+        );
         assert!(String::from_utf8_lossy(&body).contains("RANGE_INVALID"));
         let (st, _, _) = send(
             &reg,
