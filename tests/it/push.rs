@@ -1481,6 +1481,20 @@ fn push_refused_manifest_shows_registry_error() {
         "{}",
         dst.log_summary()
     );
+
+    // Once the registry accepts it, a rerun only adds the tag: every blob is present.
+    dst.clear_upload_faults();
+    let mark = dst.log().len();
+    let v = env.json(&["push", &img.reference, "--to", &to]);
+    assert_eq!(as_u64(&v["pushed_bytes"]), 0, "{v}");
+    assert_eq!(as_u64(&v["present_bytes"]), want_fake(&img).0, "{v}");
+    assert_eq!(
+        dst.tags("m/refused/app"),
+        vec![("v1".to_string(), img.manifest_digest.clone())]
+    );
+    let log = dst.log();
+    let run = since(&log, mark);
+    assert!(blob_writes(run).is_empty(), "{}", render(run));
 }
 
 /// A PATCH that can never get past 7 MB fails the run; the next run (registry healthy
