@@ -152,35 +152,41 @@ pub struct VerifyingReader<R> {
     expected: Digest,
     size: u64,
     what: String,
+    done: bool,
 }
 
 impl<R: Read> VerifyingReader<R> {
     pub fn new(inner: R, expected: Digest, size: u64, what: impl Into<String>) -> Self {
-        VerifyingReader { inner, hasher: Some(Hasher::new()), expected, size, what: what.into() }
+        VerifyingReader { inner, hasher: Some(Hasher::new()), expected, size, what: what.into(), done: false }
     }
 }
 
 impl<R: Read> Read for VerifyingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done {
+            // Verified already: anything more is too much.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} {}: longer than its {} bytes", self.what, self.expected, self.size))),
+            };
+        }
         let Some(h) = self.hasher.as_mut() else { return Ok(0) };
         // Never hand out more than the declared size.
         let room = (self.size - h.len()).min(buf.len() as u64) as usize;
-        let n = if room == 0 {
-            let mut probe = [0u8; 1];
-            match self.inner.read(&mut probe)? {
-                0 => 0,
-                _ => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} {}: longer than its {} bytes", self.what, self.expected, self.size))),
-            }
-        } else {
-            self.inner.read(&mut buf[..room])?
-        };
+        let n = if room == 0 { 0 } else { self.inner.read(&mut buf[..room])? };
         if n > 0 {
             h.update(&buf[..n]);
-            return Ok(n);
+            if h.len() < self.size {
+                return Ok(n);
+            }
         }
+        // The last byte (or the end of the source) is here: check before handing it out, so
+        // a consumer that stops at the declared size never gets unverified bytes.
         let h = self.hasher.take().unwrap();
         h.verify(&self.what, &self.expected, Some(self.size)).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        Ok(0)
+        self.done = true;
+        Ok(n)
     }
 }
 
@@ -207,6 +213,12 @@ mod tests {
         assert!(long.read_to_end(&mut Vec::new()).is_err());
         let mut short = VerifyingReader::new(&b"ab"[..], Digest::of(b"abc"), 3, "blob");
         assert!(short.read_to_end(&mut Vec::new()).is_err());
+        // A consumer that stops at the declared size still never sees a bad last byte.
+        let mut bad = VerifyingReader::new(&b"abd"[..], Digest::of(b"abc"), 3, "blob");
+        let mut buf = [0u8; 3];
+        assert!(bad.read(&mut buf).is_err());
+        let mut empty = VerifyingReader::new(&b""[..], Digest::of(b""), 0, "blob");
+        assert_eq!(empty.read(&mut buf).unwrap(), 0);
     }
     #[test]
     fn verify_size_and_digest() {

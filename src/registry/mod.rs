@@ -301,7 +301,11 @@ impl Registry {
             let msg = match status.as_u16() {
                 401 | 403 => {
                     let has = self.credentials(r).map_err(|e| (e, None))?.is_some();
-                    let why = if has { format!("access denied, or credentials rejected by {}", host.name) } else { format!("{} requires authentication: pass --creds or --authfile", host.name) };
+                    let why = match (status.as_u16(), has) {
+                        (401, false) => format!("{} requires authentication: pass --creds or --authfile", host.name),
+                        (401, true) => format!("credentials rejected by {}", host.name),
+                        _ => format!("denied by {}", host.name),
+                    };
                     format!("{why} ({msg})")
                 }
                 404 => format!("not found ({msg})"),

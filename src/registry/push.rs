@@ -61,11 +61,13 @@ fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String>
     resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
-/// The end offset (exclusive) from a `Range: 0-N` answer.
+/// How many bytes an upload holds, from a `Range: 0-N` answer (N is the last byte held).
+/// The distribution registry also answers `0-0` for an empty upload, so `0-0` counts as
+/// nothing held: resending one byte is harmless, skipping one is not.
 fn range_end(resp: &ureq::http::Response<ureq::Body>) -> Option<u64> {
     let r = header(resp, "range")?;
     let end = r.trim().trim_start_matches("bytes=").split('-').nth(1)?.trim().parse::<u64>().ok()?;
-    Some(end + 1)
+    Some(if end == 0 { 0 } else { end + 1 })
 }
 
 impl Registry {
@@ -163,7 +165,14 @@ impl Registry {
             let step = (|| -> Attempt<bool> {
                 let (url, off) = match session.take() {
                     Some(s) => s,
-                    None => (self.start_upload(&host, r, &what, &scope)?, 0),
+                    None => {
+                        let url = self.start_upload(&host, r, &what, &scope)?;
+                        // Remembered at once: a restart resumes this upload, whatever happens.
+                        if let Some(s) = state {
+                            s.save(r, &desc.digest, &url);
+                        }
+                        (url, 0)
+                    }
                 };
                 session = Some((url.clone(), off));
                 if off >= desc.size {
@@ -176,6 +185,11 @@ impl Registry {
                 let mut chunk = (&mut body).take(len);
                 let range = format!("{}-{}", off, off + len - 1);
                 match self.request(&host, r, "PATCH", &url, &what, &[("Content-Range", range)], &scope, Some((&mut chunk, len))) {
+                    Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
+                        // The registry holds something else than we thought: start a new upload.
+                        session = None;
+                        Err((registry_err(&what, format!("the registry refused the upload from byte {off} (HTTP 416); starting over"), true), None))
+                    }
                     Ok(resp) => {
                         let next = match header(&resp, "location") {
                             Some(l) => Self::upload_url(&host.base, &l, &what)?,
@@ -187,6 +201,9 @@ impl Registry {
                         }
                         progress(end.saturating_sub(off));
                         session = Some((next, end));
+                        if end <= off {
+                            return Err((registry_err(&what, format!("the registry kept nothing of the bytes from {off}"), true), None));
+                        }
                         Ok(false)
                     }
                     Err(e) => {
@@ -201,6 +218,7 @@ impl Registry {
             })();
             match step {
                 Ok(true) => break,
+                // Progress made: the retry budget is for failures in a row.
                 Ok(false) => attempts = 0,
                 Err(_) if crate::cancel::requested() => return Err(Error::Interrupted),
                 Err((e, wait)) if e.retryable() && attempts < self.opts.retries => {
