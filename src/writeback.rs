@@ -22,3 +22,15 @@ pub fn kick(w: &mut BufWriter<std::fs::File>, flushed: &mut u64, written: u64) {
     }
     *flushed = end;
 }
+
+/// The same for an unbuffered file: `written` is what the file holds.
+pub fn kick_file(f: &std::fs::File, flushed: &mut u64, written: u64) {
+    if written < *flushed + STEP {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe {
+        libc::sync_file_range(f.as_raw_fd(), *flushed as i64, (written - *flushed) as i64, libc::SYNC_FILE_RANGE_WRITE);
+    }
+    *flushed = written;
+}

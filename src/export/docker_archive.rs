@@ -94,15 +94,13 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
     Ok(out)
 }
 
-/// Decompresses one layer (gzip, zstd or plain, told apart by their magic bytes) into `path`,
-/// checking the compressed blob against its digest and the tar against its diff_id.
-fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, dir: &Path, what: &str, stop: &AtomicBool) -> Result<(File, u64)> {
-    let mut src = BufReader::with_capacity(1 << 20, source.open(desc)?);
+/// Decompresses one layer (gzip, zstd or plain, told apart by their magic bytes) into `out`,
+/// checking the result against the diff_id; returns its size. The compressed blob is read
+/// unverified: every byte written is checked against the diff_id instead, which the verified
+/// config names (and a damaged blob fails to inflate or to match).
+fn decompress_into(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, what: &str, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
+    let mut src = BufReader::with_capacity(1 << 20, source.open_unverified(desc)?);
     let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
-    // An unnamed file: whatever ends the process, the kernel frees the spool.
-    let out = tempfile::tempfile_in(dir).at(dir)?;
-    let path = dir;
-    let mut out = BufWriter::with_capacity(1 << 20, out);
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut pump = |r: &mut dyn Read| -> Result<()> {
@@ -115,7 +113,7 @@ fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, dir: &P
                 return Ok(());
             }
             h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing the spool in {}: {e}", path.display())))?;
+            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing: {e}")))?;
         }
     };
     if head.starts_with(&[0x1f, 0x8b]) {
@@ -127,16 +125,23 @@ fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, dir: &P
     } else {
         pump(&mut src)?;
     }
-    // Whatever follows the compressed stream still counts for the blob's digest.
-    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    let mut file = out.into_inner().map_err(|e| Error::Other(format!("{what}: writing the spool in {}: {}", path.display(), e.error())))?;
     let size = h.len();
     let found = h.finish();
     if &found != diff_id {
         return Err(Error::Other(format!("{what}: uncompressed content does not match its diff_id: expected {diff_id}, got {found}")));
     }
+    Ok(size)
+}
+
+/// Decompresses one layer into an unnamed spool file in `dir` (whatever ends the process, the
+/// kernel frees it), rewound for the writer.
+fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, dir: &Path, what: &str, stop: &AtomicBool) -> Result<(File, u64)> {
+    let file = tempfile::tempfile_in(dir).at(dir)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let size = decompress_into(source, desc, diff_id, what, stop, &mut out)?;
+    let mut file = out.into_inner().map_err(|e| Error::Other(format!("{what}: writing the spool in {}: {}", dir.display(), e.error())))?;
     use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(0)).at(path)?;
+    file.seek(std::io::SeekFrom::Start(0)).at(dir)?;
     Ok((file, size))
 }
 
@@ -178,17 +183,24 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
     let spool = Spool { state: Mutex::new(SpoolState { next: 0, written: 0, done: BTreeMap::new() }), cv: Condvar::new() };
     let stop = AtomicBool::new(false);
     let jobs = opts.jobs.max(1);
+    // Into a file the writer decompresses the layer it needs itself, straight into the archive
+    // (its header is written afterwards); workers spool only the layers ahead of it. Into a
+    // pipe every layer is spooled, since a tar header must precede its data.
+    let direct = opts.output.is_some();
+    let workers = if direct { jobs - 1 } else { jobs };
+    // How many layers may be claimed beyond the one being written (bounds the spool).
+    let ahead = 2 * jobs + 2;
     let total_compressed: u64 = layers.iter().map(|l| l.0.size).sum();
     let progress = crate::progress::Progress::new(opts.progress, total_compressed, "export");
     let bar = progress.blob("", 0);
 
     let result = std::thread::scope(|s| {
-        for _ in 0..jobs {
+        for _ in 0..workers {
             s.spawn(|| loop {
                 let i = {
                     let mut st = spool.state.lock().unwrap();
                     // Stay at most 2×jobs layers ahead of the writer: the spool stays small.
-                    while st.next < layers.len() && st.next >= st.written + 2 * jobs && !stop.load(Ordering::Relaxed) {
+                    while st.next < layers.len() && st.next >= st.written + ahead && !stop.load(Ordering::Relaxed) {
                         st = spool.cv.wait(st).unwrap();
                     }
                     if st.next >= layers.len() || stop.load(Ordering::Relaxed) {
@@ -206,7 +218,22 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
                 spool.cv.notify_all();
             });
         }
-        let r = write_tar(sink, &planned, &layers, &spool);
+        let direct_layer = |i: usize, out: &mut Sink| -> Result<u64> {
+            let (desc, diff, name) = &layers[i];
+            let what = format!("{name}: layer {}", desc.digest);
+            let n = decompress_into(source, desc, diff, &what, &stop, out)?;
+            bar.inc(desc.size);
+            Ok(n)
+        };
+        let spool_one = |j: usize| -> Result<(File, u64)> {
+            let (desc, diff, name) = &layers[j];
+            let what = format!("{name}: layer {}", desc.digest);
+            let r = spool_layer(source, desc, diff, &spool_dir, &what, &stop);
+            bar.inc(desc.size);
+            r
+        };
+        let hands: Hands = (&direct_layer, &spool_one);
+        let r = write_tar(sink, &planned, &layers, &spool, ahead, direct.then_some(hands));
         stop.store(true, Ordering::Relaxed);
         spool.cv.notify_all();
         r
@@ -265,7 +292,10 @@ fn generated_manifest(p: &Planned, sizes: &BTreeMap<Digest, u64>) -> (Vec<u8>, D
 /// The sink, bytes written and each image's generated manifest digest; or the sink to abort.
 type TarResult = std::result::Result<(Sink, u64, BTreeMap<String, Digest>), (Sink, Error)>;
 
-fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, String)], spool: &Spool) -> TarResult {
+/// Decompress layer i straight into the archive; spool layer j.
+type Hands<'a> = (&'a dyn Fn(usize, &mut Sink) -> Result<u64>, &'a dyn Fn(usize) -> Result<(File, u64)>);
+
+fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, String)], spool: &Spool, ahead: usize, direct: Option<Hands>) -> TarResult {
     let mut tw = TarWriter::new(sink);
     let io = |e: std::io::Error| Error::Other(format!("writing the archive: {e}"));
     let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
@@ -288,18 +318,62 @@ fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, Str
                 // Layers are spooled in exactly this order.
                 let i = next_layer;
                 debug_assert_eq!(&layers[i].1, diff);
-                let r = {
-                    let mut st = spool.state.lock().unwrap();
-                    loop {
-                        if let Some(r) = st.done.remove(&i) {
-                            break r;
+                // Take the layer if nobody has; while a worker has it, spool a later one
+                // instead of waiting, so every core keeps decompressing.
+                enum Next {
+                    Mine,
+                    Spooled(Result<(File, u64)>),
+                    Help(usize),
+                }
+                let size = loop {
+                    let next = {
+                        let mut st = spool.state.lock().unwrap();
+                        loop {
+                            if direct.is_some() && st.next == i {
+                                st.next += 1;
+                                break Next::Mine;
+                            }
+                            if let Some(r) = st.done.remove(&i) {
+                                break Next::Spooled(r);
+                            }
+                            if direct.is_some() && st.next < layers.len() && st.next < st.written + ahead {
+                                st.next += 1;
+                                break Next::Help(st.next - 1);
+                            }
+                            st = spool.cv.wait(st).unwrap();
                         }
-                        st = spool.cv.wait(st).unwrap();
+                    };
+                    match next {
+                        Next::Mine => {
+                            let f = direct.unwrap().0;
+                            let mut failed = None;
+                            let entry = format!("blobs/sha256/{}", diff.hex());
+                            let n = tw.add_streaming(&entry, &mut |out: &mut Sink| {
+                                f(i, out).map_err(|e| {
+                                    let msg = e.to_string();
+                                    failed = Some(e);
+                                    std::io::Error::other(msg)
+                                })
+                            });
+                            match (n, failed) {
+                                (_, Some(e)) => return Err(e),
+                                (Err(e), None) => return Err(io(e)),
+                                (Ok(n), None) => break n,
+                            }
+                        }
+                        Next::Spooled(r) => {
+                            let (mut f, size) = r?;
+                            tw.add_file(&format!("blobs/sha256/{}", diff.hex()), &mut f, size).map_err(io)?;
+                            break size;
+                        }
+                        Next::Help(j) => {
+                            let r = (direct.unwrap().1)(j);
+                            let mut st = spool.state.lock().unwrap();
+                            st.done.insert(j, r);
+                            spool.cv.notify_all();
+                        }
                     }
                 };
-                let (mut f, size) = r?;
-                tw.add_file(&format!("blobs/sha256/{}", diff.hex()), &mut f, size).map_err(io)?;
-                drop(f);
                 sizes.insert(diff.clone(), size);
                 next_layer += 1;
                 let mut st = spool.state.lock().unwrap();

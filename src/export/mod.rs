@@ -111,7 +111,7 @@ pub fn reachable(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<V
 
 /// Where the output goes: a temp name beside the final one, renamed on commit.
 pub(crate) enum Sink {
-    File { file: File, tmp: PathBuf, fin: PathBuf },
+    File { file: File, tmp: PathBuf, fin: PathBuf, written: u64, flushed: u64 },
     Stdout(io::Stdout),
 }
 
@@ -121,13 +121,13 @@ impl Sink {
         refuse_existing(fin, force)?;
         let tmp = tmp_name(fin);
         let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(fin)?;
-        Ok(Sink::File { file, tmp, fin: fin.clone() })
+        Ok(Sink::File { file, tmp, fin: fin.clone(), written: 0, flushed: 0 })
     }
     /// fsync and rename into place.
     pub fn commit(self) -> Result<()> {
         match self {
             Sink::Stdout(mut s) => s.flush().map_err(|e| Error::io("stdout", e)),
-            Sink::File { file, tmp, fin } => {
+            Sink::File { file, tmp, fin, .. } => {
                 file.sync_all().at(&tmp)?;
                 drop(file);
                 fs::rename(&tmp, &fin).at(&fin)?;
@@ -145,7 +145,12 @@ impl Sink {
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::File { file, .. } => file.write(buf),
+            Sink::File { file, written, flushed, .. } => {
+                let n = file.write(buf)?;
+                *written += n as u64;
+                crate::writeback::kick_file(file, flushed, *written);
+                Ok(n)
+            }
             Sink::Stdout(s) => s.write(buf),
         }
     }
@@ -160,9 +165,23 @@ impl Write for Sink {
 impl tarw::AsFile for Sink {
     fn copy_from(&mut self, f: &mut File, size: u64) -> io::Result<u64> {
         match self {
-            Sink::File { file, .. } => file.copy_from(f, size),
+            Sink::File { file, written, flushed, .. } => {
+                let n = file.copy_from(f, size)?;
+                *written += n;
+                crate::writeback::kick_file(file, flushed, *written);
+                Ok(n)
+            }
             Sink::Stdout(s) => s.copy_from(f, size),
         }
+    }
+    fn write_at_offset(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::File { file, .. } => file.write_at_offset(offset, data),
+            Sink::Stdout(s) => s.write_at_offset(offset, data),
+        }
+    }
+    fn seekable(&self) -> bool {
+        matches!(self, Sink::File { .. })
     }
 }
 

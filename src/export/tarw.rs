@@ -79,6 +79,23 @@ impl<W: Write> TarWriter<W> {
         self.out
     }
 
+    /// Adds a file whose size is known only once written: a placeholder header, the data `f`
+    /// writes (returning its length), then the real header written over the placeholder.
+    /// Needs a sink that can rewrite earlier bytes (a file, not a pipe).
+    pub fn add_streaming(&mut self, path: &str, f: &mut dyn FnMut(&mut W) -> io::Result<u64>) -> io::Result<u64>
+    where
+        W: AsFile,
+    {
+        let start = self.written;
+        self.out.write_all(&[0u8; 512])?;
+        self.written += 512;
+        let n = f(&mut self.out)?;
+        self.written += n;
+        self.out.write_at_offset(start, &Self::header(path, n)?)?;
+        self.pad(n)?;
+        Ok(n)
+    }
+
     /// Writes the end-of-archive blocks (the sink stays inside: see `into_inner`).
     pub fn end(&mut self) -> io::Result<()> {
         self.out.write_all(&[0u8; 1024])?;
@@ -93,9 +110,11 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// Sinks that can take a file's bytes efficiently.
+/// Sinks that can take a file's bytes efficiently, and (files only) rewrite earlier bytes.
 pub trait AsFile: Write {
     fn copy_from(&mut self, f: &mut std::fs::File, size: u64) -> io::Result<u64>;
+    fn write_at_offset(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    fn seekable(&self) -> bool;
 }
 
 impl AsFile for std::fs::File {
@@ -103,11 +122,23 @@ impl AsFile for std::fs::File {
         // std uses copy_file_range for File -> File.
         io::copy(&mut f.take(size), self)
     }
+    fn write_at_offset(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, data, offset)
+    }
+    fn seekable(&self) -> bool {
+        true
+    }
 }
 
 impl AsFile for io::Stdout {
     fn copy_from(&mut self, f: &mut std::fs::File, size: u64) -> io::Result<u64> {
         io::copy(&mut f.take(size), self)
+    }
+    fn write_at_offset(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "cannot rewrite a pipe"))
+    }
+    fn seekable(&self) -> bool {
+        false
     }
 }
 
