@@ -268,10 +268,6 @@ http:
     pub fn creds(&self) -> String {
         format!("{}:{}", self.user, self.pass)
     }
-    /// The registry's working folder (config, log, data).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
     /// Contents of the registry's log file.
     pub fn log(&self) -> String {
         let mut s = String::new();
