@@ -10,9 +10,10 @@
 # Environment: CORPUS, PORT, REGDIR (as benches/fetch.sh), WORK=/tmp/testbed/bench-export-<mode>,
 #   KEEP=1 keeps WORK's data at the end (default: removed, podman's ~15 GB vfs store included),
 #   OCIBUNDLE_BIN (default: cargo build --release of this checkout),
-#   LOAD_MAX=1 / LOAD_WAIT_MIN=30: before the timed part, wait (a minute at a time, at most
-#   LOAD_WAIT_MIN minutes) until the 1-minute load average is below LOAD_MAX,
-#   MIN_FREE_GB (default 45 full, 2 small): free space WORK's file system needs at the start.
+#   LOAD_MAX=1 / LOAD_WAIT_MIN=30: before the timed part and before each rep, wait (a minute at
+#   a time, at most LOAD_WAIT_MIN minutes) until the 1-minute load average is below LOAD_MAX,
+#   MIN_FREE_GB (default 45 full, 2 small): free space WORK's file system needs at the start,
+#   REDO_MAX=3: how many reps may be measured again because other processes were busy.
 #
 # Untimed setup, once per run: an ocibundle store (fetch --all-platforms of every corpus image),
 # a bundle of it (bundle --all), podman's vfs store (podman pull of every image but the zstd one:
@@ -56,7 +57,7 @@ while (($#)); do
 done
 small=0 small_flag=
 if [[ $mode == small ]]; then small=1 small_flag=' --small'; fi
-invocation="benches/export.sh$small_flag --reps $reps"
+invocation="${OCIBUNDLE_BIN:+OCIBUNDLE_BIN=$OCIBUNDLE_BIN }benches/export.sh$small_flag --reps $reps"
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 here=$root/benches
@@ -169,8 +170,10 @@ awk -F'\t' 'NR==FNR{keep[$1]=1; next} keep[$2]' "$WORK/expected-images7.tsv" "$C
 uniq_diffs() { awk -F'\t' '{n=split($3,d,","); split($4,s,","); for (i=1;i<=n;i++) print d[i], s[i]}' "$1" | sort -u; }
 uniq_diffs "$WORK/expected-images.tsv" > "$WORK/diffids.txt"
 uniq_diffs "$WORK/expected-images7.tsv" > "$WORK/diffids7.txt"
-diff_bytes=$(awk '{s+=$2} END{print s}' "$WORK/diffids.txt") n_diffs=$(wc -l < "$WORK/diffids.txt")
-diff_bytes7=$(awk '{s+=$2} END{print s}' "$WORK/diffids7.txt")
+# (awk's plain `print` turns sums above 2^31 into 2.6e+09 in mawk: always printf %.0f)
+diff_bytes=$(awk '{s+=$2} END{printf "%.0f\n", s}' "$WORK/diffids.txt") n_diffs=$(wc -l < "$WORK/diffids.txt")
+diff_bytes7=$(awk '{s+=$2} END{printf "%.0f\n", s}' "$WORK/diffids7.txt")
+[[ $diff_bytes =~ ^[0-9]+$ && $diff_bytes7 =~ ^[0-9]+$ ]] || die "corpus manifest: bad layer sizes ($diff_bytes, $diff_bytes7)"
 corpus_diff_bytes=$(jq .totals.unique_uncompressed_bytes "$CORPUS/corpus-manifest.json")
 corpus_n_diffs=$(jq .totals.unique_diff_ids "$CORPUS/corpus-manifest.json")
 jq -r -f "$here/lib/blobs.jq" "$CORPUS/corpus-manifest.json" > "$WORK/expected-blobs.txt"   # KIND DIGEST REPO
@@ -213,21 +216,30 @@ cmd_e=(tar -xf "$LAYOUT_TAR" -C "$OUT/e")
 # (millisecond resolution; GNU time's %e has 10 ms, too coarse for the small corpus); peak RSS:
 # GNU time's %M.
 timed() {
-  local step=$1 t0 t1 t2 e rss; shift
+  local step=$1 t0 t1 t2 b0 b1 e rss usr sys; shift
   sync
+  b0=$(busy_s)
   t0=$EPOCHREALTIME
-  if ! /usr/bin/time -f '%e %M' -o "$T/$step.last" "$@" > "$T/$step.out" 2> "$T/$step.err"; then
+  if ! /usr/bin/time -f '%e %M %U %S' -o "$T/$step.last" "$@" > "$T/$step.out" 2> "$T/$step.err"; then
     echo "--- stderr of step $step:" >&2; tail -20 "$T/$step.err" >&2
     die "step $step failed: $*"
   fi
   t1=$EPOCHREALTIME
+  b1=$(busy_s)
   sync
   t2=$EPOCHREALTIME
-  read -r e rss < <(tail -1 "$T/$step.last")
-  awk -v a="$t0" -v b="$t1" -v c="$t2" -v m="$rss" 'BEGIN{printf "%.3f %d\n", b-a, m; printf "%.3f\n", c-b > "/dev/stderr"}' \
+  read -r e rss usr sys < <(tail -1 "$T/$step.last")
+  awk -v b0="$b0" -v b1="$b1" -v u="$usr" -v s="$sys" 'BEGIN{printf "%.1f\n", b1 - b0 - u - s}' >> "$T/$step.other"
+  awk -v a="$t0" -v b="$t1" -v c="$t2" -v m="$rss" -v cpu="$usr $sys" 'BEGIN{split(cpu, x, " ")
+    printf "%.3f %d %.2f\n", b-a, m, x[1]+x[2]; printf "%.3f\n", c-b > "/dev/stderr"}' \
     >> "$T/$step.times" 2>> "$T/$step.sync"
 }
 fresh() { rm -rf "$1"; mkdir -p "$1"; }
+# CPU seconds all processes (and the kernel) have been busy since boot, from /proc/stat: the
+# part of it a step's own %U+%S does not explain is work done by others meanwhile (the registry
+# in (c), kernel writeback threads, anyone else on the machine).
+clk_tck=$(getconf CLK_TCK)
+busy_s() { awk -v hz="$clk_tck" '/^cpu /{printf "%.2f\n", ($2+$3+$4+$7+$8+$9)/hz; exit}' /proc/stat; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # ---------------------------------------------------------------- checks (untimed)
@@ -253,7 +265,8 @@ check_tar_framing() {
   [[ $want == "$got" ]] || die "$archive: layer entries differ from the expected diff_ids: $(diff <(echo "$want") <(echo "$got") | head -5 | tr '\n' ' ')"
   awk -v size="$(stat -c %s "$archive")" 'NR==FNR{d["blobs/sha256/" substr($1,8)]=1; next}
     {n++; frame += 512 + (512 - $1 % 512) % 512; if ($2 in d) l += $1; else m += $1}
-    END{frame += 1024; if (l + m + frame != size) {print "framing", l, m, frame, size > "/dev/stderr"; exit 1} print l, m, frame, n}' \
+    END{frame += 1024; if (l + m + frame != size) {printf "framing: layers %.0f + metadata %.0f + ustar %.0f != %s bytes\n", l, m, frame, size > "/dev/stderr"; exit 1}
+        printf "%.0f %.0f %.0f %d\n", l, m, frame, n}' \
     "$diffs" - <<<"$listing" || die "$archive: its size is not its entries plus ustar framing (see above)"
 }
 check_layout() {
@@ -273,20 +286,43 @@ check_layout() {
 }
 
 # ---------------------------------------------------------------- runs
-sync
+# wait_quiet: until the 1-minute load average is below LOAD_MAX (our own previous rep counts
+# too), a minute at a time, at most LOAD_WAIT_MIN minutes; adds the wait to $waited.
 waited=0
-while :; do
-  l=$(load1)
-  awk -v l="$l" -v m="$LOAD_MAX" 'BEGIN{exit !(l < m)}' && break
-  if ((waited >= LOAD_WAIT_MIN * 60)); then log "load average still $l after $((waited / 60)) min: going on (noted in the report)"; break; fi
-  log "load average $l ≥ $LOAD_MAX: waiting a minute"
-  sleep 60; waited=$((waited + 60))
-done
+wait_quiet() {
+  local l w=0
+  sync
+  while :; do
+    l=$(load1)
+    awk -v l="$l" -v m="$LOAD_MAX" 'BEGIN{exit !(l < m)}' && break
+    if ((w >= LOAD_WAIT_MIN * 60)); then log "load average still $l after $((w / 60)) min: going on (noted in the report)"; break; fi
+    log "load average $l ≥ $LOAD_MAX: waiting a minute"
+    sleep 60; w=$((w + 60))
+  done
+  waited=$((waited + w))
+}
+wait_quiet
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "timed part: load average $load_at_start (waited $waited s)"
 rep_loads=()
-for r in $(seq 1 "$reps"); do
-  rep_loads+=("$(load1)")
+# A rep during which other processes took much CPU (more than max(3 s, a quarter of the step's
+# wall time) in any step) is measured again, at most REDO_MAX times in all; discarded reps are
+# kept in $T/discarded.txt and listed in the report.
+REDO_MAX=${REDO_MAX:-3}
+redone=0
+busy_rep() {
+  local s w o
+  for s in a a2 b c d e; do
+    w=$(tail -1 "$T/$s.times" | cut -d' ' -f1) o=$(tail -1 "$T/$s.other")
+    awk -v w="$w" -v o="$o" 'BEGIN{lim = w / 4; if (lim < 3) lim = 3; exit !(o > lim)}' && { echo "$s"; return 0; }
+  done
+  return 1
+}
+r=0
+while ((r < reps)); do
+  r=$((r + 1))
+  ((r == 1 && redone == 0)) || wait_quiet
+  rep_load=$(load1)
   fresh "$OUT/a";  timed a  "${cmd_a[@]}";  log "rep $r: a  ocibundle export --docker-archive (8) $(tail -1 "$T/a.times")  +sync $(tail -1 "$T/a.sync")"
   fresh "$OUT/a2"; timed a2 "${cmd_a2[@]}"; log "rep $r: a2 ocibundle export --docker-archive ($n7) $(tail -1 "$T/a2.times")  +sync $(tail -1 "$T/a2.sync")"
   fresh "$OUT/b";  timed b  "${cmd_b[@]}";  log "rep $r: b  podman save --multi-image-archive $(tail -1 "$T/b.times")  +sync $(tail -1 "$T/b.sync")"
@@ -301,6 +337,7 @@ for r in $(seq 1 "$reps"); do
   done
   framing=$(check_tar_framing "$OUT/a/all.tar" "$WORK/diffids.txt") || exit 1
   read -r layer_bytes meta_bytes frame_bytes n_entries <<<"$framing"
+  [[ $layer_bytes == "$diff_bytes" ]] || die "$OUT/a/all.tar: $layer_bytes layer bytes, the exported diff_ids are $diff_bytes"
   check_tar_framing "$OUT/a2/seven.tar" "$WORK/diffids7.txt" > /dev/null || exit 1
   check_archive_images "$OUT/b/podman.tar" "$WORK/expected-images7.tsv"
   [[ $(find "$OUT/c" -name '*.tar' | wc -l) == "$n7" ]] || die "skopeo wrote $(find "$OUT/c" -name '*.tar' | wc -l) archives, expected $n7"
@@ -310,7 +347,19 @@ for r in $(seq 1 "$reps"); do
   check_layout "$OUT/d/layout"
   [[ $(find "$OUT/e" -type f | wc -l) == "$(find "$LAYOUT" -type f | wc -l)" && $(du -sb "$OUT/e" | cut -f1) == "$(du -sb "$LAYOUT" | cut -f1)" ]] ||
     die "tar -xf of skopeo's layout: $(find "$OUT/e" -type f | wc -l) files / $(du -sb "$OUT/e" | cut -f1) B, layout has $(find "$LAYOUT" -type f | wc -l) / $(du -sb "$LAYOUT" | cut -f1)"
-  log "rep $r: checks passed"
+  outside=$(for s in a a2 b c d e; do printf '%s %s  ' "$s" "$(tail -1 "$T/$s.other")"; done)
+  log "rep $r: checks passed; CPU seconds used outside the timed process: $outside"
+  if ((redone < REDO_MAX)) && busy=$(busy_rep); then
+    redone=$((redone + 1))
+    log "rep $r: other processes were busy during step $busy: measuring this rep again ($redone of at most $REDO_MAX)"
+    echo "load $rep_load; wall/rss/cpu: $(for s in a a2 b c d e; do printf '%s %s; ' "$s" "$(tail -1 "$T/$s.times")"; done)outside CPU: $outside" >> "$T/discarded.txt"
+    for s in a a2 b c d e; do
+      for f in times sync other; do sed -i '$d' "$T/$s.$f"; done
+    done
+    r=$((r - 1))
+    continue
+  fi
+  rep_loads+=("$rep_load")
 done
 
 # ---------------------------------------------------------------- after the last rep (untimed)
@@ -367,12 +416,13 @@ stats() { sort -n -k1,1 "$1" | awk '{w[NR]=$1; if ($2>m) m=$2}
   END{med = NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2; print med, w[1], w[NR], m+0}'; }
 # wall + the sync after it, per rep
 for s in a a2 b c d e; do
-  paste -d' ' "$T/$s.times" "$T/$s.sync" | awk '{printf "%.3f %s\n", $1+$3, $2}' > "$T/$s.durable"
+  paste -d' ' "$T/$s.times" "$T/$s.sync" | awk '{printf "%.3f %s\n", $1+$4, $2}' > "$T/$s.durable"
 done
 for s in a a2 b c d e; do
   read -r "med_$s" "min_$s" "max_$s" "rss_$s" < <(stats "$T/$s.times")
   read -r "smed_$s" _ _ _ < <(stats <(awk '{print $1, 0}' "$T/$s.sync"))
   read -r "dmed_$s" "dmin_$s" "dmax_$s" _ < <(stats "$T/$s.durable")
+  read -r "cpu_$s" _ _ _ < <(stats <(awk '{print $3, 0}' "$T/$s.times"))
 done
 if ((small)); then
   wall() { printf '%.3f s (%.3f–%.3f)' "$1" "$2" "$3"; }
@@ -402,25 +452,32 @@ report=$WORK/report.md
 {
   echo "### ocibundle export benchmark ($mode corpus): median of $reps reps"
   echo
-  echo "| step | wall median (min–max) | + sync after | peak RSS | output | ratio |"
-  echo "|---|---:|---:|---:|---:|---:|"
-  echo "| (a) ocibundle export --docker-archive --all ($n_images images, zstd one included), from the store | $(wall "$med_a" "$min_a" "$max_a") | $(secs "$smed_a") | $(mib "$rss_a") | $(mb "$bytes_a") | $(ratio "$med_a" "$med_c") of (c) |"
-  echo "| (a2) the same, the $n7 images podman can save | $(wall "$med_a2" "$min_a2" "$max_a2") | $(secs "$smed_a2") | $(mib "$rss_a2") | $(mb "$bytes_a2") | **$(ratio "$med_a2" "$med_b") of (b)** |"
-  echo "| (b) podman save --multi-image-archive ($n7 images, vfs store) | $(wall "$med_b" "$min_b" "$max_b") | $(secs "$smed_b") | $(mib "$rss_b") | $(mb "$bytes_b") | 1.00× |"
-  echo "| (c) skopeo copy → docker-archive, one per image ($n7), from the registry | $(wall "$med_c" "$min_c" "$max_c") | $(secs "$smed_c") | $(mib "$rss_c") | $(mb "$bytes_c") | 1.00× |"
-  echo "| (d) ocibundle export --oci-layout --from BUNDLE --all (no store) | $(wall "$med_d" "$min_d" "$max_d") | $(secs "$smed_d") | $(mib "$rss_d") | $(mb "$bytes_d") | **$(ratio "$med_d" "$med_e") of (e)** |"
-  echo "| (e) tar -xf of a tar of skopeo's OCI layout | $(wall "$med_e" "$min_e" "$max_e") | $(secs "$smed_e") | $(mib "$rss_e") | $(mb "$bytes_e") | 1.00× |"
+  echo "| step | wall median (min–max) | + sync after | CPU (user+sys) | peak RSS | output | ratio |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| (a) ocibundle export --docker-archive --all ($n_images images, zstd one included), from the store | $(wall "$med_a" "$min_a" "$max_a") | $(secs "$smed_a") | $(secs "$cpu_a") | $(mib "$rss_a") | $(mb "$bytes_a") | $(ratio "$med_a" "$med_c") of (c) |"
+  echo "| (a2) the same, the $n7 images podman can save | $(wall "$med_a2" "$min_a2" "$max_a2") | $(secs "$smed_a2") | $(secs "$cpu_a2") | $(mib "$rss_a2") | $(mb "$bytes_a2") | **$(ratio "$med_a2" "$med_b") of (b)** |"
+  echo "| (b) podman save --multi-image-archive ($n7 images, vfs store) | $(wall "$med_b" "$min_b" "$max_b") | $(secs "$smed_b") | $(secs "$cpu_b") | $(mib "$rss_b") | $(mb "$bytes_b") | 1.00× |"
+  echo "| (c) skopeo copy → docker-archive, one per image ($n7), from the registry | $(wall "$med_c" "$min_c" "$max_c") | $(secs "$smed_c") | $(secs "$cpu_c") | $(mib "$rss_c") | $(mb "$bytes_c") | 1.00× |"
+  echo "| (d) ocibundle export --oci-layout --from BUNDLE --all (no store) | $(wall "$med_d" "$min_d" "$max_d") | $(secs "$smed_d") | $(secs "$cpu_d") | $(mib "$rss_d") | $(mb "$bytes_d") | **$(ratio "$med_d" "$med_e") of (e)** |"
+  echo "| (e) tar -xf of a tar of skopeo's OCI layout | $(wall "$med_e" "$min_e" "$max_e") | $(secs "$smed_e") | $(secs "$cpu_e") | $(mib "$rss_e") | $(mb "$bytes_e") | 1.00× |"
   echo
   echo "Ratios divide wall medians (below 1 is faster). ocibundle fsyncs what it writes; podman, skopeo"
   echo "and tar do not, so their writeback shows in \"+ sync after\" (median seconds of a \`sync\` run right"
   echo "after the step). Counting it (wall + sync, median per rep): (a2) $(wall "$dmed_a2" "$dmin_a2" "$dmax_a2") vs (b) $(wall "$dmed_b" "$dmin_b" "$dmax_b") = $(ratio "$dmed_a2" "$dmed_b");"
   echo "(a) $(wall "$dmed_a" "$dmin_a" "$dmax_a") vs (c) $(wall "$dmed_c" "$dmin_c" "$dmax_c") = $(ratio "$dmed_a" "$dmed_c"); (d) $(wall "$dmed_d" "$dmin_d" "$dmax_d") vs (e) $(wall "$dmed_e" "$dmin_e" "$dmax_e") = $(ratio "$dmed_d" "$dmed_e")."
-  echo "Wall: bash's clock around the command (ms resolution). Peak RSS: maximum over reps of GNU time's"
-  echo "\`%M\` (for (c), the largest single skopeo). Page cache warm,"
+  echo "Wall: bash's clock around the command (ms resolution). CPU: GNU time's %U + %S, median (for (c), the"
+  echo "whole loop). Peak RSS: maximum over reps of GNU time's \`%M\` (for (c), the largest single skopeo). Page cache warm,"
   echo "\`sync\` before every step. (c) reads from the registry on loopback (and decompresses gzip),"
   echo "as ../shared/bench/baseline.sh measured it; the others read local files. (a)/(c) compares"
   echo "$n_images images with $n7: skopeo cannot write $zlist (zstd) to a docker-archive."
   echo
+  base=$shared/results/baseline-$mode.md
+  if [[ -f $base ]]; then
+    cell() { awk -F'|' -v re="$1" '$0 ~ re {gsub(/^ +| +$/, "", $3); print $3; exit}' "$base"; }
+    echo "For reference, ../shared/bench/results/baseline-$mode.md measured podman save at $(cell 'podman save --multi-image-archive')"
+    echo "and skopeo → docker-archive (the per-image copies summed) at $(cell 'skopeo → docker-archive, one tar per image')."
+    echo
+  fi
   echo "| target (issue) | measured | |"
   echo "|---|---:|---|"
   echo "| (a2) ≤ 0.4× podman save | $(ratio "$med_a2" "$med_b") | $(met "$r_a2b" 0.4) |"
@@ -466,7 +523,17 @@ report=$WORK/report.md
   echo '```'
   echo
   echo "Machine: $(nproc) cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r),"
-  echo "load average at the start of the timed part $load_at_start (waited $waited s for the 1-min figure to fall below $LOAD_MAX), 1-min load at the start of each rep: ${rep_loads[*]}."
+  echo "load average at the start of the timed part $load_at_start; 1-min load at the start of each rep (after waiting"
+  echo "for it to fall below $LOAD_MAX, $waited s in all): ${rep_loads[*]}. CPU seconds used outside the timed process during each step"
+  echo "(/proc/stat busy time minus the step's user+sys: the registry in (c), kernel writeback, anyone else), by rep:"
+  for s in a a2 b c d e; do printf '(%s) %s\n' "$s" "$(paste -sd/ "$T/$s.other")"; done | paste -sd';' | sed 's/;/; /g; s/$/./'
+  echo "(A few seconds either way, negative values included, are accounting noise: the user+sys GNU time reports for podman and skopeo can exceed the busy time /proc/stat counts.)"
+  if [[ -s $T/discarded.txt ]]; then
+    echo "Reps measured again because other processes were busy (more than max(3 s, wall/4) of CPU outside a step):"
+    sed 's/^/- /' "$T/discarded.txt"
+  else
+    echo "No rep had to be measured again (other processes' CPU stayed below max(3 s, wall/4) in every step)."
+  fi
   echo '```'
   free -g
   echo '```'
