@@ -16,55 +16,13 @@ use crate::harness::bundles::{
     Layer, Rng, add_image_with, bad_store_blobs, index, layer, store_blobs, store_refs, trailer,
     unique_blobs, volume,
 };
-use crate::harness::cmd::{Env, sha256, tool};
+use crate::harness::cmd::{Env, error_line, fails, s, sha256, text, tool};
 use crate::harness::fakereg::{FakeRegistry, TestImage};
 use crate::harness::fixtures::{self, MT_DOCKER_MANIFEST, PushMode, push_one};
 use crate::harness::registry::{Registry, Variant};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Asserts the CLI error contract (docs/cli.md): exit 1 and exactly one `error: ` line on
-/// stderr. Returns that line.
-fn error_line(args: &[&str], o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "ocibundle {args:?} should fail with exit 1, got {}:\n{}",
-        o.status,
-        text(o)
-    );
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "ocibundle {args:?}: want exactly one `error: ` line:\n{}",
-        text(o)
-    );
-    lines[0].to_string()
-}
-
-/// Runs and asserts the error contract; returns the `error: ` line.
-fn fails(env: &Env, args: &[&str]) -> String {
-    let o = env.run(args);
-    error_line(args, &o)
-}
 
 /// Runs `ocibundle ARGS` in `dir` (so relative file names appear in messages as given).
 fn run_in(env: &Env, dir: &Path, args: &[&str]) -> Output {

@@ -23,12 +23,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
 use crate::harness::bundles::store_refs;
-use crate::harness::cmd::{Env, sha256, tool};
+use crate::harness::cmd::{Env, fails, s, sha256, text, tool};
 use crate::harness::fixtures::{
     self, Compression, Entry, Fixtures, LayoutWriter, MT_CONFIG, MT_INDEX, MT_MANIFEST, tar_bytes,
 };
@@ -37,43 +37,6 @@ use crate::harness::registry::{Registry, Variant};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Runs and asserts the CLI error contract (exit 1, exactly one `error: ` line on stderr);
-/// returns that line.
-fn fails(env: &Env, args: &[&str]) -> String {
-    let o = env.run(args);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "ocibundle {args:?} should fail with exit 1, got {}:\n{}",
-        o.status,
-        text(&o)
-    );
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "ocibundle {args:?}: want exactly one `error: ` line:\n{}",
-        text(&o)
-    );
-    lines[0].to_string()
-}
 
 /// Names in `dir` (sorted), e.g. to see that a failed export left nothing behind.
 fn dir_names(dir: &Path) -> Vec<String> {

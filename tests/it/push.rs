@@ -8,59 +8,18 @@
 //! counts cover configs and layers, as for `fetch`. No test asserts on timing.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
 use crate::harness::bundles::{Layer, add_image_with, layer, volume};
-use crate::harness::cmd::{Env, sha256, tool};
+use crate::harness::cmd::{Env, error_line, fails, s, sha256, text, tool};
 use crate::harness::fakereg::{Auth, FakeRegistry, Req, TestImage};
 use crate::harness::fixtures::{self, PushMode, Pushed, push_one};
 use crate::harness::registry::{Registry, Variant};
 
 // ---------------------------------------------------------------------------------------------
 // helpers
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The CLI error contract: exit 1 and exactly one `error: ` line on stderr; returns it.
-fn error_line(args: &[&str], o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "ocibundle {args:?} should fail with exit 1, got {}:\n{}",
-        o.status,
-        text(o)
-    );
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "ocibundle {args:?}: want exactly one `error: ` line:\n{}",
-        text(o)
-    );
-    lines[0].to_string()
-}
-
-fn fails(env: &Env, args: &[&str]) -> String {
-    let o = env.run(args);
-    error_line(args, &o)
-}
 
 fn as_u64(v: &Value) -> u64 {
     v.as_u64()

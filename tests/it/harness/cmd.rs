@@ -54,25 +54,11 @@ impl Env {
         );
         String::from_utf8(out.stdout).unwrap()
     }
-    /// Runs and asserts failure with exit code 1 and a single `error: ` line; returns that line.
+    /// Runs and asserts the CLI error contract (docs/cli.md): exit 1 and exactly one
+    /// `error: ` line on stderr. Returns that line.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "ocibundle {:?} should fail with exit 1, got {}:\nstdout: {}\nstderr: {}",
-            args,
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            stderr
-        );
-        let line = stderr
-            .lines()
-            .find(|l| l.starts_with("error: "))
-            .unwrap_or_else(|| panic!("no `error: ` line in stderr: {stderr}"))
-            .to_string();
-        line
+        error_line(args, &out)
     }
     /// Runs with `--json` appended and parses stdout.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
@@ -100,4 +86,29 @@ pub fn tool(program: &str, args: &[&str]) -> String {
 pub fn sha256(data: &[u8]) -> String {
     use sha2::Digest;
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// A path as the `&str` an argument list wants.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!("stdout: {}\nstderr: {}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Asserts the CLI error contract on a finished run: exit 1 and exactly one `error: ` line on
+/// stderr. Returns that line.
+pub fn error_line(args: &[&str], o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(1), "ocibundle {args:?} should fail with exit 1, got {}:\n{}", o.status, text(o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(lines.len(), 1, "ocibundle {args:?}: want exactly one `error: ` line:\n{}", text(o));
+    lines[0].to_string()
+}
+
+/// `env.fails(args)` as a function, as most test files call it.
+pub fn fails(env: &Env, args: &[&str]) -> String {
+    env.fails(args)
 }
