@@ -7,7 +7,10 @@
 #   - builds 3 small images with umoci: demo/base:1, demo/app:1 (on top of the
 #     same base layer) and demo/tools:1 (pushed as Docker schema2);
 #   - fetches them into a store, lists and checks the store, fetches again
-#     (nothing is downloaded twice) and lets skopeo read the store.
+#     (nothing is downloaded twice) and lets skopeo read the store;
+#   - predicts and writes one bundle (shared base once), checks it with sha256sum,
+#     verifies and imports it into an empty "offline" store and exports one
+#     docker-archive of all three, which skopeo reads.
 # Everything lives in a temp dir (removed at exit) or in $DEMO_DIR (kept).
 # Only 127.0.0.1 is contacted; the registry is stopped at exit.
 set -euo pipefail
@@ -32,7 +35,7 @@ bin=$root/target/release/ocibundle
 
 if [[ -n ${DEMO_DIR:-} ]]; then
   mkdir -p "$DEMO_DIR"; dir=$(cd "$DEMO_DIR" && pwd)
-  rm -rf "$dir/registry" "$dir/images" "$dir/src" "$dir/store"
+  rm -rf "$dir/registry" "$dir/images" "$dir/src" "$dir/store" "$dir/offline-store" "$dir"/site.bundle* "$dir/images.tar"
   keep=1
 else
   dir=$(mktemp -d /tmp/ocibundle-demo.XXXXXX); keep=0
@@ -142,6 +145,19 @@ run "$bin" --store "$store" fetch "${refs[@]}"
 
 step "a real tool reads the store: skopeo inspect oci:STORE:REF"
 run skopeo inspect "oci:$store:$REG/demo/app:1"
+
+step "how big will one bundle of all three be? (exact, before writing; shared base counted once)"
+run "$bin" --store "$store" size "${refs[@]}"
+
+step "write the bundle: one file, every blob once, with a sha256sum file beside it"
+run "$bin" --store "$store" bundle -o "$dir/site.bundle" "${refs[@]}"
+(cd "$dir" && run sha256sum -c site.bundle.sha256)
+
+step "offline side: verify, import into an empty store, export one docker-archive"
+run "$bin" verify "$dir/site.bundle"
+run "$bin" --store "$dir/offline-store" import "$dir/site.bundle"
+run "$bin" --store "$dir/offline-store" export --docker-archive "$dir/images.tar" --all
+run skopeo inspect --format '{{.Digest}} {{len .Layers}} layers' "docker-archive:$dir/images.tar:$REG/demo/app:1"
 
 step "done: the store is a plain OCI image layout"
 run ls "$store" "$store/blobs/sha256"
