@@ -338,42 +338,19 @@ impl Bundle {
         // Blobs are copied on every core, largest first; the first failure stops the others.
         let mut order: Vec<&IndexEntry> = self.index.entries.iter().collect();
         order.sort_by(|a, b| b.size.cmp(&a.size).then(a.offset.cmp(&b.offset)));
-        let queue = Mutex::new(order.into_iter());
-        let failure: Mutex<Option<Error>> = Mutex::new(None);
         let counts = Mutex::new(&mut report);
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        if failure.lock().unwrap().is_some() {
-                            break;
-                        }
-                        let Some(e) = queue.lock().unwrap().next() else { break };
-                        match self.import_entry(store, e, &mut buf, &|n| total.inc(n)) {
-                            Ok(true) => {
-                                let mut c = counts.lock().unwrap();
-                                c.blobs_imported += 1;
-                                c.bytes_imported += e.size;
-                            }
-                            Ok(false) => {
-                                let mut c = counts.lock().unwrap();
-                                c.blobs_present += 1;
-                                c.bytes_present += e.size;
-                            }
-                            Err(x) => {
-                                failure.lock().unwrap().get_or_insert(x);
-                                break;
-                            }
-                        }
-                    }
-                });
+        crate::pool::try_each(&order, |e, buf| {
+            let fresh = self.import_entry(store, e, buf, &|n| total.inc(n))?;
+            let mut c = counts.lock().unwrap();
+            if fresh {
+                c.blobs_imported += 1;
+                c.bytes_imported += e.size;
+            } else {
+                c.blobs_present += 1;
+                c.bytes_present += e.size;
             }
-        });
-        if let Some(e) = failure.into_inner().unwrap() {
-            return Err(e);
-        }
+            Ok(())
+        })?;
         bar.finish();
         // Every image must be complete in the store before its reference appears.
         let walk = self.walk_images(Some(store));

@@ -129,32 +129,7 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
         // Blobs are copied (and verified) on every core, largest first.
         let mut queue: Vec<&Descriptor> = order.iter().collect();
         queue.sort_by(|a, b| b.size.cmp(&a.size));
-        let queue = std::sync::Mutex::new(queue.into_iter());
-        let failure: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        if failure.lock().unwrap().is_some() || crate::cancel::requested() {
-                            break;
-                        }
-                        let Some(b) = queue.lock().unwrap().next() else { break };
-                        if let Err(e) = copy_blob(source, b, &blobs, &mut buf) {
-                            failure.lock().unwrap().get_or_insert(e);
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        if let Some(e) = failure.into_inner().unwrap() {
-            return Err(e);
-        }
-        if crate::cancel::requested() {
-            return Err(Error::Interrupted);
-        }
+        crate::pool::try_each(&queue, |b, buf| copy_blob(source, b, &blobs, buf))?;
         let total: u64 = order.iter().map(|b| b.size).sum();
         fs::write(tmp.join("oci-layout"), OCI_LAYOUT).at(tmp.join("oci-layout"))?;
         let mut f = fs::File::create(tmp.join("index.json")).at(tmp.join("index.json"))?;
