@@ -7,9 +7,14 @@ use crate::error::{Error, Result};
 /// Runs `f` on every item, on up to one thread per core (at most 8). Returns the first error,
 /// or `Interrupted` if a stop was asked for.
 pub fn try_each<T: Sync>(items: &[T], f: impl Fn(&T, &mut [u8]) -> Result<()> + Sync) -> Result<()> {
+    try_each_on(items, std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8), f)
+}
+
+/// The same on `threads` threads (at least one), taking the items in their order.
+pub fn try_each_on<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T, &mut [u8]) -> Result<()> + Sync) -> Result<()> {
     let queue = Mutex::new(items.iter());
     let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
+    let threads = threads.clamp(1, items.len().max(1));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {

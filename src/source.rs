@@ -26,6 +26,10 @@ pub trait Source: Sync {
         self.open(desc)
     }
 
+    /// `len` bytes of the blob from `offset`, unverified (a size hint from a gzip trailer, say:
+    /// whatever it is used for must be checked later). Blobs are random access everywhere.
+    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>>;
+
     /// A small blob read whole (manifests, configs), capped and verified.
     fn read_small(&self, desc: &Descriptor, cap: u64) -> Result<Vec<u8>> {
         if desc.size > cap {
@@ -54,6 +58,11 @@ impl Source for Store {
     fn open_unverified(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         Ok(Box::new(self.open_blob(&desc.digest)?))
     }
+    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; len];
+        std::os::unix::fs::FileExt::read_exact_at(&self.open_blob(&desc.digest)?, &mut v, offset).map_err(|e| Error::io(self.blob_path(&desc.digest), e))?;
+        Ok(v)
+    }
 }
 
 impl Source for Bundle {
@@ -76,6 +85,15 @@ impl Source for Bundle {
     fn open_unverified(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
         Ok(Box::new(self.vols.range(e.offset, e.size)))
+    }
+    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
+        if offset.checked_add(len as u64).is_none_or(|end| end > e.size) {
+            return Err(Error::Other(format!("{}: blob {} has {} bytes, cannot read {len} at {offset}", self.name, desc.digest, e.size)));
+        }
+        let mut v = vec![0u8; len];
+        self.vols.range(e.offset + offset, len as u64).read_exact(&mut v).map_err(|err| Error::Other(format!("{}: blob {}: {err}", self.name, desc.digest)))?;
+        Ok(v)
     }
 }
 
@@ -100,6 +118,12 @@ impl Source for BundleOverStore<'_> {
             Some(s) if !self.bundle.has(&desc.digest) && s.has(&desc.digest) => s.open_unverified(desc),
             _ if self.bundle.has(&desc.digest) => self.bundle.open_unverified(desc),
             _ => self.open(desc),
+        }
+    }
+    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
+        match self.store {
+            Some(s) if !self.bundle.has(&desc.digest) => s.read_at(desc, offset, len),
+            _ => self.bundle.read_at(desc, offset, len),
         }
     }
     fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {

@@ -3,12 +3,11 @@
 //! `repositories` and the Docker ≥ 25 OCI layout, so old and new `docker load`, `podman load`
 //! and `ctr images import` all read it.
 //!
-//! Tar headers need sizes first, and a layer's uncompressed size is only known once it has been
-//! decompressed: workers decompress layers in parallel (a few ahead of the writer) into spool
-//! files beside the output; the writer appends them in order and deletes them.
+//! Tar headers need sizes first: into a file, the sizes the blobs announce reserve each layer's
+//! place and every core decompresses straight into it (see `write_placed`); into a pipe,
+//! layers are spooled a few ahead of the writer. Configs and the JSON files come last.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -18,8 +17,9 @@ use serde::Deserialize;
 use super::oci::ANNOTATION_CONTAINERD_NAME;
 use super::tarw::TarWriter;
 use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
-use crate::digest::{Digest, Hasher};
-use crate::error::{Error, IoContext, Result};
+use super::layers::{size_hint, spool_layer, Layer, Placed, Region};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
 use crate::image::{media, ConfigInfo, Descriptor, ManifestKind, MAX_CONFIG};
 use crate::reference::Reference;
 use crate::source::Source;
@@ -94,68 +94,6 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
     Ok(out)
 }
 
-/// Decompresses one layer (gzip, zstd or plain, told apart by their magic bytes) into `out`,
-/// checking the result against the diff_id; returns its size. The compressed blob is read
-/// unverified: every byte written is checked against the diff_id instead, which the verified
-/// config names (and a damaged blob fails to inflate or to match).
-fn decompress_into(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, what: &str, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
-    let mut src = BufReader::with_capacity(1 << 20, source.open_unverified(desc)?);
-    let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pump = |r: &mut dyn Read| -> Result<()> {
-        loop {
-            if stop.load(Ordering::Relaxed) || crate::cancel::requested() {
-                return Err(Error::Interrupted);
-            }
-            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-            if n == 0 {
-                return Ok(());
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing: {e}")))?;
-        }
-    };
-    if head.starts_with(&[0x1f, 0x8b]) {
-        pump(&mut flate2::read::MultiGzDecoder::new(&mut src))?;
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let mut d = zstd::stream::read::Decoder::with_buffer(&mut src).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-        d.window_log_max(31).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-        pump(&mut d)?;
-    } else {
-        pump(&mut src)?;
-    }
-    let size = h.len();
-    let found = h.finish();
-    if &found != diff_id {
-        return Err(Error::Other(format!("{what}: uncompressed content does not match its diff_id: expected {diff_id}, got {found}")));
-    }
-    Ok(size)
-}
-
-/// Decompresses one layer into an unnamed spool file in `dir` (whatever ends the process, the
-/// kernel frees it), rewound for the writer.
-fn spool_layer(source: &dyn Source, desc: &Descriptor, diff_id: &Digest, dir: &Path, what: &str, stop: &AtomicBool) -> Result<(File, u64)> {
-    let file = tempfile::tempfile_in(dir).at(dir)?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
-    let size = decompress_into(source, desc, diff_id, what, stop, &mut out)?;
-    let mut file = out.into_inner().map_err(|e| Error::Other(format!("{what}: writing the spool in {}: {}", dir.display(), e.error())))?;
-    use std::io::Seek;
-    file.seek(std::io::SeekFrom::Start(0)).at(dir)?;
-    Ok((file, size))
-}
-
-/// The spool results, shared by the decompression workers and the writer.
-struct Spool {
-    state: Mutex<SpoolState>,
-    cv: Condvar,
-}
-struct SpoolState {
-    next: usize,
-    written: usize,
-    done: BTreeMap<usize, Result<(File, u64)>>,
-}
-
 pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptions) -> Result<ExportReport> {
     let mut notes = Vec::new();
     let mut planned = plan(source, images, opts, &mut notes)?;
@@ -163,13 +101,13 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
     for n in &notes {
         eprintln!("note: {n}");
     }
-    // Each diff_id once, in the order the writer needs them.
-    let mut layers: Vec<(Descriptor, Digest, String)> = Vec::new();
+    // Each diff_id once, in image order.
+    let mut layers: Vec<Layer> = Vec::new();
     let mut seen = BTreeSet::new();
     for p in &planned {
         for (d, diff) in &p.layers {
             if seen.insert(diff.clone()) {
-                layers.push((d.clone(), diff.clone(), p.name.clone()));
+                layers.push(Layer { desc: d.clone(), diff_id: diff.clone(), image: p.name.clone() });
             }
         }
     }
@@ -180,66 +118,20 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
         None => std::env::temp_dir(),
     };
     let sink = Sink::create(&opts.output, opts.force)?;
-    let spool = Spool { state: Mutex::new(SpoolState { next: 0, written: 0, done: BTreeMap::new() }), cv: Condvar::new() };
-    let stop = AtomicBool::new(false);
-    let jobs = opts.jobs.max(1);
-    // Into a file the writer decompresses the layer it needs itself, straight into the archive
-    // (its header is written afterwards); workers spool only the layers ahead of it. Into a
-    // pipe every layer is spooled, since a tar header must precede its data.
-    let direct = opts.output.is_some();
-    let workers = if direct { jobs - 1 } else { jobs };
-    // How many layers may be claimed beyond the one being written (bounds the spool).
-    let ahead = 2 * jobs + 2;
-    let total_compressed: u64 = layers.iter().map(|l| l.0.size).sum();
+    let total_compressed: u64 = layers.iter().map(|l| l.desc.size).sum();
     let progress = crate::progress::Progress::new(opts.progress, total_compressed, "export");
     let bar = progress.blob("", 0);
-
-    let result = std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = {
-                    let mut st = spool.state.lock().unwrap();
-                    // Stay at most 2×jobs layers ahead of the writer: the spool stays small.
-                    while st.next < layers.len() && st.next >= st.written + ahead && !stop.load(Ordering::Relaxed) {
-                        st = spool.cv.wait(st).unwrap();
-                    }
-                    if st.next >= layers.len() || stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    st.next += 1;
-                    st.next - 1
-                };
-                let (desc, diff, name) = &layers[i];
-                let what = format!("{name}: layer {}", desc.digest);
-                let r = spool_layer(source, desc, diff, &spool_dir, &what, &stop);
-                bar.inc(desc.size);
-                let mut st = spool.state.lock().unwrap();
-                st.done.insert(i, r);
-                spool.cv.notify_all();
-            });
+    let ctx = Ctx { source, layers: &layers, spool_dir: &spool_dir, jobs: opts.jobs.max(1), bar: &bar };
+    let result = if sink.file().is_some() { write_placed(sink, &ctx) } else { write_streamed(sink, &ctx) };
+    let result = result.and_then(|(sink, start, sizes)| {
+        let mut tw = TarWriter::at(sink, start);
+        match write_metadata(&mut tw, &planned, &sizes) {
+            Ok(digests) => Ok((tw.written, tw.into_inner(), digests)),
+            Err(e) => Err((tw.into_inner(), e)),
         }
-        let direct_layer = |i: usize, out: &mut Sink| -> Result<u64> {
-            let (desc, diff, name) = &layers[i];
-            let what = format!("{name}: layer {}", desc.digest);
-            let n = decompress_into(source, desc, diff, &what, &stop, out)?;
-            bar.inc(desc.size);
-            Ok(n)
-        };
-        let spool_one = |j: usize| -> Result<(File, u64)> {
-            let (desc, diff, name) = &layers[j];
-            let what = format!("{name}: layer {}", desc.digest);
-            let r = spool_layer(source, desc, diff, &spool_dir, &what, &stop);
-            bar.inc(desc.size);
-            r
-        };
-        let hands: Hands = (&direct_layer, &spool_one);
-        let r = write_tar(sink, &planned, &layers, &spool, ahead, direct.then_some(hands));
-        stop.store(true, Ordering::Relaxed);
-        spool.cv.notify_all();
-        r
     });
     progress.finish();
-    let (sink, bytes, digests) = match result {
+    let (bytes, sink, digests) = match result {
         Ok(x) => x,
         Err((sink, e)) => {
             sink.abort();
@@ -267,6 +159,254 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
     })
 }
 
+/// What the layer writers share.
+struct Ctx<'a> {
+    source: &'a dyn Source,
+    layers: &'a [Layer],
+    spool_dir: &'a Path,
+    jobs: usize,
+    bar: &'a crate::progress::BlobBar,
+}
+
+/// The sink and how far the archive got, plus each layer's size; or the sink to abort.
+type LayersResult = std::result::Result<(Sink, u64, BTreeMap<Digest, u64>), (Sink, Error)>;
+
+fn entry_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+fn round_up(n: u64) -> u64 {
+    n.div_ceil(512) * 512
+}
+
+/// Where every layer goes in the archive, decided before any is decompressed, so that a file
+/// and a pipe get the same bytes. Layers whose blob announces its uncompressed size come first,
+/// biggest first, each in a place of known size; the others follow in image order. A layer
+/// whose announced size proves wrong (a gzip over 4 GiB, several gzip members) leaves a
+/// zero-filled padding entry (`.ocibundle-padding-N`, ignored by every loader) in its place
+/// and joins the others.
+struct Layout {
+    /// (layer, announced size, offset of its tar header)
+    placed: Vec<(usize, u64, u64)>,
+    /// Layers of unknown size, in image order.
+    rest: Vec<usize>,
+    /// Where the placed part ends.
+    end: u64,
+}
+
+impl Layout {
+    fn new(ctx: &Ctx) -> Result<Layout> {
+        let mut placed = Vec::new();
+        let mut rest = Vec::new();
+        for (i, l) in ctx.layers.iter().enumerate() {
+            match size_hint(ctx.source, &l.desc)? {
+                Some(h) => placed.push((i, h, 0)),
+                None => rest.push(i),
+            }
+        }
+        // Biggest first: the longest jobs start first and every core stays busy to the end.
+        placed.sort_by_key(|&(i, h, _)| (std::cmp::Reverse(h), i));
+        let mut end = 0u64;
+        for p in &mut placed {
+            p.2 = end;
+            end += 512 + round_up(p.1);
+        }
+        Ok(Layout { placed, rest, end })
+    }
+}
+
+fn padding_name(i: usize) -> String {
+    format!(".ocibundle-padding-{i}")
+}
+
+/// Appends the layers that were not placed (unknown size or a wrong hint), in image order.
+fn append_rest(mut tw: TarWriter<Sink>, ctx: &Ctx, mut rest: BTreeMap<usize, (File, u64)>, mut sizes: BTreeMap<Digest, u64>) -> LayersResult {
+    for (i, (f, size)) in rest.iter_mut() {
+        let layer = &ctx.layers[*i];
+        if let Err(e) = tw.add_file(&entry_name(&layer.diff_id), f, *size) {
+            return Err((tw.into_inner(), Error::Other(format!("{}: writing the archive: {e}", layer.what()))));
+        }
+        sizes.insert(layer.diff_id.clone(), *size);
+    }
+    let written = tw.written;
+    Ok((tw.into_inner(), written, sizes))
+}
+
+/// Into a file: every core decompresses placed layers straight into their places at once (no
+/// spool copy, no waiting on one another); the rest is spooled and appended after them.
+fn write_placed(mut sink: Sink, ctx: &Ctx) -> LayersResult {
+    let layout = match Layout::new(ctx) {
+        Ok(l) => l,
+        Err(e) => return Err((sink, e)),
+    };
+    let tasks: Vec<(usize, Option<(u64, u64)>)> =
+        layout.placed.iter().map(|&(i, h, at)| (i, Some((h, at)))).chain(layout.rest.iter().map(|&i| (i, None))).collect();
+    let sizes: Mutex<BTreeMap<Digest, u64>> = Mutex::new(BTreeMap::new());
+    let rest: Mutex<BTreeMap<usize, (File, u64)>> = Mutex::new(BTreeMap::new());
+    let stop = AtomicBool::new(false);
+    let file = sink.file().expect("a file sink");
+    let r = crate::pool::try_each_on(&tasks, ctx.jobs, |&(i, place), _| {
+        let layer = &ctx.layers[i];
+        let r = (|| -> Result<()> {
+            let Some((hint, at)) = place else {
+                rest.lock().unwrap().insert(i, spool_layer(ctx.source, layer, ctx.spool_dir, &stop)?);
+                return Ok(());
+            };
+            let placed = Region::new(file, at + 512, hint, ctx.spool_dir).fill(ctx.source, layer, &stop)?;
+            let header = match placed {
+                Placed::InPlace(size) => {
+                    sizes.lock().unwrap().insert(layer.diff_id.clone(), size);
+                    TarWriter::<Sink>::header(&entry_name(&layer.diff_id), size)
+                }
+                Placed::Spilled(f, size) => {
+                    rest.lock().unwrap().insert(i, (f, size));
+                    zero_range(file, at + 512, round_up(hint)).and_then(|()| TarWriter::<Sink>::header(&padding_name(i), round_up(hint)))
+                }
+            };
+            header
+                .and_then(|h| std::os::unix::fs::FileExt::write_all_at(file, &h, at))
+                .map_err(|e| Error::Other(format!("{}: writing the archive: {e}", layer.what())))
+        })();
+        ctx.bar.inc(layer.desc.size);
+        if r.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        r
+    });
+    if let Err(e) = r {
+        return Err((sink, e));
+    }
+    if let Err(e) = sink.skip_to(layout.end) {
+        return Err((sink, Error::Other(format!("writing the archive: {e}"))));
+    }
+    append_rest(TarWriter::at(sink, layout.end), ctx, rest.into_inner().unwrap(), sizes.into_inner().unwrap())
+}
+
+/// Zeroes a range of the file: a hole punched where the filesystem can, zeros written elsewhere.
+fn zero_range(file: &File, start: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain syscall on an fd we hold.
+    let r = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, start as i64, len as i64) };
+    if r == 0 {
+        return Ok(());
+    }
+    let zeros = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(zeros.len() as u64) as usize;
+        std::os::unix::fs::FileExt::write_all_at(file, &zeros[..n], start + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+/// The spool results, shared by the decompression workers and the writer.
+struct Spool {
+    state: Mutex<SpoolState>,
+    cv: Condvar,
+}
+struct SpoolState {
+    next: usize,
+    written: usize,
+    done: BTreeMap<usize, Result<(File, u64)>>,
+}
+
+/// Into a pipe, where a tar header must precede its data: workers decompress layers, in the
+/// layout's order, into spool files a few ahead of the writer, which appends them in order.
+fn write_streamed(sink: Sink, ctx: &Ctx) -> LayersResult {
+    let layout = match Layout::new(ctx) {
+        Ok(l) => l,
+        Err(e) => return Err((sink, e)),
+    };
+    let order: Vec<usize> = layout.placed.iter().map(|p| p.0).chain(layout.rest.iter().copied()).collect();
+    let spool = Spool { state: Mutex::new(SpoolState { next: 0, written: 0, done: BTreeMap::new() }), cv: Condvar::new() };
+    let stop = AtomicBool::new(false);
+    // How many layers may be claimed beyond the one being written (bounds the spool).
+    let ahead = 2 * ctx.jobs + 2;
+    std::thread::scope(|s| {
+        for _ in 0..ctx.jobs {
+            s.spawn(|| loop {
+                let k = {
+                    let mut st = spool.state.lock().unwrap();
+                    while st.next < order.len() && st.next >= st.written + ahead && !stop.load(Ordering::Relaxed) {
+                        st = spool.cv.wait(st).unwrap();
+                    }
+                    if st.next >= order.len() || stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    st.next += 1;
+                    st.next - 1
+                };
+                let layer = &ctx.layers[order[k]];
+                let r = spool_layer(ctx.source, layer, ctx.spool_dir, &stop);
+                ctx.bar.inc(layer.desc.size);
+                let mut st = spool.state.lock().unwrap();
+                st.done.insert(k, r);
+                spool.cv.notify_all();
+            });
+        }
+        let mut tw = TarWriter::new(sink);
+        let mut sizes = BTreeMap::new();
+        let mut rest = BTreeMap::new();
+        let res = (|| -> Result<()> {
+            let io = |e: std::io::Error| Error::Other(format!("writing the archive: {e}"));
+            for (k, &i) in order.iter().enumerate() {
+                let r = {
+                    let mut st = spool.state.lock().unwrap();
+                    loop {
+                        if let Some(r) = st.done.remove(&k) {
+                            break r;
+                        }
+                        st = spool.cv.wait(st).unwrap();
+                    }
+                };
+                let (mut f, size) = r?;
+                let layer = &ctx.layers[i];
+                match layout.placed.get(k) {
+                    Some(&(_, hint, _)) if hint != size => {
+                        let pad = round_up(hint);
+                        tw.add_reader(&padding_name(i), pad, &mut std::io::Read::take(std::io::repeat(0), pad)).map_err(io)?;
+                        rest.insert(i, (f, size));
+                    }
+                    Some(_) => {
+                        tw.add_file(&entry_name(&layer.diff_id), &mut f, size).map_err(io)?;
+                        sizes.insert(layer.diff_id.clone(), size);
+                    }
+                    None => {
+                        rest.insert(i, (f, size));
+                    }
+                }
+                // The rest in image order, as into a file: what comes before the next unknown
+                // one (or everything, at the end) can go.
+                if k + 1 >= layout.placed.len() {
+                    let keep = match layout.rest.get(k + 1 - layout.placed.len()) {
+                        Some(&next) => rest.split_off(&next),
+                        None => BTreeMap::new(),
+                    };
+                    for (j, (mut f, size)) in std::mem::replace(&mut rest, keep) {
+                        let l = &ctx.layers[j];
+                        tw.add_file(&entry_name(&l.diff_id), &mut f, size).map_err(io)?;
+                        sizes.insert(l.diff_id.clone(), size);
+                    }
+                }
+                let mut st = spool.state.lock().unwrap();
+                st.written = k + 1;
+                spool.cv.notify_all();
+            }
+            Ok(())
+        })();
+        if res.is_err() {
+            stop.store(true, Ordering::Relaxed);
+            spool.cv.notify_all();
+        }
+        let written = tw.written;
+        match res {
+            Ok(()) => Ok((tw.into_inner(), written, sizes)),
+            Err(e) => Err((tw.into_inner(), e)),
+        }
+    })
+}
+
 /// RepoTags are fully qualified (`docker.io/library/redis:7`), as skopeo writes them: docker
 /// shows them in its familiar form (`redis:7`), and podman keeps them instead of prefixing
 /// `localhost/` to a name without a host.
@@ -289,136 +429,55 @@ fn generated_manifest(p: &Planned, sizes: &BTreeMap<Digest, u64>) -> (Vec<u8>, D
     (bytes, d)
 }
 
-/// The sink, bytes written and each image's generated manifest digest; or the sink to abort.
-type TarResult = std::result::Result<(Sink, u64, BTreeMap<String, Digest>), (Sink, Error)>;
-
-/// Decompress layer i straight into the archive; spool layer j.
-type Hands<'a> = (&'a dyn Fn(usize, &mut Sink) -> Result<u64>, &'a dyn Fn(usize) -> Result<(File, u64)>);
-
-fn write_tar(sink: Sink, planned: &[Planned], layers: &[(Descriptor, Digest, String)], spool: &Spool, ahead: usize, direct: Option<Hands>) -> TarResult {
-    let mut tw = TarWriter::new(sink);
+/// Writes configs, generated manifests, `index.json`, `manifest.json`, `repositories` and
+/// `oci-layout` after the layers (whose sizes the generated manifests need), then ends the
+/// archive. Returns each image's generated manifest digest.
+fn write_metadata(tw: &mut TarWriter<Sink>, planned: &[Planned], sizes: &BTreeMap<Digest, u64>) -> Result<BTreeMap<String, Digest>> {
     let io = |e: std::io::Error| Error::Other(format!("writing the archive: {e}"));
-    let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut written_blobs: BTreeSet<Digest> = BTreeSet::new();
     let mut index_entries = Vec::new();
     let mut manifest_json: Vec<serde_json::Value> = Vec::new();
     let mut by_image: BTreeMap<(Digest, Vec<Digest>), usize> = BTreeMap::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut next_layer = 0usize;
     let mut digests = BTreeMap::new();
-    let res = (|| -> Result<()> {
-        for p in planned {
-            if written_blobs.insert(p.config.digest.clone()) {
-                tw.add_bytes(&format!("blobs/sha256/{}", p.config.digest.hex()), &p.config_bytes).map_err(io)?;
-            }
-            for (_, diff) in &p.layers {
-                if sizes.contains_key(diff) {
-                    continue;
-                }
-                // Layers are spooled in exactly this order.
-                let i = next_layer;
-                debug_assert_eq!(&layers[i].1, diff);
-                // Take the layer if nobody has; while a worker has it, spool a later one
-                // instead of waiting, so every core keeps decompressing.
-                enum Next {
-                    Mine,
-                    Spooled(Result<(File, u64)>),
-                    Help(usize),
-                }
-                let size = loop {
-                    let next = {
-                        let mut st = spool.state.lock().unwrap();
-                        loop {
-                            if direct.is_some() && st.next == i {
-                                st.next += 1;
-                                break Next::Mine;
-                            }
-                            if let Some(r) = st.done.remove(&i) {
-                                break Next::Spooled(r);
-                            }
-                            if direct.is_some() && st.next < layers.len() && st.next < st.written + ahead {
-                                st.next += 1;
-                                break Next::Help(st.next - 1);
-                            }
-                            st = spool.cv.wait(st).unwrap();
-                        }
-                    };
-                    match next {
-                        Next::Mine => {
-                            let f = direct.unwrap().0;
-                            let mut failed = None;
-                            let entry = format!("blobs/sha256/{}", diff.hex());
-                            let n = tw.add_streaming(&entry, &mut |out: &mut Sink| {
-                                f(i, out).map_err(|e| {
-                                    let msg = e.to_string();
-                                    failed = Some(e);
-                                    std::io::Error::other(msg)
-                                })
-                            });
-                            match (n, failed) {
-                                (_, Some(e)) => return Err(e),
-                                (Err(e), None) => return Err(io(e)),
-                                (Ok(n), None) => break n,
-                            }
-                        }
-                        Next::Spooled(r) => {
-                            let (mut f, size) = r?;
-                            tw.add_file(&format!("blobs/sha256/{}", diff.hex()), &mut f, size).map_err(io)?;
-                            break size;
-                        }
-                        Next::Help(j) => {
-                            let r = (direct.unwrap().1)(j);
-                            let mut st = spool.state.lock().unwrap();
-                            st.done.insert(j, r);
-                            spool.cv.notify_all();
-                        }
-                    }
-                };
-                sizes.insert(diff.clone(), size);
-                next_layer += 1;
-                let mut st = spool.state.lock().unwrap();
-                st.written = next_layer;
-                spool.cv.notify_all();
-            }
-            let (mbytes, mdigest) = generated_manifest(p, &sizes);
-            digests.insert(p.name.clone(), mdigest.clone());
-            if written_blobs.insert(mdigest.clone()) {
-                tw.add_bytes(&format!("blobs/sha256/{}", mdigest.hex()), &mbytes).map_err(io)?;
-            }
-            let mut ann = serde_json::Map::new();
-            ann.insert(ANNOTATION_CONTAINERD_NAME.into(), p.name.clone().into());
-            if let Some(t) = &p.reference.tag {
-                ann.insert(ANNOTATION_REF_NAME.into(), t.clone().into());
-            }
-            index_entries.push(serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": mdigest, "size": mbytes.len(), "annotations": ann}));
-            let key = (p.config.digest.clone(), p.layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>());
-            let slot = *by_image.entry(key).or_insert_with(|| {
-                manifest_json.push(serde_json::json!({
-                    "Config": format!("blobs/sha256/{}", p.config.digest.hex()),
-                    "RepoTags": [],
-                    "Layers": p.layers.iter().map(|(_, d)| format!("blobs/sha256/{}", d.hex())).collect::<Vec<_>>(),
-                }));
-                manifest_json.len() - 1
-            });
-            if let Some(tag) = repo_tag(&p.reference) {
-                manifest_json[slot]["RepoTags"].as_array_mut().unwrap().push(tag.into());
-                if let (Some(t), Some((_, top))) = (&p.reference.tag, p.layers.last()) {
-                    repositories.entry(format!("{}/{}", p.reference.registry, p.reference.repository)).or_default().insert(t.clone(), top.hex().to_string());
-                }
+    for p in planned {
+        if written_blobs.insert(p.config.digest.clone()) {
+            tw.add_bytes(&entry_name(&p.config.digest), &p.config_bytes).map_err(io)?;
+        }
+        let (mbytes, mdigest) = generated_manifest(p, sizes);
+        digests.insert(p.name.clone(), mdigest.clone());
+        if written_blobs.insert(mdigest.clone()) {
+            tw.add_bytes(&entry_name(&mdigest), &mbytes).map_err(io)?;
+        }
+        let mut ann = serde_json::Map::new();
+        ann.insert(ANNOTATION_CONTAINERD_NAME.into(), p.name.clone().into());
+        if let Some(t) = &p.reference.tag {
+            ann.insert(ANNOTATION_REF_NAME.into(), t.clone().into());
+        }
+        index_entries.push(serde_json::json!({"mediaType": media::OCI_MANIFEST, "digest": mdigest, "size": mbytes.len(), "annotations": ann}));
+        let key = (p.config.digest.clone(), p.layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>());
+        let slot = *by_image.entry(key).or_insert_with(|| {
+            manifest_json.push(serde_json::json!({
+                "Config": entry_name(&p.config.digest),
+                "RepoTags": [],
+                "Layers": p.layers.iter().map(|(_, d)| entry_name(d)).collect::<Vec<_>>(),
+            }));
+            manifest_json.len() - 1
+        });
+        if let Some(tag) = repo_tag(&p.reference) {
+            manifest_json[slot]["RepoTags"].as_array_mut().unwrap().push(tag.into());
+            if let (Some(t), Some((_, top))) = (&p.reference.tag, p.layers.last()) {
+                repositories.entry(format!("{}/{}", p.reference.registry, p.reference.repository)).or_default().insert(t.clone(), top.hex().to_string());
             }
         }
-        let index = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": index_entries});
-        tw.add_bytes("index.json", &serde_json::to_vec(&index).expect("json")).map_err(io)?;
-        tw.add_bytes("manifest.json", &serde_json::to_vec(&manifest_json).expect("json")).map_err(io)?;
-        if !repositories.is_empty() {
-            tw.add_bytes("repositories", &serde_json::to_vec(&repositories).expect("json")).map_err(io)?;
-        }
-        tw.add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io)?;
-        tw.end().map_err(io)
-    })();
-    let written = tw.written;
-    match res {
-        Ok(()) => Ok((tw.into_inner(), written, digests)),
-        Err(e) => Err((tw.into_inner(), e)),
     }
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": index_entries});
+    tw.add_bytes("index.json", &serde_json::to_vec(&index).expect("json")).map_err(io)?;
+    tw.add_bytes("manifest.json", &serde_json::to_vec(&manifest_json).expect("json")).map_err(io)?;
+    if !repositories.is_empty() {
+        tw.add_bytes("repositories", &serde_json::to_vec(&repositories).expect("json")).map_err(io)?;
+    }
+    tw.add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io)?;
+    tw.end().map_err(io)?;
+    Ok(digests)
 }

@@ -1,6 +1,7 @@
 //! `export`: restore images from a source (store or bundle) as a docker-archive, an OCI layout
 //! or an OCI archive. Selection and output handling live here; each format has its own file.
 mod docker_archive;
+mod layers;
 mod oci;
 pub mod tarw;
 
@@ -120,7 +121,7 @@ impl Sink {
         let Some(fin) = output else { return Ok(Sink::Stdout(io::stdout())) };
         refuse_existing(fin, force)?;
         let tmp = tmp_name(fin);
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(fin)?;
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).at(fin)?;
         Ok(Sink::File { file, tmp, fin: fin.clone(), written: 0, flushed: 0 })
     }
     /// fsync and rename into place.
@@ -134,6 +135,22 @@ impl Sink {
                 Ok(())
             }
         }
+    }
+    /// The output file, for positioned writes (none for stdout).
+    pub fn file(&self) -> Option<&File> {
+        match self {
+            Sink::File { file, .. } => Some(file),
+            Sink::Stdout(_) => None,
+        }
+    }
+    /// Carries on writing at `offset`, everything before it having been written in place.
+    pub fn skip_to(&mut self, offset: u64) -> io::Result<()> {
+        if let Sink::File { file, written, flushed, .. } = self {
+            io::Seek::seek(file, io::SeekFrom::Start(offset))?;
+            *written = offset;
+            *flushed = offset;
+        }
+        Ok(())
     }
     pub fn abort(self) {
         if let Sink::File { tmp, .. } = self {

@@ -12,7 +12,13 @@ impl<W: Write> TarWriter<W> {
         TarWriter { out, written: 0 }
     }
 
-    fn header(path: &str, size: u64) -> io::Result<[u8; 512]> {
+    /// Continues an archive whose first `written` bytes the sink already holds.
+    pub fn at(out: W, written: u64) -> Self {
+        TarWriter { out, written }
+    }
+
+    /// The header of a regular file (fixed owner, mode and mtime).
+    pub fn header(path: &str, size: u64) -> io::Result<[u8; 512]> {
         let mut h = tar::Header::new_gnu();
         h.set_path(path)?;
         h.set_size(size);

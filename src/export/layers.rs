@@ -1,0 +1,228 @@
+//! Layers of a docker-archive: telling gzip, zstd and plain tar apart, the uncompressed size a
+//! blob announces, and decompressing a layer (checked against its diff_id) into its reserved
+//! place in the archive file or, when it does not fit there, into a spool file.
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::image::Descriptor;
+use crate::source::Source;
+
+/// One layer to write, once per diff_id; `image` names it in messages.
+#[derive(Clone)]
+pub(super) struct Layer {
+    pub desc: Descriptor,
+    pub diff_id: Digest,
+    pub image: String,
+}
+
+impl Layer {
+    pub fn what(&self) -> String {
+        format!("{}: layer {}", self.image, self.desc.digest)
+    }
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The uncompressed size the blob announces: a plain tar's own size, gzip's ISIZE (the size
+/// modulo 2^32 of the last member), zstd's frame content size (of the first frame). Only a
+/// hint: the writer checks it against what decompression gives and copes when it is wrong.
+/// `None` when the blob announces nothing usable or something implausible.
+pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option<u64>> {
+    let c = desc.size;
+    let head = source.read_at(desc, 0, c.min(18) as usize)?;
+    // No compression format reaches a ratio beyond ~1032:1 (deflate's limit) for layer
+    // data we could place; anything larger is treated as unknown rather than reserved.
+    let plausible = |u: u64| u <= c.saturating_mul(1100).saturating_add(1 << 16);
+    if head.starts_with(&GZIP_MAGIC) {
+        if c < 18 {
+            return Ok(None);
+        }
+        let tail = source.read_at(desc, c - 4, 4)?;
+        let isize = u32::from_le_bytes(tail.try_into().expect("4 bytes")) as u64;
+        // Deflate never shrinks data by more than its framing: an ISIZE well below the
+        // compressed size means the layer is over 4 GiB (or odd): unknown.
+        let floor = c.saturating_sub(c / 8192 + (1 << 16));
+        return Ok((isize >= floor && plausible(isize)).then_some(isize));
+    }
+    if head.starts_with(&ZSTD_MAGIC) {
+        return Ok(zstd_content_size(&head).filter(|&u| plausible(u)));
+    }
+    Ok(Some(c))
+}
+
+/// Frame_Content_Size from a zstd frame header (RFC 8878 §3.1.1.1), if present.
+fn zstd_content_size(h: &[u8]) -> Option<u64> {
+    let fhd = *h.get(4)?;
+    let single = fhd & 0x20 != 0;
+    let fcs_len = match fhd >> 6 {
+        0 if single => 1,
+        0 => return None,
+        1 => 2,
+        2 => 4,
+        _ => 8,
+    };
+    let did_len = [0usize, 1, 2, 4][(fhd & 3) as usize];
+    let at = 5 + usize::from(!single) + did_len;
+    let raw = h.get(at..at + fcs_len)?;
+    let mut v = [0u8; 8];
+    v[..fcs_len].copy_from_slice(raw);
+    let n = u64::from_le_bytes(v);
+    Some(if fcs_len == 2 { n + 256 } else { n })
+}
+
+/// Decompresses one layer (gzip, zstd or plain, told apart by their magic bytes) into `out`,
+/// checking the result against the diff_id; returns its size. The compressed blob is read
+/// unverified: every byte written is checked against the diff_id instead, which the verified
+/// config names (and a damaged blob fails to inflate or to match).
+pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
+    let what = layer.what();
+    let mut src = BufReader::with_capacity(1 << 20, source.open_unverified(&layer.desc)?);
+    let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pump = |r: &mut dyn Read| -> Result<()> {
+        loop {
+            if stop.load(Ordering::Relaxed) || crate::cancel::requested() {
+                return Err(Error::Interrupted);
+            }
+            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing: {e}")))?;
+        }
+    };
+    if head.starts_with(&GZIP_MAGIC) {
+        pump(&mut flate2::read::MultiGzDecoder::new(&mut src))?;
+    } else if head.starts_with(&ZSTD_MAGIC) {
+        let mut d = zstd::stream::read::Decoder::with_buffer(&mut src).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        d.window_log_max(31).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        pump(&mut d)?;
+    } else {
+        pump(&mut src)?;
+    }
+    let size = h.len();
+    let found = h.finish();
+    if found != layer.diff_id {
+        return Err(Error::Other(format!("{what}: uncompressed content does not match its diff_id: expected {}, got {found}", layer.diff_id)));
+    }
+    Ok(size)
+}
+
+/// Decompresses one layer into an unnamed spool file in `dir` (whatever ends the process, the
+/// kernel frees it), rewound for the writer.
+pub(super) fn spool_layer(source: &dyn Source, layer: &Layer, dir: &Path, stop: &AtomicBool) -> Result<(File, u64)> {
+    let file = tempfile::tempfile_in(dir).at(dir)?;
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let size = decompress_into(source, layer, stop, &mut out)?;
+    let file = finish_spool(out, dir)?;
+    Ok((file, size))
+}
+
+fn finish_spool(out: BufWriter<File>, dir: &Path) -> Result<File> {
+    let mut file = out.into_inner().map_err(|e| Error::Other(format!("writing a spool file in {}: {}", dir.display(), e.error())))?;
+    file.seek(std::io::SeekFrom::Start(0)).at(dir)?;
+    Ok(file)
+}
+
+/// A layer's reserved place in the archive file: `cap` bytes from `start`. Writes go there
+/// (positioned, so every worker writes its own place at once) until they would pass its end;
+/// then what was written moves to a spool file and the rest follows it there.
+pub(super) struct Region<'a> {
+    file: &'a File,
+    start: u64,
+    cap: u64,
+    pos: u64,
+    kicked: u64,
+    spill: Option<BufWriter<File>>,
+    spool_dir: &'a Path,
+}
+
+/// Where a layer ended up.
+pub(super) enum Placed {
+    /// In its place, `size` bytes.
+    InPlace(u64),
+    /// In a spool file (rewound), `size` bytes: the hint was wrong.
+    Spilled(File, u64),
+}
+
+impl<'a> Region<'a> {
+    pub fn new(file: &'a File, start: u64, cap: u64, spool_dir: &'a Path) -> Region<'a> {
+        Region { file, start, cap, pos: 0, kicked: start, spill: None, spool_dir }
+    }
+
+    fn start_spill(&mut self) -> std::io::Result<()> {
+        let mut spool = BufWriter::with_capacity(1 << 20, tempfile::tempfile_in(self.spool_dir)?);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut done = 0;
+        while done < self.pos {
+            let n = (self.pos - done).min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..n], self.start + done)?;
+            spool.write_all(&buf[..n])?;
+            done += n as u64;
+        }
+        self.spill = Some(spool);
+        Ok(())
+    }
+
+    /// Decompresses `layer` into this place (or a spool when it does not fit exactly).
+    pub fn fill(mut self, source: &dyn Source, layer: &Layer, stop: &AtomicBool) -> Result<Placed> {
+        let size = decompress_into(source, layer, stop, &mut self)?;
+        if self.spill.is_none() && size == self.cap {
+            return Ok(Placed::InPlace(size));
+        }
+        if self.spill.is_none() {
+            self.start_spill().map_err(|e| Error::Other(format!("{}: spooling in {}: {e}", layer.what(), self.spool_dir.display())))?;
+        }
+        let file = finish_spool(self.spill.take().expect("spill"), self.spool_dir)?;
+        Ok(Placed::Spilled(file, size))
+    }
+}
+
+impl Write for Region<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.spill.is_none() && self.pos + buf.len() as u64 > self.cap {
+            self.start_spill()?;
+        }
+        if let Some(s) = &mut self.spill {
+            return s.write(buf);
+        }
+        self.file.write_all_at(buf, self.start + self.pos)?;
+        self.pos += buf.len() as u64;
+        crate::writeback::kick_file(self.file, &mut self.kicked, self.start + self.pos);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.spill {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zstd_content_size;
+
+    #[test]
+    fn zstd_frame_content_size_is_read_when_present() {
+        for n in [0usize, 1, 255, 256, 300, 70000, 5_000_000] {
+            let data = vec![7u8; n];
+            let framed = zstd::bulk::compress(&data, 3).unwrap();
+            assert_eq!(zstd_content_size(&framed), Some(n as u64), "{n} bytes");
+        }
+        // A streamed frame without the size.
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        std::io::Write::write_all(&mut enc, b"hello").unwrap();
+        let framed = enc.finish().unwrap();
+        assert_eq!(zstd_content_size(&framed), None);
+    }
+}
