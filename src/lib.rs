@@ -9,6 +9,7 @@ pub mod error;
 pub mod export;
 pub mod fetch;
 pub mod image;
+pub mod mapped;
 pub mod pool;
 pub mod progress;
 pub mod push;

@@ -6,6 +6,7 @@ use crate::bundle::Bundle;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
+use crate::mapped::Window;
 use crate::store::Store;
 
 /// A read-only source of images and blobs.
@@ -29,6 +30,10 @@ pub trait Source: Sync {
     /// `len` bytes of the blob from `offset`, unverified (a size hint from a gzip trailer, say:
     /// whatever it is used for must be checked later). Blobs are random access everywhere.
     fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>>;
+
+    /// Up to `max` bytes of the blob from `offset` mapped into memory, unverified (fewer
+    /// where the source has a seam, such as a volume end); for `copy_verified`.
+    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window>;
 
     /// A small blob read whole (manifests, configs), capped and verified.
     fn read_small(&self, desc: &Descriptor, cap: u64) -> Result<Vec<u8>> {
@@ -63,6 +68,15 @@ impl Source for Store {
         std::os::unix::fs::FileExt::read_exact_at(&self.open_blob(&desc.digest)?, &mut v, offset).map_err(|e| Error::io(self.blob_path(&desc.digest), e))?;
         Ok(v)
     }
+    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window> {
+        let path = self.blob_path(&desc.digest);
+        let f = self.open_blob(&desc.digest)?;
+        let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if len != desc.size || offset >= len {
+            return Err(Error::Other(format!("store blob {} has {len} bytes, not {} (run `ocibundle store fsck`)", desc.digest, desc.size)));
+        }
+        Window::map(&f, offset, max.min((len - offset) as usize)).map_err(|e| Error::io(&path, e))
+    }
 }
 
 impl Source for Bundle {
@@ -95,6 +109,13 @@ impl Source for Bundle {
         self.vols.range(e.offset + offset, len as u64).read_exact(&mut v).map_err(|err| Error::Other(format!("{}: blob {}: {err}", self.name, desc.digest)))?;
         Ok(v)
     }
+    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window> {
+        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
+        if e.size != desc.size || offset >= e.size {
+            return Err(Error::Other(format!("{}: blob {} has {} bytes, its descriptor says {}", self.name, desc.digest, e.size, desc.size)));
+        }
+        self.vols.window(e.offset + offset, max.min((e.size - offset) as usize))
+    }
 }
 
 /// A bundle whose missing blobs (a delta's base) come from a store.
@@ -126,6 +147,12 @@ impl Source for BundleOverStore<'_> {
             _ => self.bundle.read_at(desc, offset, len),
         }
     }
+    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window> {
+        match self.store {
+            Some(s) if !self.bundle.has(&desc.digest) => s.map_at(desc, offset, max),
+            _ => self.bundle.map_at(desc, offset, max),
+        }
+    }
     fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         if self.bundle.has(&desc.digest) {
             return self.bundle.open(desc);
@@ -139,4 +166,27 @@ impl Source for BundleOverStore<'_> {
             None => Err(Error::Other(format!("{}: blob {} is not in the bundle (a delta bundle needs its base in the store)", self.bundle.name, desc.digest))),
         }
     }
+}
+
+/// Copies a blob into `out` (positioned at its start) through mapped windows: hashed and
+/// written from the same pages, one copy into the output's page cache instead of two through
+/// a read buffer. Checked against the digest and size at the end: the caller writes into a
+/// temp name and drops it on error. Returns the bytes written.
+pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::File, path: &std::path::Path) -> Result<u64> {
+    use std::io::Write;
+    let mut h = crate::digest::Hasher::new();
+    let (mut at, mut kicked) = (0u64, 0u64);
+    while at < desc.size {
+        if crate::cancel::requested() {
+            return Err(Error::Interrupted);
+        }
+        let w = source.map_at(desc, at, 2 << 20)?;
+        let bytes = w.as_ref();
+        h.update(bytes);
+        out.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        at += bytes.len() as u64;
+        crate::writeback::kick_file(out, &mut kicked, at);
+    }
+    h.verify(&format!("{}: blob", source.name()), &desc.digest, Some(desc.size))?;
+    Ok(at)
 }

@@ -6,6 +6,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ops::Range;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use crate::mapped::{Chunk, Shared};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -45,8 +47,6 @@ struct OpenVolume {
     hasher: HashThread,
 }
 
-/// A shared chunk of bytes and the part of it that is meant.
-pub type Chunk = (Arc<Vec<u8>>, Range<usize>);
 
 /// Hashes a volume's bytes on its own thread (chunks are shared, not copied), so writing does
 /// not wait for it.
@@ -61,7 +61,7 @@ impl HashThread {
         let handle = std::thread::spawn(move || {
             let mut h = Hasher::new();
             for (chunk, range) in rx {
-                h.update(&chunk[range]);
+                h.update(&(*chunk).as_ref()[range]);
             }
             h.finish()
         });
@@ -70,7 +70,7 @@ impl HashThread {
     fn update(&self, data: &[u8]) {
         self.update_shared(Arc::new(data.to_vec()), 0..data.len());
     }
-    fn update_shared(&self, chunk: Arc<Vec<u8>>, range: Range<usize>) {
+    fn update_shared(&self, chunk: Shared, range: Range<usize>) {
         if let Some(tx) = &self.tx {
             let _ = tx.send((chunk, range));
         }
@@ -172,19 +172,20 @@ impl VolumeWriter {
     }
 
     fn write_logical(&mut self, buf: &[u8]) -> Result<()> {
-        self.write_shared(Arc::new(buf.to_vec()))
+        self.write_shared(Arc::new(buf.to_vec()), 0..buf.len())
     }
 
-    /// Writes a shared chunk; the volume hash thread reads it without a copy.
-    pub fn write_shared(&mut self, chunk: Arc<Vec<u8>>) -> Result<()> {
+    /// Writes `range` of a shared chunk; the volume hash thread reads it without a copy.
+    pub fn write_shared(&mut self, chunk: Shared, range: Range<usize>) -> Result<()> {
+        let bytes = &(*chunk).as_ref()[range.clone()];
         if let Some(s) = &mut self.stdout {
-            s.write_all(&chunk).map_err(|e| Error::io("stdout", e))?;
-            self.position += chunk.len() as u64;
+            s.write_all(bytes).map_err(|e| Error::io("stdout", e))?;
+            self.position += bytes.len() as u64;
             return Ok(());
         }
         let mut start = 0;
-        while start < chunk.len() {
-            let buf = &chunk[start..];
+        while start < bytes.len() {
+            let buf = &bytes[start..];
             if self.current.is_none() {
                 self.open_next()?;
             }
@@ -195,7 +196,7 @@ impl VolumeWriter {
             let n = (buf.len() as u64).min(room) as usize;
             let v = self.current.as_mut().unwrap();
             v.file.write_all(&buf[..n]).at(&v.tmp)?;
-            v.hasher.update_shared(chunk.clone(), start..start + n);
+            v.hasher.update_shared(chunk.clone(), range.start + start..range.start + start + n);
             v.written += n as u64;
             writeback::kick(&mut v.file, &mut v.flushed, v.written);
             self.position += n as u64;
@@ -380,6 +381,19 @@ impl VolumeSet {
             pos += n as u64;
         }
         Ok(())
+    }
+
+    /// Up to `max` bytes from logical offset `pos` mapped into memory (fewer where a volume
+    /// ends).
+    pub fn window(&self, pos: u64, max: usize) -> Result<crate::mapped::Window> {
+        if pos >= self.len {
+            return Err(Error::Other(format!("{}: truncated (needs byte {} of {})", self.name, pos + 1, self.len)));
+        }
+        let i = self.parts.partition_point(|p| p.start + p.len <= pos);
+        let p = &self.parts[i];
+        let off = pos - p.start;
+        let n = (max as u64).min(p.len - off) as usize;
+        crate::mapped::Window::map(&p.file, p.skip + off, n).at(&p.path)
     }
 
     /// A reader over `[pos, pos + len)` of the logical stream.

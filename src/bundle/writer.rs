@@ -1,6 +1,6 @@
 //! Writing a planned bundle in one pass: header, each blob once (re-verified as it is copied out
 //! of the store), index, trailer; into stdout, a file or volumes, committed only when complete.
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use super::plan::BundlePlan;
 use super::volumes::{Target, VolumeWriter};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
+use crate::mapped::{Chunk, Shared, Window};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -22,6 +23,9 @@ pub struct WriteReport {
     pub bytes: u64,
     pub files: Vec<(PathBuf, u64)>,
 }
+
+/// How much of a blob is mapped at once (windows in flight: a few per thread).
+const WINDOW: u64 = 2 << 20;
 
 fn io_err(e: std::io::Error) -> Error {
     Error::Other(format!("writing the bundle: {e}"))
@@ -35,7 +39,7 @@ struct BlobChecker {
 }
 
 enum Check {
-    Data(Arc<Vec<u8>>),
+    Data(Chunk),
     End { digest: Digest, size: u64, what: String },
 }
 
@@ -47,7 +51,7 @@ impl BlobChecker {
             let mut first: Result<()> = Ok(());
             for m in rx {
                 match m {
-                    Check::Data(c) => h.update(&c),
+                    Check::Data((c, r)) => h.update(&(*c).as_ref()[r]),
                     Check::End { digest, size, what } => {
                         let done = std::mem::take(&mut h);
                         if first.is_ok() {
@@ -84,28 +88,28 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
         for e in &plan.index.entries {
             w.write_all(&encode_entry(KIND_BLOB, e.size, &e.digest)).map_err(io_err)?;
             debug_assert_eq!(w.position, e.offset);
-            let mut f = store.open_blob(&e.digest)?;
-            let mut left = e.size;
-            while left > 0 {
+            // Mapped a window at a time: the output and both hash threads read the same pages,
+            // with no copy into a buffer.
+            let path = store.blob_path(&e.digest);
+            let f = store.open_blob(&e.digest)?;
+            let len = f.metadata().at(&path)?.len();
+            if len != e.size {
+                return Err(Error::Other(format!(
+                    "{what} {} has {len} bytes, not {} (the store is damaged: run `ocibundle store fsck`)",
+                    e.digest, e.size
+                )));
+            }
+            let mut at = 0u64;
+            while at < e.size {
                 if crate::cancel::requested() {
                     return Err(Error::Interrupted);
                 }
-                let mut buf = vec![0u8; (1 << 20).min(left as usize)];
-                let n = read_full(&mut f, &mut buf).at(store.blob_path(&e.digest))?;
-                if n == 0 {
-                    break;
-                }
-                buf.truncate(n);
-                left -= n as u64;
-                let chunk = Arc::new(buf);
-                w.write_shared(chunk.clone())?;
-                checker.send(Check::Data(chunk));
+                let n = WINDOW.min(e.size - at) as usize;
+                let window: Shared = Arc::new(Window::map(&f, at, n).at(&path)?);
+                w.write_shared(window.clone(), 0..n)?;
+                checker.send(Check::Data((window, 0..n)));
                 total.inc(n as u64);
-            }
-            // A short blob shows as a size mismatch; so does a longer one, by its next byte.
-            let mut probe = [0u8; 1];
-            if left == 0 && f.read(&mut probe).at(store.blob_path(&e.digest))? > 0 {
-                checker.send(Check::Data(Arc::new(probe.to_vec())));
+                at += n as u64;
             }
             checker.send(Check::End { digest: e.digest.clone(), size: e.size, what: what.clone() });
         }
@@ -126,18 +130,4 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
     bar.finish();
     let files = w.commit()?;
     Ok(WriteReport { bundle_id: plan.index.bundle_id.clone(), bytes: plan.file_size(), files })
-}
-
-/// Reads until `buf` is full or the reader ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }

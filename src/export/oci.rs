@@ -2,7 +2,7 @@
 //! to the registry's, indexes kept, `index.json` naming every reference.
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use super::tarw::TarWriter;
@@ -129,7 +129,7 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
         // Blobs are copied (and verified) on every core, largest first.
         let mut queue: Vec<&Descriptor> = order.iter().collect();
         queue.sort_by(|a, b| b.size.cmp(&a.size));
-        crate::pool::try_each(&queue, |b, buf| copy_blob(source, b, &blobs, buf))?;
+        crate::pool::try_each(&queue, |b, _| copy_blob(source, b, &blobs))?;
         let total: u64 = order.iter().map(|b| b.size).sum();
         fs::write(tmp.join("oci-layout"), OCI_LAYOUT).at(tmp.join("oci-layout"))?;
         let mut f = fs::File::create(tmp.join("index.json")).at(tmp.join("index.json"))?;
@@ -158,21 +158,9 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
 }
 
 /// Copies one blob into `dir/<hex>`, verified on the way, durable when this returns.
-fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path, buf: &mut [u8]) -> Result<()> {
+fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path) -> Result<()> {
     let path = dir.join(b.digest.hex());
-    let f = fs::File::create(&path).at(&path)?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    let mut r = source.open(b)?;
-    let (mut n, mut flushed) = (0u64, 0u64);
-    loop {
-        let k = r.read(buf).map_err(|e| Error::Other(format!("blob {}: {e}", b.digest)))?;
-        if k == 0 {
-            break;
-        }
-        w.write_all(&buf[..k]).at(&path)?;
-        n += k as u64;
-        crate::writeback::kick(&mut w, &mut flushed, n);
-    }
-    let f = w.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+    let mut f = fs::File::create(&path).at(&path)?;
+    crate::source::copy_verified(source, b, &mut f, &path)?;
     f.sync_data().at(&path)
 }

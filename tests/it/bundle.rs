@@ -1369,6 +1369,18 @@ fn bundle_refuses_corrupt_store_blob() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "a failed bundle left {left:?}");
+    // A store blob cut short is named too (the plan checks sizes before writing starts).
+    fs::write(&p, &data[..3000]).unwrap();
+    let e = fails(&env, &["bundle", "-o", s(&out), &img.reference]);
+    assert!(
+        e.contains(&img.layers[0].digest) && e.contains("fsck"),
+        "error does not name the short blob: {e}"
+    );
+    let left: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "a failed bundle left {left:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

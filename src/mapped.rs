@@ -1,0 +1,131 @@
+//! Read-only windows of a file mapped into memory, shared between threads: the bundle writer
+//! hands the same store bytes to the output and to two hash threads without first copying
+//! them into a buffer. Windows are small (a few MiB) and unmapped when the last user drops
+//! them, so memory stays bounded. Only for files nobody rewrites in place (store blobs, a
+//! bundle being read). A mapped page that cannot be read (a disk pulled out, an I/O error, a
+//! file truncated by someone else) raises SIGBUS instead of returning an error: the handler
+//! installed here turns it into one clear `error:` line and exit status 1 (temp outputs, all
+//! under temp names, stay behind).
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+/// Bytes shared between threads without a copy: a mapped window or an owned buffer.
+pub type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// A shared chunk and the part of it that is meant.
+pub type Chunk = (Shared, Range<usize>);
+
+pub struct Window {
+    base: *mut libc::c_void,
+    map_len: usize,
+    skip: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by the Window; the bytes never change under it
+// (see the module note), so sharing references across threads is sound.
+unsafe impl Send for Window {}
+unsafe impl Sync for Window {}
+
+extern "C" fn on_bus_error(_: libc::c_int) {
+    const MSG: &[u8] = b"error: a file being read failed under its memory mapping (I/O error, a removed disk, or the file was truncated while in use); nothing was completed\n";
+    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+    unsafe {
+        libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        libc::_exit(1);
+    }
+}
+
+fn install_fault_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    ONCE.call_once(|| unsafe {
+        libc::signal(libc::SIGBUS, on_bus_error as *const () as libc::sighandler_t);
+    });
+}
+
+impl Window {
+    /// Maps `len` bytes of `file` from `offset` (any offset: the page alignment is handled),
+    /// its pages populated up front.
+    pub fn map(file: &File, offset: u64, len: usize) -> io::Result<Window> {
+        if len == 0 {
+            return Ok(Window { base: std::ptr::null_mut(), map_len: 0, skip: 0, len: 0 });
+        }
+        install_fault_handler();
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        let start = offset - offset % page;
+        let skip = (offset - start) as usize;
+        let map_len = skip + len;
+        // SAFETY: a fresh read-only mapping of an open file; checked for failure below.
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_POPULATE, file.as_raw_fd(), start as libc::off_t)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Window { base, map_len, skip, len })
+    }
+}
+
+impl AsRef<[u8]> for Window {
+    fn as_ref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the mapping covers skip + len readable bytes and lives as long as self.
+        unsafe { std::slice::from_raw_parts((self.base as *const u8).add(self.skip), self.len) }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        if self.map_len > 0 {
+            // SAFETY: unmapping exactly what map() mapped, once.
+            unsafe { libc::munmap(self.base, self.map_len) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn windows_at_any_offset_read_the_file() {
+        let mut f = tempfile::tempfile().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        f.write_all(&data).unwrap();
+        for (off, len) in [(0usize, 0usize), (0, 1), (1, 4095), (4095, 2), (4096, 50_000), (12_345, 87_655)] {
+            let w = Window::map(&f, off as u64, len).unwrap();
+            assert_eq!(w.as_ref(), &data[off..off + len], "{off}+{len}");
+        }
+    }
+
+    /// In a child process (this test binary run again): map a file, truncate it, touch the
+    /// lost page. The child must end with the one-line error and status 1, not a crash.
+    #[test]
+    fn a_page_lost_under_a_mapping_is_one_error_line() {
+        if std::env::var_os("OCIBUNDLE_FAULT_CHILD").is_some() {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&vec![1u8; 1 << 16]).unwrap();
+            let w = Window::map(&f, 0, 1 << 16).unwrap();
+            f.set_len(0).unwrap();
+            let sum: u64 = w.as_ref().iter().map(|&b| b as u64).sum();
+            panic!("read {sum} from a truncated mapping without a fault");
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "mapped::tests::a_page_lost_under_a_mapping_is_one_error_line", "--nocapture", "--test-threads", "1"])
+            .env("OCIBUNDLE_FAULT_CHILD", "1")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "child status {:?}, stderr: {err}", out.status);
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: a file being read failed under its memory mapping"), "stderr: {err}");
+    }
+}
