@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ocibundle in two minutes, on a fresh Debian 12 machine with the Rust toolchain
 # (run as root so missing tools can be installed):
-#   - installs docker-registry, skopeo and umoci if missing;
+#   - installs docker-registry, skopeo and umoci if missing (and libisal-dev, optional);
 #   - builds ocibundle (cargo build --release);
 #   - starts a private registry on a free 127.0.0.1 port (storage in the demo dir);
 #   - builds 3 small images with umoci: demo/base:1, demo/app:1 (on top of the
@@ -26,6 +26,13 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "tools"
 ensure_tools docker-registry=docker-registry skopeo=skopeo umoci=umoci curl=curl
+# libisal-dev: ISA-L inflates export's gzip layers faster (src/gunzip.rs). Optional, and a
+# header rather than a command, so not for ensure_tools; build.rs does not watch a header that
+# was missing (that would rerun it on every build), hence the touch.
+if [[ ! -e /usr/include/isa-l/igzip_lib.h && $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libisal-dev && touch "$root/build.rs"; } \
+    || echo "note: could not install libisal-dev: gzip layers are inflated with zlib-rs" >&2
+fi
 need_cargo
 echo "docker-registry, skopeo, umoci, curl and cargo are here"
 

@@ -8,6 +8,7 @@ pub mod digest;
 pub mod error;
 pub mod export;
 pub mod fetch;
+pub mod gunzip;
 pub mod image;
 pub mod mapped;
 pub mod pool;
