@@ -100,7 +100,7 @@ pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicB
         }
     };
     if head.starts_with(&GZIP_MAGIC) {
-        pump(&mut flate2::read::MultiGzDecoder::new(&mut src))?;
+        pump(&mut crate::gunzip::GzDecoder::new(&mut src))?;
     } else if head.starts_with(&ZSTD_MAGIC) {
         let mut d = zstd::stream::read::Decoder::with_buffer(&mut src).map_err(|e| Error::Other(format!("{what}: {e}")))?;
         d.window_log_max(31).map_err(|e| Error::Other(format!("{what}: {e}")))?;
