@@ -40,6 +40,8 @@ root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 shared=$root/../shared/bench
 [[ -x $shared/make-corpus.sh ]] || die "$shared not found: the repo must be cloned with shared/ beside it"
 shared=$(cd "$shared" && pwd)
+# shellcheck source=lib/common.sh
+source "$root/benches/lib/common.sh"
 if ((small)); then
   CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
 else
@@ -101,19 +103,28 @@ timed() {
     tail -20 "$T/$step.err" >&2; die "step $step failed: $*"
   fi
   tail -1 "$T/$step.last" >> "$T/$step.times"
+  # The writeback the step left behind (ocibundle fsyncs; tar does not).
+  local t0=$EPOCHREALTIME; sync
+  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.3f\n", b-a}' >> "$T/$step.sync"
 }
 
 OUT=$WORK/out/site.bundle
-for r in $(seq 1 "$reps"); do
+# Round 0 only warms up (page cache, this VM's memory): every step once, not counted.
+for r in $(seq 0 "$reps"); do
+  if ((r == 1)); then for f in "$T"/*.times "$T"/*.sync; do [[ -e $f ]] && : > "$f"; done; fi
   rm -rf "$WORK/out"; mkdir -p "$WORK/out"
+  warm "$STORE"
   timed a "$bin" --store "$STORE" bundle -o "$OUT" --all
   log "rep $r: a bundle      $(tail -1 "$T/a.times")"
   rm -rf "$WORK/tar"; mkdir -p "$WORK/tar"
+  warm "$LAYOUT"
   timed b tar -cf "$WORK/tar/layout.tar" -C "$LAYOUT" .
   log "rep $r: b tar -cf     $(tail -1 "$T/b.times")"
+  warm "$OUT"
   timed c "$bin" verify "$OUT"
   log "rep $r: c verify      $(tail -1 "$T/c.times")"
   rm -rf "$WORK/import"
+  warm "$OUT"
   timed d "$bin" --store "$WORK/import" import "$OUT"
   log "rep $r: d import      $(tail -1 "$T/d.times")"
   timed e "$bin" --store "$STORE" size --all --json
@@ -144,6 +155,9 @@ stats() { sort -n -k1,1 "$T/$1.times" | awk '{w[NR]=$1; if ($2>m) m=$2}
   END{med = NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2; print med, w[1], w[NR], m}'; }
 read -r ma na xa ra < <(stats a); read -r mb nb xb rb < <(stats b); read -r mc nc xc rc < <(stats c)
 read -r md nd xd rd < <(stats d); read -r me ne xe re < <(stats e)
+# Medians of wall + the sync right after, per rep.
+withsync() { paste -d' ' <(cut -d' ' -f1 "$T/$1.times") "$T/$1.sync" | awk '{print $1+$2}' | sort -n | awk '{w[NR]=$1} END{print NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2}'; }
+sa=$(withsync a) sb=$(withsync b)
 wall() { printf '%.2f s (%.2f–%.2f)' "$1" "$2" "$3"; }
 mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k/1024}'; }
 mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
@@ -152,7 +166,7 @@ rate() { awk -v b="$1" -v s="$2" 'BEGIN{if (s<=0) print "–"; else printf "%.2f
 overhead=$((bundle_bytes - unique_bytes))
 report=$WORK/report.md
 {
-  echo "### ocibundle bundle benchmark ($mode corpus): median of $reps reps"
+  echo "### ocibundle bundle benchmark ($mode corpus): median of $reps reps after an untimed warm-up round"
   echo
   echo "| step | wall median (min–max) | peak RSS | output | ÷ tar -cf |"
   echo "|---|---:|---:|---:|---:|"
@@ -161,6 +175,9 @@ report=$WORK/report.md
   echo "| (c) ocibundle verify ($(rate "$bundle_bytes" "$mc")) | $(wall "$mc" "$nc" "$xc") | $(mib "$rc") | – | $(ratio "$mc" "$mb") |"
   echo "| (d) ocibundle import into a fresh store | $(wall "$md" "$nd" "$xd") | $(mib "$rd") | – | $(ratio "$md" "$mb") |"
   echo "| (e) ocibundle size --all (predicts $predicted B) | $(wall "$me" "$ne" "$xe") | $(mib "$re") | – | – |"
+  echo
+  echo "Counting the writeback each step leaves behind (median of wall + a \`sync\` right after):"
+  echo "(a) $(printf '%.2f' "$sa") s vs (b) $(printf '%.2f' "$sb") s = $(ratio "$sa" "$sb")."
   echo
   echo "| size | bytes |"
   echo "|---|---:|"
@@ -173,7 +190,7 @@ report=$WORK/report.md
   echo
   echo "Checks (untimed): \`size\` predicted exactly the bytes written; a second bundle is byte-identical;"
   echo "\`sha256sum -c\` passes; the imported store passes \`store fsck\`."
-  echo "Page cache warm, \`sync\` before each timed step; ocibundle fsyncs its output, tar does not."
+  echo "Inputs read into the page cache right before each timed step (benches/lib/common.sh), \`sync\` before it; ocibundle fsyncs its output, tar does not."
   echo
   echo "Command: \`benches/bundle.sh$( ((small)) && echo ' --small') --reps $reps\`, $(date -u '+%Y-%m-%d %H:%M UTC'),"
   echo "ocibundle $(git -C "$root" describe --always --dirty 2>/dev/null), $(nproc) cores, $(tar --version | head -1)."

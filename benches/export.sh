@@ -65,6 +65,8 @@ shared=$root/../shared/bench
 [[ -x $shared/make-corpus.sh && -x $shared/registry.sh ]] ||
   die "$shared not found: the repo must be cloned with shared/ beside it"
 shared=$(cd "$shared" && pwd)
+# shellcheck source=lib/common.sh
+source "$root/benches/lib/common.sh"
 
 if ((small)); then
   CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
@@ -318,17 +320,19 @@ busy_rep() {
   done
   return 1
 }
+# The first round only warms up (page cache, this VM's memory): every step runs once untimed.
+warmup=${WARMUP:-1}
 r=0
 while ((r < reps)); do
   r=$((r + 1))
   ((r == 1 && redone == 0)) || wait_quiet
   rep_load=$(load1)
-  fresh "$OUT/a";  timed a  "${cmd_a[@]}";  log "rep $r: a  ocibundle export --docker-archive (8) $(tail -1 "$T/a.times")  +sync $(tail -1 "$T/a.sync")"
-  fresh "$OUT/a2"; timed a2 "${cmd_a2[@]}"; log "rep $r: a2 ocibundle export --docker-archive ($n7) $(tail -1 "$T/a2.times")  +sync $(tail -1 "$T/a2.sync")"
-  fresh "$OUT/b";  timed b  "${cmd_b[@]}";  log "rep $r: b  podman save --multi-image-archive $(tail -1 "$T/b.times")  +sync $(tail -1 "$T/b.sync")"
-  fresh "$OUT/c";  timed c  "${cmd_c[@]}";  log "rep $r: c  skopeo copy -> docker-archive x$n7 $(tail -1 "$T/c.times")  +sync $(tail -1 "$T/c.sync")"
-  fresh "$OUT/d";  timed d  "${cmd_d[@]}";  log "rep $r: d  ocibundle export --oci-layout --from $(tail -1 "$T/d.times")  +sync $(tail -1 "$T/d.sync")"
-  fresh "$OUT/e";  timed e  "${cmd_e[@]}";  log "rep $r: e  tar -xf of skopeo's layout $(tail -1 "$T/e.times")  +sync $(tail -1 "$T/e.sync")"
+  fresh "$OUT/a";  warm "$STORE"; timed a  "${cmd_a[@]}";  log "rep $r: a  ocibundle export --docker-archive (8) $(tail -1 "$T/a.times")  +sync $(tail -1 "$T/a.sync")"
+  fresh "$OUT/a2"; warm "$STORE"; timed a2 "${cmd_a2[@]}"; log "rep $r: a2 ocibundle export --docker-archive ($n7) $(tail -1 "$T/a2.times")  +sync $(tail -1 "$T/a2.sync")"
+  fresh "$OUT/b";  warm "$PODROOT"; timed b  "${cmd_b[@]}";  log "rep $r: b  podman save --multi-image-archive $(tail -1 "$T/b.times")  +sync $(tail -1 "$T/b.sync")"
+  fresh "$OUT/c";  warm "$REGDIR"; timed c  "${cmd_c[@]}";  log "rep $r: c  skopeo copy -> docker-archive x$n7 $(tail -1 "$T/c.times")  +sync $(tail -1 "$T/c.sync")"
+  fresh "$OUT/d";  warm "$BUNDLE"; timed d  "${cmd_d[@]}";  log "rep $r: d  ocibundle export --oci-layout --from $(tail -1 "$T/d.times")  +sync $(tail -1 "$T/d.sync")"
+  fresh "$OUT/e";  warm "$LAYOUT_TAR"; timed e  "${cmd_e[@]}";  log "rep $r: e  tar -xf of skopeo's layout $(tail -1 "$T/e.times")  +sync $(tail -1 "$T/e.sync")"
 
   check_archive_images "$OUT/a/all.tar" "$WORK/expected-images.tsv"
   check_archive_images "$OUT/a2/seven.tar" "$WORK/expected-images7.tsv"
@@ -349,6 +353,15 @@ while ((r < reps)); do
     die "tar -xf of skopeo's layout: $(find "$OUT/e" -type f | wc -l) files / $(du -sb "$OUT/e" | cut -f1) B, layout has $(find "$LAYOUT" -type f | wc -l) / $(du -sb "$LAYOUT" | cut -f1)"
   outside=$(for s in a a2 b c d e; do printf '%s %s  ' "$s" "$(tail -1 "$T/$s.other")"; done)
   log "rep $r: checks passed; CPU seconds used outside the timed process: $outside"
+  if ((warmup > 0)); then
+    warmup=$((warmup - 1))
+    log "rep $r was the warm-up round (WARMUP=${WARMUP:-1}): not counted"
+    for s in a a2 b c d e; do
+      for f in times sync other; do sed -i '$d' "$T/$s.$f"; done
+    done
+    r=$((r - 1))
+    continue
+  fi
   if ((redone < REDO_MAX)) && busy=$(busy_rep); then
     redone=$((redone + 1))
     log "rep $r: other processes were busy during step $busy: measuring this rep again ($redone of at most $REDO_MAX)"
@@ -450,7 +463,7 @@ zlist=${zstd_refs[*]}
 
 report=$WORK/report.md
 {
-  echo "### ocibundle export benchmark ($mode corpus): median of $reps reps"
+  echo "### ocibundle export benchmark ($mode corpus): median of $reps reps after an untimed warm-up round"
   echo
   echo "| step | wall median (min–max) | + sync after | CPU (user+sys) | peak RSS | output | ratio |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
@@ -466,7 +479,7 @@ report=$WORK/report.md
   echo "after the step). Counting it (wall + sync, median per rep): (a2) $(wall "$dmed_a2" "$dmin_a2" "$dmax_a2") vs (b) $(wall "$dmed_b" "$dmin_b" "$dmax_b") = $(ratio "$dmed_a2" "$dmed_b");"
   echo "(a) $(wall "$dmed_a" "$dmin_a" "$dmax_a") vs (c) $(wall "$dmed_c" "$dmin_c" "$dmax_c") = $(ratio "$dmed_a" "$dmed_c"); (d) $(wall "$dmed_d" "$dmin_d" "$dmax_d") vs (e) $(wall "$dmed_e" "$dmin_e" "$dmax_e") = $(ratio "$dmed_d" "$dmed_e")."
   echo "Wall: bash's clock around the command (ms resolution). CPU: GNU time's %U + %S, median (for (c), the"
-  echo "whole loop). Peak RSS: maximum over reps of GNU time's \`%M\` (for (c), the largest single skopeo). Page cache warm,"
+  echo "whole loop). Peak RSS: maximum over reps of GNU time's \`%M\` (for (c), the largest single skopeo). Inputs read into the page cache right before each step (benches/lib/common.sh),"
   echo "\`sync\` before every step. (c) reads from the registry on loopback (and decompresses gzip),"
   echo "as ../shared/bench/baseline.sh measured it; the others read local files. (a)/(c) compares"
   echo "$n_images images with $n7: skopeo cannot write $zlist (zstd) to a docker-archive."

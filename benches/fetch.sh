@@ -50,6 +50,8 @@ shared=$root/../shared/bench
 [[ -x $shared/make-corpus.sh && -x $shared/registry.sh ]] ||
   die "$shared not found: the repo must be cloned with shared/ beside it"
 shared=$(cd "$shared" && pwd)
+# shellcheck source=lib/common.sh
+source "$root/benches/lib/common.sh"
 
 if ((small)); then
   CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
@@ -192,19 +194,25 @@ verify_store() {
 # ---------------------------------------------------------------- runs
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 log "mode=$mode reps=$reps registry=$REG corpus=$CORPUS images=$n_images digests=$n_expected blobs=$n_blobs work=$WORK"
-for r in $(seq 1 "$reps"); do
+# Round 0 only warms up (page cache, this VM's memory): every step once, not counted.
+for r in $(seq 0 "$reps"); do
+  if ((r == 1)); then for f in "$T"/*.times "$T"/*.sync; do [[ -e $f ]] && : > "$f"; done; fi
   rm -rf "$STORE"; mkdir -p "$STORE"
+  warm "$REGDIR"
   timed a "${cmd_a[@]}"
   log "rep $r: a ocibundle fetch    $(tail -1 "$T/a.times")  (fetched $(fetched_bytes "$T/a.out") B)"
 
   rm -rf "$LAYOUT"
+  warm "$REGDIR"
   timed b "${cmd_b[@]}"
   log "rep $r: b skopeo copy        $(tail -1 "$T/b.times")"
 
   rm -rf "$WORK/curl"
+  warm "$REGDIR"
   timed c "${cmd_c[@]}"
   log "rep $r: c curl floor         $(tail -1 "$T/c.times")"
 
+  warm "$REGDIR" "$STORE"
   timed d "${cmd_d[@]}"
   log "rep $r: d ocibundle again    $(tail -1 "$T/d.times")  (fetched $(fetched_bytes "$T/d.out") B)"
 
@@ -246,7 +254,7 @@ shell_words() {
 
 report=$WORK/report.md
 {
-  echo "### ocibundle fetch benchmark ($mode corpus): median of $reps reps"
+  echo "### ocibundle fetch benchmark ($mode corpus): median of $reps reps after an untimed warm-up round"
   echo
   echo "| step | wall median (min–max) | peak RSS | bytes on disk | ÷ skopeo | ÷ curl floor |"
   echo "|---|---:|---:|---:|---:|---:|"
@@ -257,7 +265,7 @@ report=$WORK/report.md
   echo
   echo "Ratios divide wall-clock medians (below 1 is faster). Peak RSS is the maximum over reps of GNU time's"
   echo "\`%M\` for the timed command (for the bash loops, the largest single process; for (c), one curl)."
-  echo "Bytes on disk: \`du -sb\` of the output after the last rep. Page cache warm (nothing dropped), \`sync\`"
+  echo "Bytes on disk: \`du -sb\` of the output after the last rep. Registry storage read into the page cache right before each step (benches/lib/common.sh), \`sync\`"
   echo "before every timed step, registry on loopback; wall times have 10 ms resolution."
   echo
   echo "Corpus: \`$CORPUS\` ($mode), $n_images images from \`images.tsv\`, $n_expected unique digests"

@@ -33,6 +33,8 @@ root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 shared=$root/../shared/bench
 [[ -x $shared/make-corpus.sh ]] || die "$shared not found: the repo must be cloned with shared/ beside it"
 shared=$(cd "$shared" && pwd)
+# shellcheck source=lib/common.sh
+source "$root/benches/lib/common.sh"
 if ((small)); then
   CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
 else
@@ -112,14 +114,19 @@ skopeo_loop="set -e; while read -r name ref fmt; do
   skopeo copy -q --all --preserve-digests --dest-tls-verify=false dir:$DIRS/\$name docker://$DEST/s/\$ref
 done < $CORPUS/images.tsv"
 
-for r in $(seq 1 "$reps"); do
+# Round 0 only warms up (page cache, this VM's memory): every step once, not counted.
+for r in $(seq 0 "$reps"); do
+  if ((r == 1)); then for f in "$T"/*.times "$T"/*.sync; do [[ -e $f ]] && : > "$f"; done; fi
   fresh_dest
+  warm "$BUNDLE"
   timed a "$bin" push --from "$BUNDLE" --all --to "$DEST/o"
   log "rep $r: a ocibundle push  $(tail -1 "$T/a.times")"
+  warm "$BUNDLE"
   timed c "$bin" push --from "$BUNDLE" --all --to "$DEST/o"
   log "rep $r: c push again      $(tail -1 "$T/c.times")"
   check_dest o || die "ocibundle's push does not match the source digests"
   fresh_dest
+  warm "$DIRS"
   timed b bash -c "$skopeo_loop"
   log "rep $r: b skopeo copy     $(tail -1 "$T/b.times")"
   # skopeo rewrites the v2s2 image's digest only if it converts; report rather than fail.
@@ -135,7 +142,7 @@ ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y<=0) print "–"; else printf "%.2
 pushed=$(grep -c ' pushed ' "$T/a.out" || true)
 report=$WORK/report.md
 {
-  echo "### ocibundle push benchmark ($mode corpus): median of $reps reps"
+  echo "### ocibundle push benchmark ($mode corpus): median of $reps reps after an untimed warm-up round"
   echo
   echo "| step | wall median (min–max) | peak RSS | ÷ skopeo |"
   echo "|---|---:|---:|---:|"
