@@ -170,12 +170,12 @@ impl Source for BundleOverStore<'_> {
 
 /// Copies a blob into `out` (positioned at its start) through mapped windows: hashed and
 /// written from the same pages, one copy into the output's page cache instead of two through
-/// a read buffer. Checked against the digest and size at the end: the caller writes into a
+/// a read buffer, and dropped from the page cache behind the writer once on disk. Checked against the digest and size at the end: the caller writes into a
 /// temp name and drops it on error. Returns the bytes written.
 pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::File, path: &std::path::Path) -> Result<u64> {
     use std::io::Write;
     let mut h = crate::digest::Hasher::new();
-    let (mut at, mut kicked) = (0u64, 0u64);
+    let (mut at, mut kicked, mut dropped) = (0u64, 0u64, 0u64);
     while at < desc.size {
         if crate::cancel::requested() {
             return Err(Error::Interrupted);
@@ -185,7 +185,7 @@ pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::
         h.update(bytes);
         out.write_all(bytes).map_err(|e| Error::io(path, e))?;
         at += bytes.len() as u64;
-        crate::writeback::kick_file(out, &mut kicked, at);
+        crate::writeback::kick_and_drop(out, &mut kicked, &mut dropped, at);
     }
     h.verify(&format!("{}: blob", source.name()), &desc.digest, Some(desc.size))?;
     Ok(at)

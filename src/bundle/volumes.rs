@@ -44,6 +44,8 @@ struct OpenVolume {
     written: u64,
     /// Bytes handed to the kernel for writeback so far (see `writeback`).
     flushed: u64,
+    /// Bytes on disk and dropped from the page cache (see `writeback`).
+    dropped: u64,
     hasher: HashThread,
 }
 
@@ -112,7 +114,7 @@ impl VolumeWriter {
         };
         let tmp = tmp_path(&final_path);
         let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&final_path)?;
-        let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, flushed: 0, hasher: HashThread::new() };
+        let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, flushed: 0, dropped: 0, hasher: HashThread::new() };
         if header {
             let h = encode_volume_header(self.number, &self.bundle_id);
             v.file.write_all(&h).at(&v.tmp)?;
@@ -198,7 +200,7 @@ impl VolumeWriter {
             v.file.write_all(&buf[..n]).at(&v.tmp)?;
             v.hasher.update_shared(chunk.clone(), range.start + start..range.start + start + n);
             v.written += n as u64;
-            writeback::kick(&mut v.file, &mut v.flushed, v.written);
+            writeback::kick_and_drop_buf(&v.file, &mut v.flushed, &mut v.dropped, v.written);
             self.position += n as u64;
             start += n;
             if let Target::Split { size, .. } = &self.target {

@@ -162,5 +162,7 @@ fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path) -> Result<()> {
     let path = dir.join(b.digest.hex());
     let mut f = fs::File::create(&path).at(&path)?;
     crate::source::copy_verified(source, b, &mut f, &path)?;
-    f.sync_data().at(&path)
+    f.sync_data().at(&path)?;
+    crate::writeback::drop_synced(&f);
+    Ok(())
 }
