@@ -10,7 +10,10 @@ use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use crate::error::{Error, Result};
 
 /// Bytes shared between threads without a copy: a mapped window or an owned buffer.
 pub type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
@@ -68,6 +71,27 @@ impl Window {
             return Err(io::Error::last_os_error());
         }
         Ok(Window { base, map_len, skip, len })
+    }
+}
+
+/// A blob opened once for mapping window by window: a store file or a range of a bundle.
+pub trait Mapped {
+    /// Up to `max` bytes from `offset` (fewer where the source has a seam, such as a volume
+    /// end, or where the blob ends); `offset` must be inside the blob.
+    fn window(&self, offset: u64, max: usize) -> Result<Window>;
+}
+
+/// A whole file of known length, to map window by window.
+pub struct MappedFile {
+    pub file: File,
+    pub path: PathBuf,
+    pub len: u64,
+}
+
+impl Mapped for MappedFile {
+    fn window(&self, offset: u64, max: usize) -> Result<Window> {
+        let n = (max as u64).min(self.len.saturating_sub(offset)) as usize;
+        Window::map(&self.file, offset, n).map_err(|e| Error::io(&self.path, e))
     }
 }
 

@@ -6,7 +6,7 @@ use crate::bundle::Bundle;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
-use crate::mapped::Window;
+use crate::mapped::Mapped;
 use crate::store::Store;
 
 /// A read-only source of images and blobs.
@@ -31,9 +31,8 @@ pub trait Source: Sync {
     /// whatever it is used for must be checked later). Blobs are random access everywhere.
     fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>>;
 
-    /// Up to `max` bytes of the blob from `offset` mapped into memory, unverified (fewer
-    /// where the source has a seam, such as a volume end); for `copy_verified`.
-    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window>;
+    /// The blob opened for mapping window by window, unverified; for `copy_verified`.
+    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>>;
 
     /// A small blob read whole (manifests, configs), capped and verified.
     fn read_small(&self, desc: &Descriptor, cap: u64) -> Result<Vec<u8>> {
@@ -68,14 +67,8 @@ impl Source for Store {
         std::os::unix::fs::FileExt::read_exact_at(&self.open_blob(&desc.digest)?, &mut v, offset).map_err(|e| Error::io(self.blob_path(&desc.digest), e))?;
         Ok(v)
     }
-    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window> {
-        let path = self.blob_path(&desc.digest);
-        let f = self.open_blob(&desc.digest)?;
-        let len = f.metadata().map_err(|e| Error::io(&path, e))?.len();
-        if len != desc.size || offset >= len {
-            return Err(Error::Other(format!("store blob {} has {len} bytes, not {} (run `ocibundle store fsck`)", desc.digest, desc.size)));
-        }
-        Window::map(&f, offset, max.min((len - offset) as usize)).map_err(|e| Error::io(&path, e))
+    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>> {
+        Ok(Box::new(self.map_blob(&desc.digest, desc.size)?))
     }
 }
 
@@ -109,12 +102,12 @@ impl Source for Bundle {
         self.vols.range(e.offset + offset, len as u64).read_exact(&mut v).map_err(|err| Error::Other(format!("{}: blob {}: {err}", self.name, desc.digest)))?;
         Ok(v)
     }
-    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window> {
+    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>> {
         let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
-        if e.size != desc.size || offset >= e.size {
+        if e.size != desc.size {
             return Err(Error::Other(format!("{}: blob {} has {} bytes, its descriptor says {}", self.name, desc.digest, e.size, desc.size)));
         }
-        self.vols.window(e.offset + offset, max.min((e.size - offset) as usize))
+        Ok(Box::new(self.vols.mapped(e.offset, e.size)))
     }
 }
 
@@ -147,10 +140,10 @@ impl Source for BundleOverStore<'_> {
             _ => self.bundle.read_at(desc, offset, len),
         }
     }
-    fn map_at(&self, desc: &Descriptor, offset: u64, max: usize) -> Result<Window> {
+    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>> {
         match self.store {
-            Some(s) if !self.bundle.has(&desc.digest) => s.map_at(desc, offset, max),
-            _ => self.bundle.map_at(desc, offset, max),
+            Some(s) if !self.bundle.has(&desc.digest) => s.mapped(desc),
+            _ => self.bundle.mapped(desc),
         }
     }
     fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
@@ -176,11 +169,12 @@ pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::
     use std::io::Write;
     let mut h = crate::digest::Hasher::new();
     let (mut at, mut kicked, mut dropped) = (0u64, 0u64, 0u64);
+    let blob = source.mapped(desc)?;
     while at < desc.size {
         if crate::cancel::requested() {
             return Err(Error::Interrupted);
         }
-        let w = source.map_at(desc, at, 2 << 20)?;
+        let w = blob.window(at, 2 << 20)?;
         let bytes = w.as_ref();
         h.update(bytes);
         out.write_all(bytes).map_err(|e| Error::io(path, e))?;

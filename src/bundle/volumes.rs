@@ -385,22 +385,36 @@ impl VolumeSet {
         Ok(())
     }
 
-    /// Up to `max` bytes from logical offset `pos` mapped into memory (fewer where a volume
-    /// ends).
-    pub fn window(&self, pos: u64, max: usize) -> Result<crate::mapped::Window> {
-        if pos >= self.len {
-            return Err(Error::Other(format!("{}: truncated (needs byte {} of {})", self.name, pos + 1, self.len)));
-        }
-        let i = self.parts.partition_point(|p| p.start + p.len <= pos);
-        let p = &self.parts[i];
-        let off = pos - p.start;
-        let n = (max as u64).min(p.len - off) as usize;
-        crate::mapped::Window::map(&p.file, p.skip + off, n).at(&p.path)
+    /// `[pos, pos + len)` of the logical stream, to map window by window.
+    pub fn mapped(&self, pos: u64, len: u64) -> MappedRange<'_> {
+        MappedRange { set: self, pos, len }
     }
 
     /// A reader over `[pos, pos + len)` of the logical stream.
     pub fn range(&self, pos: u64, len: u64) -> RangeReader<'_> {
         RangeReader { set: self, pos, end: pos + len }
+    }
+}
+
+/// A range of the logical stream mapped a window at a time; a window never crosses a volume end.
+pub struct MappedRange<'a> {
+    set: &'a VolumeSet,
+    pos: u64,
+    len: u64,
+}
+
+impl crate::mapped::Mapped for MappedRange<'_> {
+    fn window(&self, offset: u64, max: usize) -> Result<crate::mapped::Window> {
+        let set = self.set;
+        let pos = self.pos + offset;
+        if offset >= self.len || pos >= set.len {
+            return Err(Error::Other(format!("{}: truncated (needs byte {} of {})", set.name, pos + 1, set.len)));
+        }
+        let i = set.parts.partition_point(|p| p.start + p.len <= pos);
+        let p = &set.parts[i];
+        let off = pos - p.start;
+        let n = (max as u64).min(p.len - off).min(self.len - offset) as usize;
+        crate::mapped::Window::map(&p.file, p.skip + off, n).at(&p.path)
     }
 }
 

@@ -12,8 +12,8 @@ use super::format::{encode_entry, encode_header, encode_trailer, Trailer, KIND_B
 use super::plan::BundlePlan;
 use super::volumes::{Target, VolumeWriter};
 use crate::digest::{Digest, Hasher};
-use crate::error::{Error, IoContext, Result};
-use crate::mapped::{Chunk, Shared, Window};
+use crate::error::{Error, Result};
+use crate::mapped::{Chunk, Mapped, Shared};
 use crate::progress::Progress;
 use crate::store::Store;
 
@@ -90,22 +90,15 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
             debug_assert_eq!(w.position, e.offset);
             // Mapped a window at a time: the output and both hash threads read the same pages,
             // with no copy into a buffer.
-            let path = store.blob_path(&e.digest);
-            let f = store.open_blob(&e.digest)?;
-            let len = f.metadata().at(&path)?.len();
-            if len != e.size {
-                return Err(Error::Other(format!(
-                    "{what} {} has {len} bytes, not {} (the store is damaged: run `ocibundle store fsck`)",
-                    e.digest, e.size
-                )));
-            }
+            let blob = store.map_blob(&e.digest, e.size)?;
             let mut at = 0u64;
             while at < e.size {
                 if crate::cancel::requested() {
                     return Err(Error::Interrupted);
                 }
-                let n = WINDOW.min(e.size - at) as usize;
-                let window: Shared = Arc::new(Window::map(&f, at, n).at(&path)?);
+                let window = blob.window(at, WINDOW as usize)?;
+                let n = window.as_ref().len();
+                let window: Shared = Arc::new(window);
                 w.write_shared(window.clone(), 0..n)?;
                 checker.send(Check::Data((window, 0..n)));
                 total.inc(n as u64);

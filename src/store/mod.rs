@@ -108,6 +108,20 @@ impl Store {
         self.write_atomic(&self.blob_path(d), bytes)
     }
 
+    /// Opens a blob for mapping window by window, after checking it still has `size` bytes.
+    pub fn map_blob(&self, d: &Digest, size: u64) -> Result<crate::mapped::MappedFile> {
+        let path = self.blob_path(d);
+        let file = self.open_blob(d)?;
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        if len != size {
+            return Err(Error::Other(format!(
+                "store {}: blob {d} has {len} bytes, not {size} (the store is damaged: run `ocibundle store fsck`)",
+                self.root.display()
+            )));
+        }
+        Ok(crate::mapped::MappedFile { file, path, len })
+    }
+
     /// Opens a blob, for reading a stored blob as a stream.
     pub fn open_blob(&self, d: &Digest) -> Result<File> {
         File::open(self.blob_path(d)).map_err(|e| {
