@@ -32,7 +32,7 @@ impl Write for HashingFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
-        crate::writeback::kick(&mut self.file, &mut self.flushed, self.hasher.len());
+        crate::writeback::kick(&self.file, &mut self.flushed, self.hasher.len());
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
