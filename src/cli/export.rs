@@ -7,7 +7,6 @@ use clap::Args;
 use ocibundle::export::{self, ExportOptions, Format};
 use ocibundle::Platform;
 
-use super::fetch::ImageArgs;
 
 #[derive(Args)]
 #[group(id = "target", required = true, multiple = false)]
@@ -27,14 +26,8 @@ pub struct Target {
 pub struct ExportArgs {
     #[command(flatten)]
     target: Target,
-    /// Read images from this bundle (any of its volumes) instead of the store
-    #[arg(long, value_name = "BUNDLE")]
-    from: Option<PathBuf>,
     #[command(flatten)]
-    images: ImageArgs,
-    /// Every image in the source
-    #[arg(long, conflicts_with_all = ["refs", "images"])]
-    all: bool,
+    source: super::SourceArgs,
     /// Platform to export from multi-platform images (docker-archive; default: this machine's)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
@@ -71,9 +64,9 @@ pub fn run(root: &Path, a: ExportArgs) -> anyhow::Result<i32> {
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = ExportOptions { format, output: (!stdout).then_some(output), platform, platform_given, force: a.force, jobs, progress: !a.json && !stdout };
 
-    let sources = super::Sources::open(root, a.from.as_deref())?;
+    let sources = super::Sources::open(root, a.source.from.as_deref())?;
     let report = sources.with(|source| -> anyhow::Result<_> {
-        let names = super::selected_names(source, a.all, &a.images)?;
+        let names = super::selected_names(source, &a.source)?;
         Ok(export::export(source, &names, &opts)?)
     })?;
     if a.json {

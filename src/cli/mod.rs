@@ -138,12 +138,25 @@ impl Sources {
     }
 }
 
-/// The references an image selection names in `source`: every one with `all`.
-pub fn selected_names(source: &dyn ocibundle::source::Source, all: bool, images: &fetch::ImageArgs) -> anyhow::Result<Vec<String>> {
-    let names: Vec<String> = if all {
+/// Where `export` and `push` read images from, and which.
+#[derive(clap::Args)]
+pub struct SourceArgs {
+    /// Read images from this bundle (any of its volumes) instead of the store
+    #[arg(long, value_name = "BUNDLE")]
+    pub from: Option<PathBuf>,
+    #[command(flatten)]
+    pub images: fetch::ImageArgs,
+    /// Every image in the source
+    #[arg(long, conflicts_with_all = ["refs", "images"])]
+    pub all: bool,
+}
+
+/// The references a selection names in `source`: every one with `--all`.
+pub fn selected_names(source: &dyn ocibundle::source::Source, sel: &SourceArgs) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = if sel.all {
         source.refs()?.into_iter().map(|(n, _)| n).collect()
     } else {
-        fetch::collect_refs(&images.refs, images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
+        fetch::collect_refs(&sel.images.refs, sel.images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
     };
     if names.is_empty() {
         anyhow::bail!("the {} holds no images", source.name());

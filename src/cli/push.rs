@@ -1,23 +1,17 @@
 //! `ocibundle push`: images from a bundle or the store into a registry.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::bail;
 use clap::Args;
 use ocibundle::push::{self, PushOptions};
 use ocibundle::registry::{Registry, UploadState};
 
-use super::fetch::{ImageArgs, RegistryArgs};
+use super::fetch::RegistryArgs;
 
 #[derive(Args)]
 pub struct PushArgs {
-    /// Read images from this bundle (any of its volumes) instead of the store
-    #[arg(long, value_name = "BUNDLE")]
-    from: Option<PathBuf>,
     #[command(flatten)]
-    images: ImageArgs,
-    /// Every image in the source
-    #[arg(long, conflicts_with_all = ["refs", "images"])]
-    all: bool,
+    source: super::SourceArgs,
     /// Target registry and optional prefix: the repository path is kept below it
     #[arg(long, value_name = "REGISTRY[/PREFIX]")]
     to: Option<String>,
@@ -51,12 +45,12 @@ pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
     if a.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    let sources = super::Sources::open(root, a.from.as_deref())?;
+    let sources = super::Sources::open(root, a.source.from.as_deref())?;
     let uploads = sources.store.as_ref().map(|s| UploadState { dir: s.root().join(".ocibundle/uploads") });
     let opts = PushOptions { to: a.to.clone(), rewrites, jobs: a.jobs, dry_run: a.dry_run, progress: !a.json, uploads };
     let reg = Registry::new(a.registry.options()?);
     let report = sources.with(|source| -> anyhow::Result<_> {
-        let names = super::selected_names(source, a.all, &a.images)?;
+        let names = super::selected_names(source, &a.source)?;
         let images = ocibundle::export::select(source, &names)?;
         let (plan, rules) = push::plan(source, &images, &opts)?;
         Ok(push::execute(&reg, source, &plan, rules, &opts)?)
