@@ -117,12 +117,13 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
         Some(_) => PathBuf::from("."),
         None => std::env::temp_dir(),
     };
-    let sink = Sink::create(&opts.output, opts.force)?;
     let total_compressed: u64 = layers.iter().map(|l| l.desc.size).sum();
     let progress = crate::progress::Progress::new(opts.progress, total_compressed, "export");
     let bar = progress.blob("", 0);
     let ctx = Ctx { source, layers: &layers, spool_dir: &spool_dir, jobs: opts.jobs.max(1), bar: &bar };
-    let result = if sink.file().is_some() { write_placed(sink, &ctx) } else { write_streamed(sink, &ctx) };
+    let layout = Layout::new(&ctx)?;
+    let sink = Sink::create(&opts.output, opts.force)?;
+    let result = if sink.file().is_some() { write_placed(sink, &ctx, &layout) } else { write_streamed(sink, &ctx, &layout) };
     let result = result.and_then(|(sink, start, sizes)| {
         let mut tw = TarWriter::at(sink, start);
         match write_metadata(&mut tw, &planned, &sizes) {
@@ -234,11 +235,7 @@ fn append_rest(mut tw: TarWriter<Sink>, ctx: &Ctx, mut rest: BTreeMap<usize, (Fi
 
 /// Into a file: every core decompresses placed layers straight into their places at once (no
 /// spool copy, no waiting on one another); the rest is spooled and appended after them.
-fn write_placed(mut sink: Sink, ctx: &Ctx) -> LayersResult {
-    let layout = match Layout::new(ctx) {
-        Ok(l) => l,
-        Err(e) => return Err((sink, e)),
-    };
+fn write_placed(mut sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
     let tasks: Vec<(usize, Option<(u64, u64)>)> =
         layout.placed.iter().map(|&(i, h, at)| (i, Some((h, at)))).chain(layout.rest.iter().map(|&i| (i, None))).collect();
     let sizes: Mutex<BTreeMap<Digest, u64>> = Mutex::new(BTreeMap::new());
@@ -313,11 +310,7 @@ struct SpoolState {
 
 /// Into a pipe, where a tar header must precede its data: workers decompress layers, in the
 /// layout's order, into spool files a few ahead of the writer, which appends them in order.
-fn write_streamed(sink: Sink, ctx: &Ctx) -> LayersResult {
-    let layout = match Layout::new(ctx) {
-        Ok(l) => l,
-        Err(e) => return Err((sink, e)),
-    };
+fn write_streamed(sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
     let order: Vec<usize> = layout.placed.iter().map(|p| p.0).chain(layout.rest.iter().copied()).collect();
     let spool = Spool { state: Mutex::new(SpoolState { next: 0, written: 0, done: BTreeMap::new() }), cv: Condvar::new() };
     let stop = AtomicBool::new(false);
