@@ -1481,46 +1481,7 @@ fn push_restart_resumes_the_kept_upload() {
     let kept_after_failure = fs::read_dir(&kept).map(|d| d.count()).unwrap_or(0);
 
     dst.clear_upload_faults();
-    let mark = dst.log().len();
-    env.ok(&["push", &img.reference, "--to", &to]);
-    assert_eq!(
-        dst.tags("m/big/img"),
-        vec![("v1".to_string(), img.manifest_digest.clone())]
-    );
-    let log = dst.log();
-    let run2 = since(&log, mark);
-    assert!(
-        run2.iter().any(|r| r.method == "GET"
-            && r.upload.as_deref() == Some(uuid.as_str())
-            && r.status == 204),
-        "the rerun did not ask the kept upload {uuid} where it stands:\n{}",
-        render(run2)
-    );
-    let patch = run2.iter().find(|r| r.method == "PATCH" && r.status == 202);
-    let patch = patch.unwrap_or_else(|| panic!("no PATCH in the rerun:\n{}", render(run2)));
-    assert_eq!(
-        patch.upload.as_deref(),
-        Some(uuid.as_str()),
-        "the rerun started a new upload:\n{}",
-        render(run2)
-    );
-    assert_eq!(
-        patch.content_range_start(),
-        Some(7_000_000),
-        "{}",
-        render(run2)
-    );
-    let got: u64 = run2
-        .iter()
-        .filter(|r| r.is_upload())
-        .map(|r| r.body_received)
-        .sum();
-    assert_eq!(
-        got,
-        layer.size - 7_000_000,
-        "the rerun re-sent bytes the registry held:\n{}",
-        render(run2)
-    );
+    rerun_resumes(&env, &dst, &img, &to, &uuid, held);
     assert!(
         kept_after_failure > 0,
         "no upload URL was kept in {} after the failed run",
@@ -2046,7 +2007,6 @@ fn push_docker_hub_names_follow_the_naming_rule() {
 fn push_killed_mid_upload_resumes_after_restart() {
     let env = Env::new();
     let (_src, img) = big_image(&env, 20_000_000);
-    let layer = img.layers[0].clone();
     let dst = FakeRegistry::start();
     dst.stall_upload_at(8_000_000, 1);
     let to = format!("{}/m", dst.host());
@@ -2080,8 +2040,16 @@ fn push_killed_mid_upload_resumes_after_restart() {
     let uuid =
         held.unwrap_or_else(|| panic!("the upload never reached 8 MB:\n{}", dst.log_summary()));
 
+    rerun_resumes(&env, &dst, &img, &to, &uuid, 8_000_000);
+}
+
+/// Pushes `img` again and checks the run resumed upload `uuid`, of which the registry holds
+/// `held` bytes: a GET asked where the upload stands, its PATCH continued that upload from
+/// `held`, only the missing bytes were sent, and the tag names the image.
+fn rerun_resumes(env: &Env, dst: &FakeRegistry, img: &TestImage, to: &str, uuid: &str, held: u64) {
+    let layer = &img.layers[0];
     let mark = dst.log().len();
-    env.ok(&["push", &img.reference, "--to", &to]);
+    env.ok(&["push", &img.reference, "--to", to]);
     assert_eq!(
         dst.tags("m/big/img"),
         vec![("v1".to_string(), img.manifest_digest.clone())]
@@ -2090,25 +2058,20 @@ fn push_killed_mid_upload_resumes_after_restart() {
     let run2 = since(&log, mark);
     assert!(
         run2.iter().any(|r| r.method == "GET"
-            && r.upload.as_deref() == Some(uuid.as_str())
+            && r.upload.as_deref() == Some(uuid)
             && r.status == 204),
-        "after the restart, no GET on the upload {uuid} the killed run had started:\n{}",
+        "the rerun did not ask the kept upload {uuid} where it stands:\n{}",
         render(run2)
     );
     let patch = run2.iter().find(|r| r.method == "PATCH" && r.status == 202);
-    let patch = patch.unwrap_or_else(|| panic!("no PATCH after the restart:\n{}", render(run2)));
+    let patch = patch.unwrap_or_else(|| panic!("no PATCH in the rerun:\n{}", render(run2)));
     assert_eq!(
         patch.upload.as_deref(),
-        Some(uuid.as_str()),
-        "the restart began a new upload:\n{}",
+        Some(uuid),
+        "the rerun started a new upload:\n{}",
         render(run2)
     );
-    assert_eq!(
-        patch.content_range_start(),
-        Some(8_000_000),
-        "{}",
-        render(run2)
-    );
+    assert_eq!(patch.content_range_start(), Some(held), "{}", render(run2));
     let got: u64 = run2
         .iter()
         .filter(|r| r.is_upload())
@@ -2116,11 +2079,12 @@ fn push_killed_mid_upload_resumes_after_restart() {
         .sum();
     assert_eq!(
         got,
-        layer.size - 8_000_000,
-        "the restart re-sent bytes the registry held:\n{}",
+        layer.size - held,
+        "the rerun re-sent bytes the registry held:\n{}",
         render(run2)
     );
 }
+
 
 /// Runs `ocibundle ARGS` but kills it if it has not finished after `secs` seconds (a hang
 /// is a failure; this is a liveness bound, not a timing assertion).
