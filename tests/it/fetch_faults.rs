@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::cmd::{Env, sha256};
 use crate::harness::fakereg::{Auth, FakeRegistry, OCI_MANIFEST, Req, TestImage};
+use crate::harness::procfs;
 
 fn store_str(env: &Env) -> String {
     env.store().to_str().unwrap().to_string()
@@ -670,6 +671,10 @@ fn interrupted_fetch_keeps_all_received_bytes_and_resumes() {
     let blob_url = format!("/v2/test/sigint/blobs/{}", layer.digest);
     let stalled = reg.wait_until(Duration::from_secs(60), |log| log.iter().any(|r| r.path == blob_url && r.stalled));
     assert!(stalled, "the client never reached the stalled blob:\n{}", reg.log_summary());
+    // The server has sent its bytes; wait until the client has taken in all of them (a slow
+    // client may still have some in the socket queue, which Ctrl-C rightly does not wait for).
+    let drained = procfs::wait_blocked_reading(child.id(), reg.port(), Duration::from_secs(60));
+    assert!(drained, "the client never finished reading the bytes sent before the stall");
     // SAFETY: signalling our own child.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);

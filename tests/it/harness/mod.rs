@@ -4,4 +4,5 @@ pub mod cmd;
 pub mod fakereg;
 pub mod fixtures;
 pub mod peers;
+pub mod procfs;
 pub mod registry;
