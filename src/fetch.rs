@@ -173,38 +173,28 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     let total: u64 = queue.iter().map(|(d, _)| d.size).sum();
     let progress = Progress::new(opts.progress, total, "fetch");
     let fetched: Mutex<HashSet<Digest>> = Mutex::new(HashSet::new());
+    // The first real failure is kept here before `abort` stops the other downloads, so their
+    // "cancelled" errors never hide it.
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let abort = AtomicBool::new(false);
-    let next = Mutex::new(queue.into_iter());
-    let workers = opts.jobs.max(1);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                if abort.load(Ordering::Relaxed) || crate::cancel::requested() {
-                    break;
-                }
-                let Some((desc, r)) = next.lock().unwrap().next() else { break };
-                match fetch_one(reg, store, r, desc, &progress, &abort) {
-                    Ok(true) => {
-                        fetched.lock().unwrap().insert(desc.digest.clone());
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        abort.store(true, Ordering::Relaxed);
-                        failure.lock().unwrap().get_or_insert(e);
-                        break;
-                    }
-                }
-            });
+    let run = crate::pool::try_each_on(&queue, opts.jobs.max(1), |(desc, r), _| match fetch_one(reg, store, r, desc, &progress, &abort) {
+        Ok(fetched_now) => {
+            if fetched_now {
+                fetched.lock().unwrap().insert(desc.digest.clone());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            failure.lock().unwrap().get_or_insert(e);
+            abort.store(true, Ordering::Relaxed);
+            Err(Error::Other("stopped".into()))
         }
     });
     progress.finish();
     if let Some(e) = failure.into_inner().unwrap() {
         return Err(e);
     }
-    if crate::cancel::requested() {
-        return Err(Error::Interrupted);
-    }
+    run?;
     let fetched = fetched.into_inner().unwrap();
 
     // Commit: manifests (children before their index), then the references.

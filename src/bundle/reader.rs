@@ -256,25 +256,10 @@ impl Bundle {
         let users = Self::users(&walk);
         let mut order: Vec<&IndexEntry> = self.index.entries.iter().collect();
         order.sort_by(|a, b| b.size.cmp(&a.size));
-        let queue = Mutex::new(order.into_iter());
-        let bad = Mutex::new(Vec::new());
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| {
-                    let mut buf = vec![0u8; 1 << 20];
-                    loop {
-                        let Some(e) = queue.lock().unwrap().next() else { break };
-                        if let Err(detail) = self.check_entry(e, &mut buf) {
-                            bad.lock().unwrap().push((e.digest.clone(), detail));
-                        }
-                    }
-                });
-            }
-        });
+        let checked = crate::pool::map_all(&order, |e, buf| self.check_entry(e, buf));
+        let mut bad: Vec<(Digest, String)> = order.iter().zip(checked).filter_map(|(e, r)| r.err().map(|x| (e.digest.clone(), x))).collect();
         report.blobs_checked = self.index.entries.len() as u64;
         report.bytes_checked = self.index.entries.iter().map(|e| e.size).sum();
-        let mut bad = bad.into_inner().unwrap();
         bad.sort();
         for (d, detail) in bad {
             report.problems.push(BlobProblem { digest: d.to_string(), images: users.get(&d).cloned().unwrap_or_default(), detail });

@@ -1,7 +1,6 @@
 //! Store upkeep: `fsck` (re-hash every blob, walk every reference) and `gc` (drop unreachable blobs).
 use std::collections::BTreeSet;
 use std::fs;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -106,26 +105,13 @@ impl Store {
             }
         }
         files.sort();
-        let queue = Mutex::new(files.iter());
-        let results = Mutex::new(Vec::new());
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| loop {
-                    let Some(d) = queue.lock().unwrap().next() else { break };
-                    let r = fs::File::open(self.blob_path(d)).and_then(hash_reader);
-                    results.lock().unwrap().push((d.clone(), r));
-                });
-            }
-        });
-        let mut results = results.into_inner().unwrap();
-        results.sort_by(|a, b| a.0.cmp(&b.0));
-        for (d, r) in results {
+        let results = crate::pool::map_all(&files, |d, _| fs::File::open(self.blob_path(d)).and_then(hash_reader));
+        for (d, r) in files.iter().zip(results) {
             report.blobs_checked += 1;
             match r {
                 Ok((found, len)) => {
                     report.bytes_checked += len;
-                    if found != d {
+                    if found != *d {
                         report.problems.push(Problem { kind: "bad".into(), digest: d.to_string(), detail: format!("content hashes to {found}") });
                     }
                 }
