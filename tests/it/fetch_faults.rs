@@ -5,7 +5,7 @@
 //! and the server's request log.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::cmd::{Env, sha256};
 use crate::harness::fakereg::{Auth, FakeRegistry, OCI_MANIFEST, Req, TestImage};
