@@ -6,8 +6,8 @@
 # Usage: benches/bundle.sh [--small] [--reps N]
 #   --small    small corpus (/tmp/testbed/corpus-small, registry 127.0.0.1:5001)
 #   --reps N   repetitions of every timed step (default 3); median (min–max) reported
-# Environment: CORPUS, PORT, REGDIR (as benches/fetch.sh), WORK=/tmp/testbed/bench-bundle-<mode>,
-#   KEEP=1 keeps WORK's outputs.
+# Environment: CORPUS, PORT, REGDIR, OCIBUNDLE_BIN (as benches/fetch.sh),
+#   WORK=/tmp/testbed/bench-bundle-<mode>, KEEP=1 keeps WORK's outputs.
 #
 # Untimed setup: the corpus (built and pushed by ../shared/bench if missing), an ocibundle store
 # filled by `fetch --all-platforms`, and skopeo's OCI layout of the same images.
@@ -22,61 +22,13 @@
 # Results: stdout and benches/results/bundle-<small|full>.md.
 set -euo pipefail
 
-die() { echo "bundle.sh: error: $*" >&2; exit 1; }
-log() { printf '[bundle.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
-mode=full reps=3
-while (($#)); do
-  case $1 in
-    --small) mode=small ;;
-    --reps) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--reps needs a positive integer"; reps=$2; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
-    *) echo "usage: benches/bundle.sh [--small] [--reps N]" >&2; exit 2 ;;
-  esac
-  shift
-done
-small=0; [[ $mode == small ]] && small=1
-root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
-shared=$root/../shared/bench
-[[ -x $shared/make-corpus.sh ]] || die "$shared not found: the repo must be cloned with shared/ beside it"
-shared=$(cd "$shared" && pwd)
 # shellcheck source=lib/common.sh
-source "$root/benches/lib/common.sh"
-if ((small)); then
-  CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
-else
-  CORPUS=${CORPUS:-/tmp/testbed/corpus} PORT=${PORT:-5000} REGDIR=${REGDIR:-/tmp/testbed/registry}
-fi
-WORK=${WORK:-/tmp/testbed/bench-bundle-$mode}
-REG=127.0.0.1:$PORT
-export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
-for t in skopeo curl jq tar sha256sum cmp cargo; do command -v "$t" >/dev/null || die "missing tool: $t"; done
-[[ -x /usr/bin/time ]] || die "missing /usr/bin/time (package time)"
-
-started_registry=0
-cleanup() {
-  local rc=$?
-  if [[ ${KEEP:-0} != 1 && -d $WORK ]]; then rm -rf "$WORK/out" "$WORK/import" "$WORK/tar"; fi
-  if ((started_registry)); then "$shared/registry.sh" stop "$REGDIR" >&2 || true; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true) != 200 ]]; then
-  log "no registry at $REG: starting one"
-  "$shared/registry.sh" start "$REGDIR" "$PORT" >&2
-  started_registry=1
-fi
-if [[ ! -f $CORPUS/corpus-manifest.json ]] || ! jq -e '.images | all(.registry_digest)' "$CORPUS/corpus-manifest.json" >/dev/null 2>&1 \
-   || [[ $(curl -s --noproxy '*' "http://$REG/v2/_catalog" | jq '.repositories | length') == 0 ]]; then
-  log "building the $mode corpus into $CORPUS"
-  env SMALL="$small" PORT="$PORT" REGDIR="$REGDIR" "$shared/make-corpus.sh" "$CORPUS" >&2
-fi
-
-log "cargo build --release"
-(cd "$root" && cargo build --release -q) || die "cargo build --release failed"
-bin=${OCIBUNDLE_BIN:-$root/target/release/ocibundle}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+bench_init "$@"
+need_tools skopeo curl jq tar sha256sum cmp
+scratch=("$WORK/out" "$WORK/import" "$WORK/tar")
+ensure_corpus
+ocibundle_bin
 
 # ---------------------------------------------------------------- setup (untimed)
 mkdir -p "$WORK"
@@ -96,17 +48,9 @@ fi
 unique_bytes=$(find "$STORE/blobs/sha256" -type f -printf '%s\n' | awk '{s+=$1} END{print s}')
 n_unique=$(find "$STORE/blobs/sha256" -type f | wc -l)
 
-timed() {
-  local step=$1; shift
-  sync
-  if ! /usr/bin/time -f '%e %M' -o "$T/$step.last" "$@" > "$T/$step.out" 2> "$T/$step.err"; then
-    tail -20 "$T/$step.err" >&2; die "step $step failed: $*"
-  fi
-  tail -1 "$T/$step.last" >> "$T/$step.times"
-  # The writeback the step left behind (ocibundle fsyncs; tar does not).
-  local t0=$EPOCHREALTIME; sync
-  awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.3f\n", b-a}' >> "$T/$step.sync"
-}
+# timed also times the `sync` right after each step: the writeback it left behind (ocibundle
+# fsyncs; tar does not).
+timed_sync=1
 
 OUT=$WORK/out/site.bundle
 # Round 0 only warms up (page cache, this VM's memory): every step once, not counted.
@@ -151,17 +95,12 @@ delta_blobs=$("$bin" inspect --json "$WORK/out/a2-delta.bundle" | jq '.blobs')
 delta_layers=$("$bin" inspect --json "$WORK/out/a2-delta.bundle" | jq '[.images[].manifests[].layers[].digest] as $l | [.requires[].digest] as $r | $l - $r | length')
 
 # ---------------------------------------------------------------- report
-stats() { sort -n -k1,1 "$T/$1.times" | awk '{w[NR]=$1; if ($2>m) m=$2}
-  END{med = NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2; print med, w[1], w[NR], m}'; }
-read -r ma na xa ra < <(stats a); read -r mb nb xb rb < <(stats b); read -r mc nc xc rc < <(stats c)
-read -r md nd xd rd < <(stats d); read -r me ne xe re < <(stats e)
+read -r ma na xa ra < <(stats "$T/a.times"); read -r mb nb xb rb < <(stats "$T/b.times")
+read -r mc nc xc rc < <(stats "$T/c.times"); read -r md nd xd rd < <(stats "$T/d.times")
+read -r me ne xe re < <(stats "$T/e.times")
 # Medians of wall + the sync right after, per rep.
 withsync() { paste -d' ' <(cut -d' ' -f1 "$T/$1.times") "$T/$1.sync" | awk '{print $1+$2}' | sort -n | awk '{w[NR]=$1} END{print NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2}'; }
 sa=$(withsync a) sb=$(withsync b)
-wall() { printf '%.2f s (%.2f–%.2f)' "$1" "$2" "$3"; }
-mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k/1024}'; }
-mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
-ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y<=0) print "–"; else printf "%.2f×", x/y}'; }
 rate() { awk -v b="$1" -v s="$2" 'BEGIN{if (s<=0) print "–"; else printf "%.2f GB/s", b/s/1e9}'; }
 overhead=$((bundle_bytes - unique_bytes))
 report=$WORK/report.md
@@ -192,9 +131,9 @@ report=$WORK/report.md
   echo "\`sha256sum -c\` passes; the imported store passes \`store fsck\`."
   echo "Inputs read into the page cache right before each timed step (benches/lib/common.sh), \`sync\` before it; ocibundle fsyncs its output, tar does not."
   echo
-  echo "Command: \`benches/bundle.sh$( ((small)) && echo ' --small') --reps $reps\`, $(date -u '+%Y-%m-%d %H:%M UTC'),"
+  echo "Command: \`$invocation\`, $(date -u '+%Y-%m-%d %H:%M UTC'),"
   echo "ocibundle $(git -C "$root" describe --always --dirty 2>/dev/null), $(nproc) cores, $(tar --version | head -1)."
 } > "$report"
-mkdir -p "$root/benches/results"
-cp "$report" "$root/benches/results/bundle-$mode.md"
+mkdir -p "$here/results"
+cp "$report" "$here/results/bundle-$mode.md"
 cat "$report"

@@ -41,108 +41,24 @@
 set -euo pipefail
 export LC_NUMERIC=C   # EPOCHREALTIME and awk use a dot
 
-die() { echo "export.sh: error: $*" >&2; exit 1; }
-log() { printf '[export.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
-mode=full reps=3
-while (($#)); do
-  case $1 in
-    --small) mode=small ;;
-    --reps) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--reps needs a positive integer"; reps=$2; shift ;;
-    --reps=*) reps=${1#--reps=}; [[ $reps =~ ^[1-9][0-9]*$ ]] || die "--reps needs a positive integer" ;;
-    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
-    *) echo "usage: benches/export.sh [--small] [--reps N]" >&2; exit 2 ;;
-  esac
-  shift
-done
-small=0 small_flag=
-if [[ $mode == small ]]; then small=1 small_flag=' --small'; fi
-invocation="${OCIBUNDLE_BIN:+OCIBUNDLE_BIN=$OCIBUNDLE_BIN }benches/export.sh$small_flag --reps $reps"
-
-root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
-here=$root/benches
-shared=$root/../shared/bench
-[[ -x $shared/make-corpus.sh && -x $shared/registry.sh ]] ||
-  die "$shared not found: the repo must be cloned with shared/ beside it"
-shared=$(cd "$shared" && pwd)
 # shellcheck source=lib/common.sh
-source "$root/benches/lib/common.sh"
-
-if ((small)); then
-  CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
-  MIN_FREE_GB=${MIN_FREE_GB:-2}
-else
-  CORPUS=${CORPUS:-/tmp/testbed/corpus} PORT=${PORT:-5000} REGDIR=${REGDIR:-/tmp/testbed/registry}
-  MIN_FREE_GB=${MIN_FREE_GB:-45}
-fi
-WORK=${WORK:-/tmp/testbed/bench-export-$mode}
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+bench_init "$@"
+invocation="${OCIBUNDLE_BIN:+OCIBUNDLE_BIN=$OCIBUNDLE_BIN }$invocation"
+if ((small)); then MIN_FREE_GB=${MIN_FREE_GB:-2}; else MIN_FREE_GB=${MIN_FREE_GB:-45}; fi
 LOAD_MAX=${LOAD_MAX:-1} LOAD_WAIT_MIN=${LOAD_WAIT_MIN:-30}
-REG=127.0.0.1:$PORT
-# Loopback only: never send anything through a proxy.
-export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
-
-missing=()
-for t in skopeo podman umoci curl jq tar sha256sum docker-registry; do
-  command -v "$t" >/dev/null || missing+=("$t")
-done
-[[ -n ${OCIBUNDLE_BIN:-} ]] || command -v cargo >/dev/null || missing+=(cargo)
-[[ -x /usr/bin/time ]] || missing+=("/usr/bin/time (package time)")
-((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (scripts/test.sh installs most of them as root)"
+need_tools skopeo podman umoci curl jq tar sha256sum docker-registry
 ((EUID == 0)) || die "podman runs here as root with a private vfs root (see ../shared/FIELD-NOTES.md): run as root"
 
 # ---------------------------------------------------------------- cleanup, registry, corpus
 STORE=$WORK/store BUNDLE=$WORK/site.bundle LAYOUT=$WORK/skopeo LAYOUT_TAR=$WORK/skopeo-layout.tar
 PODROOT=$WORK/podroot LOADROOT=$WORK/loadroot OUT=$WORK/out
-started_registry=0
-cleanup() {
-  local rc=$?
-  if [[ ${KEEP:-0} != 1 && -d $WORK ]]; then
-    rm -rf "$STORE" "$BUNDLE" "$BUNDLE.sha256" "$LAYOUT" "$LAYOUT_TAR" "$PODROOT" "$PODROOT.run" \
-      "$LOADROOT" "$LOADROOT.run" "$WORK/zstdroot" "$WORK/zstdroot.run" "$OUT" "$WORK/umoci"
-  fi
-  if ((started_registry)); then "$shared/registry.sh" stop "$REGDIR" >&2 || true; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-registry_up() { [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true) == 200 ]]; }
-if ! registry_up; then
-  log "no registry at $REG: starting one (storage $REGDIR)"
-  "$shared/registry.sh" start "$REGDIR" "$PORT" >&2
-  started_registry=1
-fi
-build_corpus() {
-  log "building the $mode corpus into $CORPUS (pushing to $REG)"
-  env SMALL="$small" PORT="$PORT" REGDIR="$REGDIR" "$shared/make-corpus.sh" "$CORPUS" >&2
-}
-corpus_refs() { jq -r '.images[] | "\(.ref) \(.registry_digest)"' "$CORPUS/corpus-manifest.json"; }
-registry_matches_corpus() {
-  local repo want got
-  while read -r repo want; do
-    got=$(curl -s --noproxy '*' -I \
-      -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' \
-      "http://$REG/v2/${repo%:*}/manifests/${repo##*:}" | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:"{print $2}')
-    [[ $got == "$want" ]] || { log "registry: $repo is ${got:-missing}, corpus says $want"; return 1; }
-  done < <(corpus_refs)
-}
-if [[ ! -f $CORPUS/images.tsv ]] || ! jq -e '.totals and (.images | all(.registry_digest))' "$CORPUS/corpus-manifest.json" >/dev/null 2>&1; then
-  build_corpus
-elif ! registry_matches_corpus; then
-  build_corpus
-fi
-registry_matches_corpus || die "registry $REG does not serve the corpus in $CORPUS"
-[[ $(jq -r .mode "$CORPUS/corpus-manifest.json") == "$mode" ]] || die "$CORPUS is not a $mode corpus"
+scratch=("$STORE" "$BUNDLE" "$BUNDLE.sha256" "$LAYOUT" "$LAYOUT_TAR" "$PODROOT" "$PODROOT.run"
+  "$LOADROOT" "$LOADROOT.run" "$WORK/zstdroot" "$WORK/zstdroot.run" "$OUT" "$WORK/umoci")
+ensure_corpus
 
 # ---------------------------------------------------------------- ocibundle
-if [[ -n ${OCIBUNDLE_BIN:-} ]]; then
-  bin=$OCIBUNDLE_BIN
-else
-  log "cargo build --release"
-  (cd "$root" && cargo build --release -q) || die "cargo build --release failed"
-  bin=$root/target/release/ocibundle
-fi
-[[ -x $bin ]] || die "$bin is not executable"
+ocibundle_bin
 bin_repo=$(cd "$(dirname "$bin")" && git rev-parse --show-toplevel 2>/dev/null || true)
 bin_version="$(git -C "${bin_repo:-$root}" describe --always --dirty 2>/dev/null || echo '?')"
 [[ -n ${OCIBUNDLE_BIN:-} ]] && bin_version+=" (OCIBUNDLE_BIN=$bin)"
@@ -212,11 +128,11 @@ cmd_d=("$bin" --store "$WORK/no-store" export --oci-layout "$OUT/d/layout" --fro
 cmd_e=(tar -xf "$LAYOUT_TAR" -C "$OUT/e")
 [[ ! -e $WORK/no-store ]] || die "$WORK/no-store must not exist: (d) reads the bundle alone"
 
-# timed STEP CMD...: one timed run; "wall_s rss_kb" appended to $T/STEP.times, then the seconds
-# a `sync` right after takes appended to $T/STEP.sync. `sync` first (outside timing), so no
-# step pays for the previous one's writeback. Wall time: bash's clock around /usr/bin/time
-# (millisecond resolution; GNU time's %e has 10 ms, too coarse for the small corpus); peak RSS:
-# GNU time's %M.
+# timed STEP CMD... (replaces common.sh's timed): one timed run; "wall_s rss_kb cpu_s" appended
+# to $T/STEP.times, then the seconds a `sync` right after takes appended to $T/STEP.sync. `sync`
+# first (outside timing), so no step pays for the previous one's writeback. Wall time: bash's
+# clock around /usr/bin/time (millisecond resolution; GNU time's %e has 10 ms, too coarse for the
+# small corpus); peak RSS: GNU time's %M; CPU: GNU time's %U + %S.
 timed() {
   local step=$1 t0 t1 t2 b0 b1 e rss usr sys; shift
   sync
@@ -424,9 +340,6 @@ for z in "${zstd_refs[@]}"; do
 done
 
 # ---------------------------------------------------------------- report
-# stats FILE -> "median min max peak_rss_kb" (FILE: "wall rss" lines)
-stats() { sort -n -k1,1 "$1" | awk '{w[NR]=$1; if ($2>m) m=$2}
-  END{med = NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2; print med, w[1], w[NR], m+0}'; }
 # wall + the sync after it, per rep
 for s in a a2 b c d e; do
   paste -d' ' "$T/$s.times" "$T/$s.sync" | awk '{printf "%.3f %s\n", $1+$4, $2}' > "$T/$s.durable"
@@ -437,24 +350,9 @@ for s in a a2 b c d e; do
   read -r "dmed_$s" "dmin_$s" "dmax_$s" _ < <(stats "$T/$s.durable")
   read -r "cpu_$s" _ _ _ < <(stats <(awk '{print $3, 0}' "$T/$s.times"))
 done
-if ((small)); then
-  wall() { printf '%.3f s (%.3f–%.3f)' "$1" "$2" "$3"; }
-  secs() { printf '%.3f s' "$1"; }
-else
-  wall() { printf '%.2f s (%.2f–%.2f)' "$1" "$2" "$3"; }
-  secs() { printf '%.2f s' "$1"; }
-fi
-mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k/1024}'; }
-mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
-ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y<=0) print "–"; else printf "%.2f×", x/y}'; }
+if ((small)); then wall_prec=3; fi   # wall times have ms resolution here (see timed)
+secs() { printf '%.*f s' "$wall_prec" "$1"; }
 met() { awk -v x="$1" -v y="$2" 'BEGIN{print (x <= y) ? "**met**" : "**missed**"}'; }
-shell_words() {
-  local a out=()
-  for a; do
-    if [[ $a =~ ^[][A-Za-z0-9_./:=@%+,-]+$ ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
-  done
-  echo "${out[*]}"
-}
 r_a2b=$(awk -v x="$med_a2" -v y="$med_b" 'BEGIN{print (y>0) ? x/y : 99}')
 r_de=$(awk -v x="$med_d" -v y="$med_e" 'BEGIN{print (y>0) ? x/y : 99}')
 rss_max=$(printf '%s\n' "$rss_a" "$rss_a2" "$rss_d" | sort -n | tail -1)

@@ -12,6 +12,7 @@
 #   CORPUS, PORT, REGDIR   corpus dir, registry port, registry storage dir
 #   WORK=/tmp/testbed/bench-fetch-<mode>   scratch (stores, layouts, blobs)
 #   KEEP=1                 keep WORK's outputs at the end (default: removed)
+#   OCIBUNDLE_BIN          ocibundle binary to run (default: cargo build --release of this checkout)
 #
 # Steps of every rep (each output is deleted before its step, outside timing):
 #   a  ocibundle --store FRESH fetch --all-platforms --images LIST
@@ -26,93 +27,12 @@
 # Results: stdout and benches/results/fetch-<small|full>.md.
 set -euo pipefail
 
-die() { echo "fetch.sh: error: $*" >&2; exit 1; }
-log() { printf '[fetch.sh %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-
-mode=full reps=3
-while (($#)); do
-  case $1 in
-    --small) mode=small ;;
-    --reps) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] || die "--reps needs a positive integer"; reps=$2; shift ;;
-    --reps=*) reps=${1#--reps=}; [[ $reps =~ ^[1-9][0-9]*$ ]] || die "--reps needs a positive integer" ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
-    *) echo "usage: benches/fetch.sh [--small] [--reps N]" >&2; exit 2 ;;
-  esac
-  shift
-done
-small=0 small_flag=
-if [[ $mode == small ]]; then small=1 small_flag=' --small'; fi
-invocation="benches/fetch.sh$small_flag --reps $reps"
-
-root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
-here=$root/benches
-shared=$root/../shared/bench
-[[ -x $shared/make-corpus.sh && -x $shared/registry.sh ]] ||
-  die "$shared not found: the repo must be cloned with shared/ beside it"
-shared=$(cd "$shared" && pwd)
 # shellcheck source=lib/common.sh
-source "$root/benches/lib/common.sh"
-
-if ((small)); then
-  CORPUS=${CORPUS:-/tmp/testbed/corpus-small} PORT=${PORT:-5001} REGDIR=${REGDIR:-/tmp/testbed/registry-small}
-else
-  CORPUS=${CORPUS:-/tmp/testbed/corpus} PORT=${PORT:-5000} REGDIR=${REGDIR:-/tmp/testbed/registry}
-fi
-WORK=${WORK:-/tmp/testbed/bench-fetch-$mode}
-REG=127.0.0.1:$PORT
-# Loopback only: never send anything through a proxy.
-export no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}" NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
-
-missing=()
-for t in skopeo curl jq python3 xargs sha256sum docker-registry cargo; do
-  command -v "$t" >/dev/null || missing+=("$t")
-done
-[[ -x /usr/bin/time ]] || missing+=("/usr/bin/time (package time)")
-((${#missing[@]} == 0)) || die "missing tools: ${missing[*]} (scripts/test.sh installs them as root)"
-
-# ---------------------------------------------------------------- registry
-started_registry=0
-cleanup() {
-  local rc=$?
-  if [[ ${KEEP:-0} != 1 && -d $WORK ]]; then rm -rf "$WORK/store" "$WORK/skopeo" "$WORK/curl"; fi
-  if ((started_registry)); then "$shared/registry.sh" stop "$REGDIR" >&2 || true; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-registry_up() { [[ $(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' "http://$REG/v2/" || true) == 200 ]]; }
-if ! registry_up; then
-  log "no registry at $REG: starting one (storage $REGDIR)"
-  "$shared/registry.sh" start "$REGDIR" "$PORT" >&2
-  started_registry=1
-fi
-
-# ---------------------------------------------------------------- corpus
-build_corpus() {
-  log "building the $mode corpus into $CORPUS (pushing to $REG)"
-  env SMALL="$small" PORT="$PORT" REGDIR="$REGDIR" \
-    "$shared/make-corpus.sh" "$CORPUS" >&2
-}
-# "REPO:TAG MANIFEST_DIGEST" for every corpus image, as the registry serves it
-corpus_refs() { jq -r '.images[] | "\(.ref) \(.registry_digest)"' "$CORPUS/corpus-manifest.json"; }
-# Every image must be in the registry with the manifest digest the corpus recorded.
-registry_matches_corpus() {
-  local repo want got
-  while read -r repo want; do
-    got=$(curl -s --noproxy '*' -I \
-      -H 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json' \
-      "http://$REG/v2/${repo%:*}/manifests/${repo##*:}" | tr -d '\r' | awk 'tolower($1)=="docker-content-digest:"{print $2}')
-    [[ $got == "$want" ]] || { log "registry: $repo is ${got:-missing}, corpus says $want"; return 1; }
-  done < <(corpus_refs)
-}
-if [[ ! -f $CORPUS/images.tsv ]] || ! jq -e '.totals and (.images | all(.registry_digest))' "$CORPUS/corpus-manifest.json" >/dev/null 2>&1; then
-  build_corpus
-elif ! registry_matches_corpus; then
-  build_corpus
-fi
-registry_matches_corpus || die "registry $REG does not serve the corpus in $CORPUS"
-[[ $(jq -r .mode "$CORPUS/corpus-manifest.json") == "$mode" ]] || die "$CORPUS is not a $mode corpus"
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+bench_init "$@"
+need_tools skopeo curl jq python3 xargs sha256sum docker-registry
+scratch=("$WORK/store" "$WORK/skopeo" "$WORK/curl")
+ensure_corpus
 
 # ---------------------------------------------------------------- inputs
 rm -rf "$WORK"; mkdir -p "$WORK/time"
@@ -131,14 +51,7 @@ n_blobs=$(wc -l < "$WORK/curl-list.txt")
 blob_bytes=$(jq '[.layers[].size] | add' "$CORPUS/corpus-manifest.json")
 
 # ---------------------------------------------------------------- ocibundle
-if [[ -n ${OCIBUNDLE_BIN:-} ]]; then
-  bin=$OCIBUNDLE_BIN
-else
-  log "cargo build --release"
-  (cd "$root" && cargo build --release -q) || die "cargo build --release failed"
-  bin=$root/target/release/ocibundle
-fi
-[[ -x $bin ]] || die "$bin is not executable"
+ocibundle_bin
 
 # ---------------------------------------------------------------- commands
 STORE=$WORK/store LAYOUT=$WORK/skopeo
@@ -147,18 +60,6 @@ skopeo_loop="set -e; while read -r name ref fmt; do skopeo copy -q --all --prese
 cmd_b=(bash -c "$skopeo_loop")
 cmd_c=(bash -c "mkdir -p $WORK/curl && xargs -P4 -n2 curl -sfS --noproxy '*' -o < $WORK/curl-list.txt")
 cmd_d=("${cmd_a[@]}")
-
-# timed STEP CMD...: one timed run; "wall_s rss_kb" appended to $T/STEP.times.
-# `sync` first (outside timing), so no step pays for the previous one's writeback.
-timed() {
-  local step=$1; shift
-  sync
-  if ! /usr/bin/time -f '%e %M' -o "$T/$step.last" "$@" > "$T/$step.out" 2> "$T/$step.err"; then
-    echo "--- stderr of step $step:" >&2; tail -20 "$T/$step.err" >&2
-    die "step $step failed: $*"
-  fi
-  tail -1 "$T/$step.last" >> "$T/$step.times"
-}
 
 count_files() { find "$1" -type f | wc -l; }
 
@@ -231,26 +132,10 @@ bytes_of() { du -sb "$1" | cut -f1; }
 size_a=$(bytes_of "$STORE") size_b=$(bytes_of "$LAYOUT") size_c=$(bytes_of "$WORK/curl")
 fetched_a=$(fetched_bytes "$T/a.out") present_d=$(present_bytes "$T/d.out")
 
-# stats STEP -> "median min max peak_rss_kb"
-stats() { sort -n -k1,1 "$T/$1.times" | awk '{w[NR]=$1; if ($2>m) m=$2}
-  END{med = NR%2 ? w[(NR+1)/2] : (w[NR/2]+w[NR/2+1])/2; print med, w[1], w[NR], m}'; }
-read -r med_a min_a max_a rss_a < <(stats a)
-read -r med_b min_b max_b rss_b < <(stats b)
-read -r med_c min_c max_c rss_c < <(stats c)
-read -r med_d min_d max_d rss_d < <(stats d)
-wall() { printf '%.2f s (%.2f–%.2f)' "$1" "$2" "$3"; }
-mib() { awk -v k="$1" 'BEGIN{printf "%.0f MiB", k/1024}'; }
-mb() { awk -v b="$1" 'BEGIN{printf "%.1f MB", b/1e6}'; }
-ratio() { awk -v x="$1" -v y="$2" 'BEGIN{if (y<=0) print "–"; else if (x/y<0.1) printf "%.3f×", x/y; else printf "%.2f×", x/y}'; }
-
-# shell_words ARG...: the command as one line a shell reads back (single quotes where needed)
-shell_words() {
-  local a out=()
-  for a; do
-    if [[ $a =~ ^[][A-Za-z0-9_./:=@%+,-]+$ ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
-  done
-  echo "${out[*]}"
-}
+read -r med_a min_a max_a rss_a < <(stats "$T/a.times")
+read -r med_b min_b max_b rss_b < <(stats "$T/b.times")
+read -r med_c min_c max_c rss_c < <(stats "$T/c.times")
+read -r med_d min_d max_d rss_d < <(stats "$T/d.times")
 
 report=$WORK/report.md
 {
