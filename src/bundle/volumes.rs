@@ -117,7 +117,7 @@ impl VolumeWriter {
         let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, flushed: 0, dropped: 0, hasher: HashThread::new() };
         if header {
             let h = encode_volume_header(self.number, &self.bundle_id);
-            v.file.write_all(&h).at(&v.tmp)?;
+            v.file.write_all(&h).at(&v.final_path)?;
             v.hasher.update(&h);
             v.written = VOLUME_HEADER_LEN;
         }
@@ -127,8 +127,8 @@ impl VolumeWriter {
 
     fn close_current(&mut self) -> Result<()> {
         if let Some(mut v) = self.current.take() {
-            v.file.flush().at(&v.tmp)?;
-            v.file.get_ref().sync_data().at(&v.tmp)?;
+            v.file.flush().at(&v.final_path)?;
+            v.file.get_ref().sync_data().at(&v.final_path)?;
             let digest = v.hasher.finish();
             self.done.push((v.tmp, v.final_path, digest, v.written));
         }
@@ -163,8 +163,8 @@ impl VolumeWriter {
         sum_path.push(".sha256");
         let sum_path = PathBuf::from(sum_path);
         let tmp = tmp_path(&sum_path);
-        fs::write(&tmp, sums).at(&tmp)?;
-        File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
+        fs::write(&tmp, sums).at(&sum_path)?;
+        File::open(&tmp).and_then(|f| f.sync_all()).at(&sum_path)?;
         fs::rename(&tmp, &sum_path).at(&sum_path)?;
         if let Some(dir) = sum_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = File::open(dir).and_then(|d| d.sync_all());
@@ -197,7 +197,7 @@ impl VolumeWriter {
             };
             let n = (buf.len() as u64).min(room) as usize;
             let v = self.current.as_mut().unwrap();
-            v.file.write_all(&buf[..n]).at(&v.tmp)?;
+            v.file.write_all(&buf[..n]).at(&v.final_path)?;
             v.hasher.update_shared(chunk.clone(), range.start + start..range.start + start + n);
             v.written += n as u64;
             writeback::kick_and_drop_buf(&v.file, &mut v.flushed, &mut v.dropped, v.written);

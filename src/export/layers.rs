@@ -96,7 +96,7 @@ pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicB
                 return Ok(());
             }
             h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing: {e}")))?;
+            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing the archive: {e}")))?;
         }
     };
     if head.starts_with(&GZIP_MAGIC) {

@@ -125,17 +125,19 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
     let _ = fs::remove_dir_all(&tmp);
     let res = (|| -> Result<u64> {
         let blobs = tmp.join("blobs/sha256");
-        fs::create_dir_all(&blobs).at(&blobs)?;
+        fs::create_dir_all(&blobs).at(dir)?;
         // Blobs are copied (and verified) on every core, largest first.
         let mut queue: Vec<&Descriptor> = order.iter().collect();
         queue.sort_by(|a, b| b.size.cmp(&a.size));
-        crate::pool::try_each(&queue, |b, _| copy_blob(source, b, &blobs))?;
+        // Errors name the final path: the temp one is gone by the time the user reads them.
+        let shown = dir.join("blobs/sha256");
+        crate::pool::try_each(&queue, |b, _| copy_blob(source, b, &blobs, &shown))?;
         let total: u64 = order.iter().map(|b| b.size).sum();
-        fs::write(tmp.join("oci-layout"), OCI_LAYOUT).at(tmp.join("oci-layout"))?;
-        let mut f = fs::File::create(tmp.join("index.json")).at(tmp.join("index.json"))?;
-        f.write_all(index).at(tmp.join("index.json"))?;
-        f.sync_all().at(tmp.join("index.json"))?;
-        fs::File::open(&blobs).and_then(|d| d.sync_all()).at(&blobs)?;
+        fs::write(tmp.join("oci-layout"), OCI_LAYOUT).at(dir.join("oci-layout"))?;
+        let mut f = fs::File::create(tmp.join("index.json")).at(dir.join("index.json"))?;
+        f.write_all(index).at(dir.join("index.json"))?;
+        f.sync_all().at(dir.join("index.json"))?;
+        fs::File::open(&blobs).and_then(|d| d.sync_all()).at(&shown)?;
         Ok(total + index.len() as u64)
     })();
     match res {
@@ -157,12 +159,14 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
     }
 }
 
-/// Copies one blob into `dir/<hex>`, verified on the way, durable when this returns.
-fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path) -> Result<()> {
+/// Copies one blob into `dir/<hex>`, verified on the way, durable when this returns; errors name
+/// `shown/<hex>` (where it will be once the layout is renamed into place).
+fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path, shown: &Path) -> Result<()> {
     let path = dir.join(b.digest.hex());
-    let mut f = fs::File::create(&path).at(&path)?;
-    crate::source::copy_verified(source, b, &mut f, &path)?;
-    f.sync_data().at(&path)?;
+    let shown = shown.join(b.digest.hex());
+    let mut f = fs::File::create(&path).at(&shown)?;
+    crate::source::copy_verified(source, b, &mut f, &shown)?;
+    f.sync_data().at(&shown)?;
     crate::writeback::drop_synced(&f);
     Ok(())
 }

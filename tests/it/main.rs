@@ -6,3 +6,4 @@ mod store_cmds;
 mod bundle;
 mod export;
 mod push;
+mod full_disk;
