@@ -88,11 +88,10 @@ impl Hasher {
     /// Checks the hashed content against an expected digest and size.
     pub fn verify(self, what: &str, expected: &Digest, size: Option<u64>) -> Result<()> {
         let len = self.len;
-        if let Some(size) = size {
-            if len != size {
+        if let Some(size) = size
+            && len != size {
                 return Err(Error::SizeMismatch { what: what.to_string(), digest: expected.clone(), expected: size, found: len });
             }
-        }
         let found = self.finish();
         if &found != expected {
             return Err(Error::DigestMismatch { what: what.to_string(), expected: expected.clone(), found });

@@ -149,7 +149,7 @@ pub fn execute(reg: &Registry, source: &dyn Source, plan: &[PlannedPush], rules:
         }
     }
     let mut work: Vec<&(Descriptor, Vec<Reference>)> = by_digest.values().collect();
-    work.sort_by(|a, b| b.0.size.cmp(&a.0.size));
+    work.sort_by_key(|w| std::cmp::Reverse(w.0.size));
     let total: u64 = work.iter().map(|(d, repos)| d.size * repos.len() as u64).sum();
     let progress = Progress::new(opts.progress && !opts.dry_run, total, "push");
     let bar = progress.blob("", 0);
@@ -169,11 +169,10 @@ pub fn execute(reg: &Registry, source: &dyn Source, plan: &[PlannedPush], rules:
                         if reg.blob_exists(repo, &desc.digest)? {
                             return Ok(BlobOutcome::Present);
                         }
-                        if let Some(h) = holder {
-                            if opts.dry_run || reg.mount_blob(repo, &desc.digest, &h.repository)? {
+                        if let Some(h) = holder
+                            && (opts.dry_run || reg.mount_blob(repo, &desc.digest, &h.repository)?) {
                                 return Ok(BlobOutcome::Mounted);
                             }
-                        }
                         if !opts.dry_run {
                             let open = |off: u64| -> Result<Box<dyn Read + Send + '_>> {
                                 let mut r = source.open(desc)?;

@@ -106,11 +106,10 @@ impl FromStr for Reference {
             Some(i) => (&name_tag[..last_slash + i], Some(name_tag[last_slash + i + 1..].to_string())),
             None => (name_tag, None),
         };
-        if let Some(t) = &tag {
-            if !valid_tag(t) {
+        if let Some(t) = &tag
+            && !valid_tag(t) {
                 return Err(bad(input, "invalid tag"));
             }
-        }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') => {
                 (first.to_string(), rest.to_string())

@@ -15,6 +15,10 @@ use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, Manife
 use crate::store::{PartialBlob, Store, ANNOTATION_INDEX_DIGEST};
 
 /// An opened bundle: its volumes and its checked index.
+/// One image of a bundle walked: its name, every blob it needs, and the blobs found missing
+/// (digest, why).
+pub type ImageWalk = (String, BTreeMap<Digest, Descriptor>, Vec<(Digest, String)>);
+
 pub struct Bundle {
     pub vols: VolumeSet,
     pub index: Index,
@@ -155,7 +159,7 @@ impl Bundle {
 
     /// For each image: every blob it needs, and the problems met while walking it (blobs that
     /// are neither in the bundle nor, for a delta, in `store`).
-    pub fn walk_images(&self, store: Option<&Store>) -> Vec<(String, BTreeMap<Digest, Descriptor>, Vec<(Digest, String)>)> {
+    pub fn walk_images(&self, store: Option<&Store>) -> Vec<ImageWalk> {
         let mut out = Vec::new();
         for img in &self.index.images {
             let name = &img.reference;
@@ -208,7 +212,7 @@ impl Bundle {
         out
     }
 
-    fn users(walk: &[(String, BTreeMap<Digest, Descriptor>, Vec<(Digest, String)>)]) -> BTreeMap<Digest, Vec<String>> {
+    fn users(walk: &[ImageWalk]) -> BTreeMap<Digest, Vec<String>> {
         let mut users: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
         for (name, blobs, missing) in walk {
             for d in blobs.keys().chain(missing.iter().map(|(d, _)| d)) {
@@ -255,7 +259,7 @@ impl Bundle {
         let walk = self.walk_images(store);
         let users = Self::users(&walk);
         let mut order: Vec<&IndexEntry> = self.index.entries.iter().collect();
-        order.sort_by(|a, b| b.size.cmp(&a.size));
+        order.sort_by_key(|e| std::cmp::Reverse(e.size));
         let checked = crate::pool::map_all(&order, |e, buf| self.check_entry(e, buf));
         let mut bad: Vec<(Digest, String)> = order.iter().zip(checked).filter_map(|(e, r)| r.err().map(|x| (e.digest.clone(), x))).collect();
         report.blobs_checked = self.index.entries.len() as u64;

@@ -175,8 +175,8 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
                 bad.push((d.digest.clone(), format!("{why} (needed by {})", img.reference)));
                 continue;
             }
-            if let Some(bytes) = kept.get(&d.digest) {
-                if let Ok(m) = Manifest::parse(bytes.clone(), Some(&d.media_type), &img.reference) {
+            if let Some(bytes) = kept.get(&d.digest)
+                && let Ok(m) = Manifest::parse(bytes.clone(), Some(&d.media_type), &img.reference) {
                     match m.kind {
                         ManifestKind::Index(c) => stack.extend(c),
                         ManifestKind::Image(im) => {
@@ -185,7 +185,6 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
                         }
                     }
                 }
-            }
         }
     }
     bad.sort();

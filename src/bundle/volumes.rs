@@ -96,11 +96,10 @@ pub struct VolumeWriter {
 
 impl VolumeWriter {
     pub fn new(target: Target, bundle_id: [u8; 32]) -> Result<VolumeWriter> {
-        if let Target::Split { size, .. } = &target {
-            if *size <= VOLUME_HEADER_LEN + 4096 {
+        if let Target::Split { size, .. } = &target
+            && *size <= VOLUME_HEADER_LEN + 4096 {
                 return Err(Error::Other(format!("--split-size {size} is too small (minimum {} bytes)", VOLUME_HEADER_LEN + 4097)));
             }
-        }
         let stdout = matches!(target, Target::Stdout).then(|| io::BufWriter::with_capacity(1 << 20, io::stdout()));
         Ok(VolumeWriter { target, bundle_id, current: None, done: Vec::new(), stdout, number: 0, position: 0 })
     }
@@ -203,11 +202,10 @@ impl VolumeWriter {
             writeback::kick_and_drop_buf(&v.file, &mut v.flushed, &mut v.dropped, v.written);
             self.position += n as u64;
             start += n;
-            if let Target::Split { size, .. } = &self.target {
-                if v.written == *size {
+            if let Target::Split { size, .. } = &self.target
+                && v.written == *size {
                     self.close_current()?;
                 }
-            }
         }
         Ok(())
     }

@@ -102,11 +102,10 @@ pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
         (None, false) => Target::File(a.output.clone()),
         (Some(s), false) => Target::Split { base: a.output.clone(), size: parse_size(s)? },
     };
-    if let Some(p) = exists_any(&target) {
-        if !a.force {
+    if let Some(p) = exists_any(&target)
+        && !a.force {
             bail!("{} exists (use --force to replace it)", p.display());
         }
-    }
     let store = Store::open_existing(root)?;
     let report = bundle::writer::write(&store, &plan, target, !a.json && !stdout)?;
     let size = plan.size_report();

@@ -6,6 +6,9 @@
 //! Tar headers need sizes first: into a file, the sizes the blobs announce reserve each layer's
 //! place and every core decompresses straight into it (see `write_placed`); into a pipe,
 //! layers are spooled a few ahead of the writer. Configs and the JSON files come last.
+// Failures hand the output back as `(Sink, Error)` so the caller removes the temp file; that
+// pair is large, but there is one per export.
+#![allow(clippy::result_large_err)]
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};

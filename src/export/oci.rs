@@ -42,9 +42,9 @@ fn describe(source: &dyn Source, name: &str, desc: &Descriptor, blobs: &[Descrip
     let mut layers = 0;
     let mut platform = String::from("multi");
     for b in blobs {
-        if crate::image::is_manifest_type(&b.media_type) {
-            if let ManifestKind::Image(im) = super::manifest(source, b, name)?.kind {
-                if image_id.is_none() {
+        if crate::image::is_manifest_type(&b.media_type)
+            && let ManifestKind::Image(im) = super::manifest(source, b, name)?.kind
+                && image_id.is_none() {
                     image_id = Some(im.config.digest.clone());
                     layers = im.layers.len();
                     if crate::image::is_manifest_type(&desc.media_type) {
@@ -52,8 +52,6 @@ fn describe(source: &dyn Source, name: &str, desc: &Descriptor, blobs: &[Descrip
                         platform = cfg.platform().to_string();
                     }
                 }
-            }
-        }
     }
     let r: Reference = name.parse()?;
     Ok(ExportedImage {
@@ -128,7 +126,7 @@ fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path
         fs::create_dir_all(&blobs).at(dir)?;
         // Blobs are copied (and verified) on every core, largest first.
         let mut queue: Vec<&Descriptor> = order.iter().collect();
-        queue.sort_by(|a, b| b.size.cmp(&a.size));
+        queue.sort_by_key(|d| std::cmp::Reverse(d.size));
         // Errors name the final path: the temp one is gone by the time the user reads them.
         let shown = dir.join("blobs/sha256");
         crate::pool::try_each(&queue, |b, _| copy_blob(source, b, &blobs, &shown))?;

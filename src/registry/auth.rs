@@ -134,16 +134,14 @@ impl CredentialSource {
             if let Some(h) = helper {
                 return run_helper(&h, registry, path);
             }
-            if let Some((_, e)) = best {
-                if let Some(c) = decode_entry(e, path, registry)? {
+            if let Some((_, e)) = best
+                && let Some(c) = decode_entry(e, path, registry)? {
                     return Ok(Some(c));
                 }
-            }
-            if let Some(store) = &file.creds_store {
-                if let Some(c) = run_helper(store, registry, path)? {
+            if let Some(store) = &file.creds_store
+                && let Some(c) = run_helper(store, registry, path)? {
                     return Ok(Some(c));
                 }
-            }
         }
         Ok(None)
     }

@@ -190,11 +190,10 @@ impl Registry {
     /// repository:b:pull`), from the cache unless `refresh`. `r` names the image in errors and
     /// picks the credentials.
     fn token(&self, host: &Host, r: &Reference, realm: &str, service: Option<&str>, scope: &str, refresh: bool) -> Result<String> {
-        if !refresh {
-            if let Some(t) = host.tokens.lock().unwrap().get(scope) {
+        if !refresh
+            && let Some(t) = host.tokens.lock().unwrap().get(scope) {
                 return Ok(t.clone());
             }
-        }
         let what = format!("{r}: token from {realm}");
         let creds = self.credentials(r)?;
         let token = self.retry(|| {
@@ -341,16 +340,14 @@ impl Registry {
             Ok((bytes, ct, hd))
         })?;
         let m = Manifest::parse(bytes, content_type.as_deref(), &what)?;
-        if let Ok(want) = reference.parse::<Digest>() {
-            if m.digest != want {
+        if let Ok(want) = reference.parse::<Digest>()
+            && m.digest != want {
                 return Err(Error::DigestMismatch { what: format!("{what}: manifest"), expected: want, found: m.digest });
             }
-        }
-        if let Some(Ok(hd)) = header_digest.as_deref().filter(|h| h.starts_with("sha256:")).map(str::parse::<Digest>) {
-            if hd != m.digest {
+        if let Some(Ok(hd)) = header_digest.as_deref().filter(|h| h.starts_with("sha256:")).map(str::parse::<Digest>)
+            && hd != m.digest {
                 return Err(Error::DigestMismatch { what: format!("{what}: manifest (Docker-Content-Digest)"), expected: hd, found: m.digest });
             }
-        }
         Ok(m)
     }
 

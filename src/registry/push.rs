@@ -155,11 +155,10 @@ impl Registry {
         }
         // Chunked: (upload URL, bytes the registry holds).
         let mut session: Option<(String, u64)> = None;
-        if let Some(url) = state.and_then(|s| s.load(r, &desc.digest)) {
-            if let Ok(off) = self.upload_offset(&host, r, &url, &what, &scope) {
+        if let Some(url) = state.and_then(|s| s.load(r, &desc.digest))
+            && let Ok(off) = self.upload_offset(&host, r, &url, &what, &scope) {
                 session = Some((url, off));
             }
-        }
         let mut attempts = 0;
         loop {
             let step = (|| -> Attempt<bool> {

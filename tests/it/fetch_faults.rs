@@ -505,7 +505,7 @@ fn killed_mid_download_resumes_from_partial() {
         })
         .len();
     assert!(
-        kept >= STALL - (1 << 20) && kept <= STALL,
+        (STALL - (1 << 20)..=STALL).contains(&kept),
         "partial has {kept} bytes (server sent {STALL}, the client buffers at most 1 MiB)"
     );
     assert!(!blob_path(&env, &layer.digest).exists());

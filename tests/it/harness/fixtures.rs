@@ -259,11 +259,10 @@ pub fn layout() -> &'static Layout {
         if let Ok(rd) = fs::read_dir(&base) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
-                if let Some(pid) = name.strip_prefix("fixtures-") {
-                    if !Path::new("/proc").join(pid).exists() {
+                if let Some(pid) = name.strip_prefix("fixtures-")
+                    && !Path::new("/proc").join(pid).exists() {
                         let _ = fs::remove_dir_all(e.path());
                     }
-                }
             }
         }
         let dir = base.join(format!("fixtures-{}", std::process::id()));
