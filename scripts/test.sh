@@ -4,7 +4,7 @@
 #   scripts/test.sh                 everything
 #   scripts/test.sh -- fetch_real   only the tests whose name contains fetch_real
 # Exits with cargo's status. The integration tests start their own registries
-# on 127.0.0.1 and drive the real peer tools (skopeo, podman, umoci, containerd).
+# on 127.0.0.1 and drive the real peer tools (skopeo, podman, umoci, containerd, dockerd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/ensure-tools.sh
@@ -24,6 +24,22 @@ if [[ ! -e /usr/include/isa-l/igzip_lib.h ]]; then
         && touch build.rs; } || echo "note: could not install ISA-L; its tests will be skipped" >&2
   else
     echo "note: no ISA-L (as root: apt-get install libisal-dev libisal2); its tests will be skipped" >&2
+  fi
+fi
+# dockerd (Debian docker.io) for the real `docker load` test, which runs its own private daemon:
+# installed without starting the system service (policy-rc.d says no while apt runs).
+if ! command -v dockerd >/dev/null 2>&1; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing docker.io (dockerd for the docker load test; the service is not started)" >&2
+    policy=/usr/sbin/policy-rc.d own_policy=0
+    if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; own_policy=1; fi
+    rc=0
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends docker.io; } || rc=$?
+    if ((own_policy)); then rm -f "$policy"; fi
+    ((rc == 0)) || { echo "error: could not install docker.io" >&2; exit 1; }
+  else
+    echo "error: missing dockerd (as root: apt-get install docker.io)" >&2
+    exit 1
   fi
 fi
 need_cargo

@@ -1,4 +1,4 @@
-//! Owns the docker-archive export tests with its real consumers: podman load, docker's familiar names and digest-only references, containerd, skopeo.
+//! Owns the docker-archive export tests with its real consumers: docker load, podman load, docker's familiar names and digest-only references, containerd, skopeo.
 use super::*;
 
 #[test]
@@ -455,4 +455,100 @@ fn skopeo_reads_every_image_of_the_docker_archive() {
             .iter()
             .any(|l| l.media_type == fixtures::MT_LAYER_ZSTD)
     );
+}
+
+/// What `docker load` prints and lists for `want`: docker shows names in their familiar form
+/// (`docker.io/library/redis:7` as `redis:7`, `docker.io/myorg/app:2` as `myorg/app:2`; a name
+/// with a registry host as is). An image without RepoTags is listed as `<none>:<none>`; its
+/// `Loaded image ID:` line is printed only when no image of the archive has a name (docker
+/// 20.10, seen here).
+fn docker_expect(want: &[(Expect, Vec<String>)]) -> (Vec<String>, Vec<(String, String)>) {
+    let any_named = want.iter().any(|(_, tags)| !tags.is_empty());
+    let familiar = |t: &str| {
+        let t = t.strip_prefix("docker.io/").unwrap_or(t);
+        t.strip_prefix("library/").unwrap_or(t).to_string()
+    };
+    let mut printed = Vec::new();
+    let mut listed = Vec::new();
+    for (e, tags) in want {
+        if tags.is_empty() {
+            if !any_named {
+                printed.push(format!("ID {}", e.image_id));
+            }
+            listed.push((e.image_id.clone(), "<none>:<none>".to_string()));
+        }
+        for t in tags {
+            printed.push(familiar(t));
+            listed.push((e.image_id.clone(), familiar(t)));
+        }
+    }
+    printed.sort();
+    printed.dedup();
+    listed.sort();
+    listed.dedup();
+    (printed, listed)
+}
+
+/// The real `docker load` (Debian's dockerd, a private daemon): every image of a multi-image
+/// archive (gzip, zstd and schema2 sources) under its names, ID = config digest, layers =
+/// the config's diff_ids; familiar and digest-only names; and from a pipe.
+#[test]
+fn docker_archive_loads_into_docker() {
+    let st = Setup::new();
+    let docker = Docker::start();
+
+    let out = st.path("four.tar");
+    let mut args = vec!["export", "--docker-archive", s(&out)];
+    args.extend(st.four());
+    st.env.ok(&args);
+    let want = with_tags(st.expect_four());
+    let (printed, listed) = docker_expect(&want);
+    assert_eq!(docker.load(&out), printed, "docker load printed these names");
+    assert_eq!(docker.images(), listed, "docker images after load (ID = config digest)");
+    for (e, _) in &want {
+        let layers = docker.ok(&["image", "inspect", "--format", "{{json .RootFS.Layers}}", &e.reference]);
+        let layers: Vec<String> = serde_json::from_str(layers.trim()).unwrap();
+        assert_eq!(layers, e.diff_ids, "docker's layers of {}", e.reference);
+    }
+
+    // Familiar names and a digest-only reference.
+    docker.remove_all();
+    alias_in_store(&st.env, &st.fx.simple.reference, "docker.io/library/redis:7");
+    alias_in_store(&st.env, &st.fx.shared.reference, "docker.io/myorg/app:2");
+    let pinned = st.fx.schema2.pinned();
+    st.env.ok(&["fetch", &pinned]);
+    let names = st.path("names.tar");
+    st.env.ok(&["export", "--docker-archive", s(&names), "redis:7", "myorg/app:2", &pinned]);
+    let want = vec![
+        (
+            expect_from_registry(&st.reg, &st.fx.simple.reference, "docker.io/library/redis:7"),
+            vec!["docker.io/library/redis:7".to_string()],
+        ),
+        (
+            expect_from_registry(&st.reg, &st.fx.shared.reference, "docker.io/myorg/app:2"),
+            vec!["docker.io/myorg/app:2".to_string()],
+        ),
+        (expect_from_registry(&st.reg, &pinned, &pinned), vec![]),
+    ];
+    let (printed, listed) = docker_expect(&want);
+    assert_eq!(docker.load(&names), printed, "docker load of familiar and digest-only names");
+    assert_eq!(docker.images(), listed, "docker images: redis:7, myorg/app:2, <none>:<none>");
+
+    // An archive of the digest-only image alone: docker prints its ID.
+    docker.remove_all();
+    let only = st.path("pinned.tar");
+    st.env.ok(&["export", "--docker-archive", s(&only), &pinned]);
+    let want = vec![(expect_from_registry(&st.reg, &pinned, &pinned), vec![])];
+    let (printed, listed) = docker_expect(&want);
+    assert_eq!(docker.load(&only), printed, "docker load of a digest-only reference");
+    assert_eq!(docker.images(), listed);
+
+    // `--docker-archive -` straight into `docker load`.
+    docker.remove_all();
+    let mut producer = st.env.cmd();
+    producer.args(["export", "--docker-archive", "-", &st.fx.zstd.reference]);
+    let want = with_tags(vec![st.expect(&st.fx.zstd.reference)]);
+    let (printed, listed) = docker_expect(&want);
+    assert_eq!(docker.load_from(&mut producer), printed, "docker load from the pipe");
+    assert_eq!(docker.images(), listed);
 }

@@ -1,11 +1,11 @@
-//! Owns the `ocibundle export` tests: docker-archive, OCI layout and OCI archive checked by their real consumers (podman load, containerd `ctr images import`, skopeo, umoci, a second registry), from the store and from bundles, and the error contract.
+//! Owns the `ocibundle export` tests: docker-archive, OCI layout and OCI archive checked by their real consumers (docker load, podman load, containerd `ctr images import`, skopeo, umoci, a second registry), from the store and from bundles, and the error contract.
 //!
-//! Each test starts its own registry and, where needed, its own podman storage and containerd
-//! daemon (harness/peers.rs), so tests run in parallel. Expected values come from the registry
+//! Each test starts its own registry and, where needed, its own podman storage and dockerd or containerd
+//! daemon (harness/peers.rs, harness/docker.rs), so tests run in parallel. Expected values come from the registry
 //! (manifest digests, config blobs and their diff_ids) and from docs/cli.md; none from the
 //! export code. No test asserts on timing.
 //!
-//! Naming facts these tests pin down (podman 4.3, containerd 1.6, skopeo 1.9):
+//! Naming facts these tests pin down (podman 4.3, containerd 1.6, docker 20.10, skopeo 1.9):
 //! - podman load of a docker-archive keeps a RepoTag that has a registry host as is
 //!   (`127.0.0.1:PORT/test/simple:v1`, `docker.io/library/redis:7`) and puts `localhost/`
 //!   before one without: docker's familiar `redis:7` would load as `localhost/redis:7`. So
@@ -16,6 +16,10 @@
 //! - podman load of an OCI archive names the image by its index.json annotation (a bare
 //!   `v1` would become `localhost/v1:latest`), keeps the manifest digest, and refuses an
 //!   archive holding more than one image ("more than one image in oci, choose an image").
+//! - `docker load` (dockerd 20.10) shows RepoTags in the familiar form (`redis:7`,
+//!   `myorg/app:2`; a name with a registry host as is), lists an image without RepoTags as
+//!   `<none>:<none>` and prints its `Loaded image ID:` only when no image of the archive has a
+//!   name. Its image ID is the config digest and its layers the config's diff_ids.
 //! - `ctr images import` of an archive with `oci-layout` uses index.json and names each image
 //!   by `io.containerd.image.name`, a digest-pinned name included; in the `k8s.io` namespace
 //!   the CRI plugin adds a `sha256:<config digest>` name (the image ID) for each image,
@@ -32,6 +36,7 @@ use crate::harness::cmd::{Env, fails, s, sha256, text, tool};
 use crate::harness::fixtures::{
     self, Compression, Entry, Fixtures, LayoutWriter, MT_CONFIG, MT_INDEX, MT_MANIFEST, tar_bytes,
 };
+use crate::harness::docker::Docker;
 use crate::harness::peers::{Containerd, Podman};
 use crate::harness::registry::{Registry, Variant};
 

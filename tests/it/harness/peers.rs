@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 const CMD_TIMEOUT_S: u32 = 120;
 
 /// `timeout -k 5 SECS PROGRAM`: the command dies if it runs longer than `CMD_TIMEOUT_S`.
-fn bounded(program: &str) -> Command {
+pub fn bounded(program: &str) -> Command {
     let mut c = Command::new("timeout");
     c.args(["-k", "5", &CMD_TIMEOUT_S.to_string(), program]);
     c
@@ -40,7 +40,7 @@ pub fn pipe(producer: &mut Command, consumer: &mut Command) -> (Output, Output) 
     (po, co)
 }
 
-fn output_text(o: &Output) -> String {
+pub fn output_text(o: &Output) -> String {
     format!(
         "stdout: {}\nstderr: {}",
         String::from_utf8_lossy(&o.stdout),
