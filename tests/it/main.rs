@@ -7,3 +7,4 @@ mod bundle;
 mod export;
 mod push;
 mod full_disk;
+mod credentials;
