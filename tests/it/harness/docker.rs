@@ -5,7 +5,6 @@
 //! `docker load` is what most sites run on the offline side, so the docker-archive export is
 //! checked against the real thing, not only against podman and containerd.
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -51,16 +50,7 @@ impl Docker {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        cmd.process_group(0);
-        // Dies with the test process even if we are never dropped (SIGKILL of the test run).
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        super::daemon::dies_with_test(&mut cmd);
         let child = cmd.spawn().expect("spawn dockerd (apt-get install docker.io)");
         let mut dk = Docker { dir, child: Some(child) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -172,31 +162,9 @@ fn loaded(out: &str) -> Vec<String> {
 
 impl Drop for Docker {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            // The daemon's own containerd is in its process group.
-            unsafe {
-                libc::kill(-(child.id() as i32), libc::SIGKILL);
-            }
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            super::daemon::stop(child, Duration::from_secs(15));
         }
-        // Lazily unmount anything the daemon left mounted under its dirs before they go.
-        let root = self.dir.path().display().to_string();
-        if let Ok(m) = fs::read_to_string("/proc/self/mounts") {
-            let mut points: Vec<&str> = m.lines().filter_map(|l| l.split(' ').nth(1)).filter(|p| p.starts_with(&root)).collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = Command::new("umount").arg("-l").arg(p).status();
-            }
-        }
+        super::daemon::unmount_under(self.dir.path());
     }
 }

@@ -6,7 +6,6 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -229,16 +228,7 @@ temp = "{tmp}"
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
-        cmd.process_group(0);
-        // Dies with the test process even if we are never dropped (SIGKILL of the test run).
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        super::daemon::dies_with_test(&mut cmd);
         let child = cmd
             .spawn()
             .expect("spawn containerd (apt-get install containerd)");
@@ -426,41 +416,17 @@ temp = "{tmp}"
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
+        if let Some(child) = self.child.take() {
+            super::daemon::stop(child, Duration::from_secs(10));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
-        // Unpacking mounts only briefly, but a killed daemon may leave one under its root:
-        // lazily unmount anything still mounted there before the temp dir goes.
-        let root = self.dir.path().display().to_string();
-        if let Ok(m) = fs::read_to_string("/proc/self/mounts") {
-            let mut points: Vec<&str> = m
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = Command::new("umount").arg("-l").arg(p).status();
-            }
-        }
+        // Unpacking mounts only briefly, but a killed daemon may leave one under its root.
+        super::daemon::unmount_under(self.dir.path());
     }
 }
 

@@ -142,21 +142,7 @@ impl Registry {
         let log = fs::File::create(&log_path).unwrap();
         let mut cmd = Command::new(REGISTRY_BIN);
         cmd.arg("serve").arg(&config).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log);
-        {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-            // If the test process dies without dropping us (SIGKILL, timeout), take the registry
-            // down too. (The signal follows the spawning thread: a Registry must not outlive
-            // the test thread that started it, which per-test registries never do.)
-            unsafe {
-                cmd.pre_exec(|| {
-                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        super::daemon::dies_with_test(&mut cmd);
         let child = cmd.spawn().map_err(|e| format!("spawn {REGISTRY_BIN}: {e}"))?;
         self.child = Some(child);
 
