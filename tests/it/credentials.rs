@@ -1,7 +1,8 @@
 //! Owns the credential-helper tests: docker `config.json` naming a helper per registry
 //! (`credHelpers`) or for all (`credsStore`), the helper a program on PATH speaking docker's
 //! credential-helper protocol (`docker-credential-NAME get`, server on stdin, JSON out), used by
-//! `fetch` and `push` against the real registry with htpasswd auth.
+//! `fetch` and `push` against the real registry with htpasswd auth; nothing of them reaches
+//! the store, a bundle or any output.
 //!
 //! Expected values: the registry's credentials and manifest digests; the protocol as docker
 //! documents it (a helper that knows nothing exits non-zero); docs/cli.md for the error
@@ -45,6 +46,32 @@ fn run(env: &Env, config_dir: &Path, helpers: &Path, args: &[&str]) -> Output {
     env.cmd().env("DOCKER_CONFIG", config_dir).env("PATH", path).args(args).output().expect("spawn ocibundle")
 }
 
+/// The password as it could be leaked: plain, and inside base64 of `user:pass` (basic auth).
+fn secret_forms(user: &str, pass: &str) -> Vec<String> {
+    use base64::Engine as _;
+    vec![pass.to_string(), base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))]
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
 fn asked(log: &Path) -> Vec<String> {
     fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
 }
@@ -69,6 +96,17 @@ fn credential_helpers_serve_fetch_and_push() {
     assert!(!text(&o).contains(&src.pass), "the password reached the output");
     assert!(asked(&src_log).iter().all(|s| *s == src.host()), "the helper was asked about {:?}", asked(&src_log));
     assert!(!asked(&src_log).is_empty(), "the helper was never asked");
+
+    // Nothing of the credentials reaches the store or a bundle made from it.
+    let b = env.path().join("x.bundle");
+    env.ok(&["bundle", "-o", b.to_str().unwrap(), &simple.reference]);
+    let secrets = secret_forms(&src.user, &src.pass);
+    for f in files_under(&env.store()).into_iter().chain([b.clone(), env.path().join("x.bundle.sha256")]) {
+        let data = fs::read(&f).unwrap();
+        for secret in &secrets {
+            assert!(!contains(&data, secret.as_bytes()), "{} holds a form of the password", f.display());
+        }
+    }
 
     // credsStore: one helper for every registry serves push.
     let all_log = write_helper(&helpers, "allstore", &dst.host(), &dst.user, &dst.pass);
