@@ -186,7 +186,7 @@ fn round_up(n: u64) -> u64 {
 /// Where every layer goes in the archive, decided before any is decompressed, so that a file
 /// and a pipe get the same bytes. Layers whose blob announces its uncompressed size come first,
 /// biggest first, each in a place of known size; the others follow in image order. A layer
-/// whose announced size proves wrong (a gzip over 4 GiB, several gzip members) leaves a
+/// whose announced size proves wrong (a well-compressed gzip over 4 GiB, several members) leaves a
 /// zero-filled padding entry (`.ocibundle-padding-N`, ignored by every loader) in its place
 /// and joins the others.
 struct Layout {

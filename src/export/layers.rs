@@ -30,9 +30,9 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The uncompressed size the blob announces: a plain tar's own size, gzip's ISIZE (the size
-/// modulo 2^32 of the last member), zstd's frame content size (of the first frame). Only a
-/// hint: the writer checks it against what decompression gives and copes when it is wrong.
-/// `None` when the blob announces nothing usable or something implausible.
+/// modulo 2^32 of the last member; see `gzip_hint`), zstd's frame content size (of the first
+/// frame). Only a hint: the writer checks it against what decompression gives and copes when
+/// it is wrong. `None` when the blob announces nothing usable or something implausible.
 pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option<u64>> {
     let c = desc.size;
     let head = source.read_at(desc, 0, c.min(18) as usize)?;
@@ -43,17 +43,46 @@ pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option
         if c < 18 {
             return Ok(None);
         }
-        let tail = source.read_at(desc, c - 4, 4)?;
-        let isize = u32::from_le_bytes(tail.try_into().expect("4 bytes")) as u64;
-        // Deflate never shrinks data by more than its framing: an ISIZE well below the
-        // compressed size means the layer is over 4 GiB (or odd): unknown.
-        let floor = c.saturating_sub(c / 8192 + (1 << 16));
-        return Ok((isize >= floor && plausible(isize)).then_some(isize));
+        let tail = source.read_at(desc, c.saturating_sub(TAIL), c.min(TAIL) as usize)?;
+        let isize = u32::from_le_bytes(tail[tail.len() - 4..].try_into().expect("4 bytes")) as u64;
+        return Ok(gzip_hint(c, isize, ends_with_small_member(&tail)).filter(|&u| plausible(u)));
     }
     if head.starts_with(&ZSTD_MAGIC) {
         return Ok(zstd_content_size(&head).filter(|&u| plausible(u)));
     }
     Ok(Some(c))
+}
+
+/// How much of a gzip blob's end `size_hint` reads: ISIZE and room for a small last member.
+const TAIL: u64 = 64;
+
+/// Whether a gzip member starts in the last bytes of `tail` (eStargz ends with a 47 or 51 byte
+/// footer member): then ISIZE is that member's, not the layer's.
+fn ends_with_small_member(tail: &[u8]) -> bool {
+    tail.windows(4).rev().skip(1).any(|w| w[..3] == [0x1f, 0x8b, 0x08] && w[3] & 0xe0 == 0)
+}
+
+/// The uncompressed size of a gzip blob of `c` bytes whose ISIZE (the size modulo 2^32) is
+/// `isize`:
+/// - ISIZE itself when it is not below the compressed size minus deflate's framing: every
+///   layer under 4 GiB (a layer that is bigger and compresses well gets this too, which proves
+///   too small when written; the writer copes);
+/// - else the layer is over 4 GiB: `isize + k·2^32` when exactly one such size lies between
+///   0.99× and 1.5× the compressed size, as for model weights and other data that compresses
+///   poorly, which are the common reason for layers this big. A layer ending in a small gzip
+///   member (eStargz) says nothing about its size that way: unknown, as for several sizes or
+///   none in that band.
+fn gzip_hint(c: u64, isize: u64, small_last_member: bool) -> Option<u64> {
+    let floor = c.saturating_sub(c / 8192 + (1 << 16));
+    if isize >= floor {
+        return Some(isize);
+    }
+    if small_last_member {
+        return None;
+    }
+    let (lo, hi) = (c - c / 100, c.saturating_add(c / 2));
+    let first = isize + (lo.saturating_sub(isize)).div_ceil(1 << 32) * (1 << 32);
+    (first <= hi && first.saturating_add(1 << 32) > hi).then_some(first)
 }
 
 /// Frame_Content_Size from a zstd frame header (RFC 8878 §3.1.1.1), if present.
@@ -210,7 +239,46 @@ impl Write for Region<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::zstd_content_size;
+    use super::{ends_with_small_member, gzip_hint, zstd_content_size};
+
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn gzip_hint_unwraps_isize_for_big_layers_that_compress_poorly() {
+        // Under 4 GiB: ISIZE as is, however well it compressed.
+        assert_eq!(gzip_hint(1000, 5_000_000, false), Some(5_000_000));
+        assert_eq!(gzip_hint(3 * G, 3 * G + 7, false), Some(3 * G + 7));
+        // 4.5 GiB of random data, which pigz made 0.03 % bigger (measured here).
+        assert_eq!(gzip_hint(4_833_313_026, 536_879_104, false), Some(4_831_846_400));
+        // 10 GiB of model weights compressed 1.2:1 (8.33 GiB): ISIZE is 2 GiB.
+        assert_eq!(gzip_hint(10 * G * 5 / 6, 2 * G, false), Some(10 * G));
+        // Exactly 4 GiB of incompressible data: ISIZE 0.
+        assert_eq!(gzip_hint(4 * G + 1000, 0, false), Some(4 * G));
+        // 6 GiB compressed 2.5:1 (2.4 GiB), ISIZE 2 GiB: 6 GiB is outside the band: unknown.
+        assert_eq!(gzip_hint(2 * G + 2 * G / 5, 2 * G, false), None);
+        // 5 GiB of zeros (23 MB compressed): ISIZE 1 GiB is above the compressed size: used,
+        // and found too small while writing.
+        assert_eq!(gzip_hint(23_000_000, G, false), Some(G));
+        // An eStargz layer ends in a footer member: its ISIZE (0) says nothing.
+        assert_eq!(gzip_hint(5 * G, 0, true), None);
+        // Two sizes in the band (a 20 GiB blob): unknown.
+        assert_eq!(gzip_hint(20 * G, 3 * G, false), None);
+    }
+
+    #[test]
+    fn a_small_last_gzip_member_is_seen() {
+        let member = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            std::io::Write::write_all(&mut e, data).unwrap();
+            e.finish().unwrap()
+        };
+        let big = member(&vec![7u8; 100_000]);
+        let tail = |b: &[u8]| b[b.len().saturating_sub(64)..].to_vec();
+        assert!(!ends_with_small_member(&tail(&big)));
+        let mut two = big.clone();
+        two.extend(member(b""));
+        assert!(ends_with_small_member(&tail(&two)));
+    }
 
     #[test]
     fn zstd_frame_content_size_is_read_when_present() {
