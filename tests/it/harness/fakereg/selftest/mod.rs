@@ -3,13 +3,13 @@ use super::*;
 
 mod push;
 
-/// Sends one request, returns (status, headers, body, closed_early). Reads to EOF.
+/// Sends one request without a body; returns the answer. Reads to EOF.
 fn raw(
     reg: &FakeRegistry,
     method: &str,
     path: &str,
     extra: &[(&str, &str)],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
+) -> Answer {
     let mut s = TcpStream::connect(reg.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", reg.host());
@@ -20,25 +20,22 @@ fn raw(
     s.write_all(req.as_bytes()).unwrap();
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
-    let end = find(&all, b"\r\n\r\n").expect("response head");
+    parse_answer(&all).expect("response head")
+}
+
+/// (status, headers lowercased, body) of a whole HTTP/1.1 response; `None` without a head.
+fn parse_answer(all: &[u8]) -> Option<Answer> {
+    let end = find(all, b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&all[..end]).to_string();
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
     let headers = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
-        })
+        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string())))
         .collect();
-    (status, headers, all[end + 4..].to_vec())
+    Some((status, headers, all[end + 4..].to_vec()))
 }
+
+/// Header `k` (lowercase) of an answer.
 fn h<'a>(hs: &'a [(String, String)], k: &str) -> Option<&'a str> {
     hs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }

@@ -38,24 +38,7 @@ fn send(
     }
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
-    let end = find(&all, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&all[..end]).to_string();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
-        })
-        .collect();
-    Some((status, headers, all[end + 4..].to_vec()))
+    parse_answer(&all)
 }
 
 /// `POST /v2/<repo>/blobs/uploads/` -> (location, uuid)
