@@ -1,7 +1,7 @@
 //! `fetch`: plan (resolve references, pick platforms, list the blobs) then execute (download the
 //! missing blobs in parallel, verified, then commit manifests and references to the store).
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -173,27 +173,15 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     let total: u64 = queue.iter().map(|(d, _)| d.size).sum();
     let progress = Progress::new(opts.progress, total, "fetch");
     let fetched: Mutex<HashSet<Digest>> = Mutex::new(HashSet::new());
-    // The first real failure is kept here before `abort` stops the other downloads, so their
-    // "cancelled" errors never hide it.
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    // The first failure stops the other downloads; their "cancelled" errors never hide it.
     let abort = AtomicBool::new(false);
-    let run = crate::pool::try_each_on(&queue, opts.jobs.max(1), |(desc, r), _| match fetch_one(reg, store, r, desc, &progress, &abort) {
-        Ok(fetched_now) => {
-            if fetched_now {
-                fetched.lock().unwrap().insert(desc.digest.clone());
-            }
-            Ok(())
+    let run = crate::pool::try_each_stopping(&queue, opts.jobs.max(1), &abort, |(desc, r), _| {
+        if fetch_one(reg, store, r, desc, &progress, &abort)? {
+            fetched.lock().unwrap().insert(desc.digest.clone());
         }
-        Err(e) => {
-            failure.lock().unwrap().get_or_insert(e);
-            abort.store(true, Ordering::Relaxed);
-            Err(Error::Other("stopped".into()))
-        }
+        Ok(())
     });
     progress.finish();
-    if let Some(e) = failure.into_inner().unwrap() {
-        return Err(e);
-    }
     run?;
     let fetched = fetched.into_inner().unwrap();
 
@@ -268,19 +256,19 @@ fn platform_of(img: &PlannedImage, m: &Manifest) -> Option<Platform> {
 fn fetch_one(reg: &Registry, store: &Store, r: &Reference, desc: &Descriptor, progress: &Progress, abort: &AtomicBool) -> Result<bool> {
     let what = format!("{r}: blob {}", desc.digest);
     for attempt in 0..2 {
-        let Some(mut part) = PartialBlob::open(store, &desc.digest, Some(desc.size))? else { return Ok(false) };
+        let Some(mut part) = PartialBlob::open(store, &desc.digest, Some(desc.size)).map_err(|e| e.for_blob(&what))? else { return Ok(false) };
         let resumed = part.offset() > 0;
         let bar = progress.blob(&desc.digest.hex()[..12], desc.size);
         bar.skip(part.offset());
         let res = reg.download_blob(r, desc, &mut part, &|n| bar.inc(n), abort);
         bar.done();
-        res?;
+        res.map_err(|e| e.for_blob(&what))?;
         match part.commit(&what) {
             Ok(()) => return Ok(true),
             // A resumed download may have built on a prefix that was damaged (a crash before
             // the data reached the disk): start once more from byte zero.
             Err(Error::DigestMismatch { .. }) if resumed && attempt == 0 => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.for_blob(&what)),
         }
     }
     unreachable!("the loop returns on its second pass")

@@ -2,6 +2,7 @@
 //! per worker. `try_each` stops at the first failure (or a stop request); `map_all` (checks that
 //! report every problem) runs every item and returns every result.
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -17,6 +18,13 @@ pub fn try_each<T: Sync>(items: &[T], f: impl Fn(&T, &mut [u8]) -> Result<()> + 
 
 /// The same on `threads` threads (at least one), taking the items in their order.
 pub fn try_each_on<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T, &mut [u8]) -> Result<()> + Sync) -> Result<()> {
+    try_each_stopping(items, threads, &AtomicBool::new(false), f)
+}
+
+/// The same, raising `stop` at the first failure so that items in progress can give up too.
+/// The failure is recorded before `stop` is raised: what workers report after seeing it (an
+/// `Interrupted`, say) never takes the place of the failure that stopped them.
+pub fn try_each_stopping<T: Sync>(items: &[T], threads: usize, stop: &AtomicBool, f: impl Fn(&T, &mut [u8]) -> Result<()> + Sync) -> Result<()> {
     let queue = Mutex::new(items.iter());
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let threads = threads.clamp(1, items.len().max(1));
@@ -31,6 +39,7 @@ pub fn try_each_on<T: Sync>(items: &[T], threads: usize, f: impl Fn(&T, &mut [u8
                     let Some(item) = queue.lock().unwrap().next() else { break };
                     if let Err(e) = f(item, &mut buf) {
                         failure.lock().unwrap().get_or_insert(e);
+                        stop.store(true, Ordering::SeqCst);
                         break;
                     }
                 }
@@ -82,6 +91,24 @@ mod tests {
         let want: Vec<std::result::Result<u32, u32>> = items.iter().map(|&i| if i % 7 == 0 { Err(i) } else { Ok(i * 2) }).collect();
         assert_eq!(out, want);
         assert!(map_all(&[] as &[u32], |_, _| 0).is_empty());
+    }
+
+    #[test]
+    fn try_each_stopping_returns_the_failure_not_what_the_stopped_workers_say() {
+        for _ in 0..20 {
+            let stop = AtomicBool::new(false);
+            let r = try_each_stopping(&[0u32, 1], 2, &stop, |&i, _| {
+                if i == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    return Err(Error::Other("the real failure".into()));
+                }
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                Err(Error::Interrupted)
+            });
+            assert!(matches!(r, Err(Error::Other(ref m)) if m == "the real failure"), "{r:?}");
+        }
     }
 
     #[test]

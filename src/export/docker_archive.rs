@@ -245,7 +245,8 @@ fn write_placed(mut sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
     let rest: Mutex<BTreeMap<usize, (File, u64)>> = Mutex::new(BTreeMap::new());
     let stop = AtomicBool::new(false);
     let file = sink.file().expect("a file sink");
-    let r = crate::pool::try_each_on(&tasks, ctx.jobs, |&(i, place), _| {
+    // The first failure stops the other workers (their `Interrupted` never hides it).
+    let r = crate::pool::try_each_stopping(&tasks, ctx.jobs, &stop, |&(i, place), _| {
         let layer = &ctx.layers[i];
         let r = (|| -> Result<()> {
             let Some((hint, at)) = place else {
@@ -268,9 +269,6 @@ fn write_placed(mut sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
                 .map_err(|e| Error::Other(format!("{}: writing the archive: {e}", layer.what())))
         })();
         ctx.bar.inc(layer.desc.size);
-        if r.is_err() {
-            stop.store(true, Ordering::Relaxed);
-        }
         r
     });
     if let Err(e) = r {
