@@ -41,14 +41,6 @@ impl Error {
     pub fn retryable(&self) -> bool {
         matches!(self, Error::Registry { retryable: true, .. })
     }
-    /// A bare file error (`PATH: io error`) gets `what` in front, so it names the image and
-    /// blob it happened for; other errors already do.
-    pub fn for_blob(self, what: &str) -> Error {
-        match self {
-            e @ Error::Io { .. } => e.context(what),
-            e => e,
-        }
-    }
     /// Prefixes the "what" of this error with a context (e.g. the image reference).
     pub fn context(self, ctx: &str) -> Error {
         match self {

@@ -256,19 +256,19 @@ fn platform_of(img: &PlannedImage, m: &Manifest) -> Option<Platform> {
 fn fetch_one(reg: &Registry, store: &Store, r: &Reference, desc: &Descriptor, progress: &Progress, abort: &AtomicBool) -> Result<bool> {
     let what = format!("{r}: blob {}", desc.digest);
     for attempt in 0..2 {
-        let Some(mut part) = PartialBlob::open(store, &desc.digest, Some(desc.size)).map_err(|e| e.for_blob(&what))? else { return Ok(false) };
+        let Some(mut part) = PartialBlob::open(store, &desc.digest, Some(desc.size), &what)? else { return Ok(false) };
         let resumed = part.offset() > 0;
         let bar = progress.blob(&desc.digest.hex()[..12], desc.size);
         bar.skip(part.offset());
         let res = reg.download_blob(r, desc, &mut part, &|n| bar.inc(n), abort);
         bar.done();
-        res.map_err(|e| e.for_blob(&what))?;
-        match part.commit(&what) {
+        res?;
+        match part.commit() {
             Ok(()) => return Ok(true),
             // A resumed download may have built on a prefix that was damaged (a crash before
             // the data reached the disk): start once more from byte zero.
             Err(Error::DigestMismatch { .. }) if resumed && attempt == 0 => continue,
-            Err(e) => return Err(e.for_blob(&what)),
+            Err(e) => return Err(e),
         }
     }
     unreachable!("the loop returns on its second pass")

@@ -282,12 +282,12 @@ impl Bundle {
     fn import_entry(&self, store: &Store, e: &IndexEntry, buf: &mut [u8], progress: &(dyn Fn(u64) + Sync)) -> Result<bool> {
         let what = format!("{}: blob {}", self.name, e.digest);
         self.check_entry_header(e).map_err(|x| Error::Other(format!("{what}: {x}")))?;
-        let Some(mut part) = PartialBlob::open(store, &e.digest, Some(e.size)).map_err(|x| x.for_blob(&what))? else { return Ok(false) };
+        let Some(mut part) = PartialBlob::open(store, &e.digest, Some(e.size), &what)? else { return Ok(false) };
         let start = part.offset();
         let mut r = self.vols.range(e.offset + start, e.size - start);
         loop {
             if crate::cancel::requested() {
-                part.flush().map_err(|x| x.for_blob(&what))?;
+                part.flush()?;
                 return Err(Error::Interrupted);
             }
             let n = r.read(buf).map_err(|x| Error::Other(format!("{what}: {x}")))?;
@@ -297,7 +297,7 @@ impl Bundle {
             part.writer().write_all(&buf[..n]).map_err(|x| Error::Other(format!("{what}: writing to the store: {x}")))?;
             progress(n as u64);
         }
-        part.commit(&what).map_err(|x| x.for_blob(&what))?;
+        part.commit()?;
         Ok(true)
     }
 

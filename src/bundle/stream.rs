@@ -90,7 +90,7 @@ pub fn import(r: impl Read, name: &str, store: &Store) -> Result<ImportReport> {
     let mut buf = vec![0u8; 1 << 20];
     let (index, _) = walk(r, name, |digest, len, data| {
         let what = format!("{name}: blob {digest}");
-        let Some(mut part) = PartialBlob::open(store, digest, Some(len)).map_err(|e| e.for_blob(&what))? else {
+        let Some(mut part) = PartialBlob::open(store, digest, Some(len), &what)? else {
             report.blobs_present += 1;
             report.bytes_present += len;
             return Ok(());
@@ -101,7 +101,7 @@ pub fn import(r: impl Read, name: &str, store: &Store) -> Result<ImportReport> {
         std::io::copy(&mut data.take(have), &mut std::io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
         loop {
             if crate::cancel::requested() {
-                part.flush().map_err(|e| e.for_blob(&what))?;
+                part.flush()?;
                 return Err(Error::Interrupted);
             }
             let n = data.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
@@ -110,7 +110,7 @@ pub fn import(r: impl Read, name: &str, store: &Store) -> Result<ImportReport> {
             }
             part.writer().write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing to the store: {e}")))?;
         }
-        part.commit(&what).map_err(|e| e.for_blob(&what))?;
+        part.commit()?;
         report.blobs_imported += 1;
         report.bytes_imported += len;
         Ok(())

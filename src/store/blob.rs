@@ -15,6 +15,8 @@ const BUF: usize = 1 << 20;
 /// others wait and then find the blob complete.
 pub struct PartialBlob {
     store: Store,
+    /// The image and blob this is for, named in every error (`REF: blob DIGEST`).
+    what: String,
     digest: Digest,
     size: Option<u64>,
     path: PathBuf,
@@ -43,8 +45,13 @@ impl Write for HashingFile {
 impl PartialBlob {
     /// Opens (or waits for) the partial file of `digest`. Returns `None` when the blob is
     /// already stored, possibly by another process that held the lock meanwhile. An existing
-    /// partial is re-hashed so a download can continue from its end.
-    pub fn open(store: &Store, digest: &Digest, size: Option<u64>) -> Result<Option<PartialBlob>> {
+    /// partial is re-hashed so a download can continue from its end. `what` (`REF: blob
+    /// DIGEST`) is named in every error, the file's own errors (a full disk) included.
+    pub fn open(store: &Store, digest: &Digest, size: Option<u64>, what: &str) -> Result<Option<PartialBlob>> {
+        Self::open_named(store, digest, size, what).map_err(|e| e.context(what))
+    }
+
+    fn open_named(store: &Store, digest: &Digest, size: Option<u64>, what: &str) -> Result<Option<PartialBlob>> {
         let path = store.tmp_dir().join(format!("{}.partial", digest.hex()));
         loop {
             if store.has_blob(digest, size) {
@@ -88,8 +95,13 @@ impl PartialBlob {
             let pos = hasher.len();
             file.seek(SeekFrom::Start(pos)).at(&path)?;
             let out = HashingFile { file: BufWriter::with_capacity(BUF, file), flushed: pos, hasher };
-            return Ok(Some(PartialBlob { store: store.clone(), digest: digest.clone(), size, path, out }));
+            return Ok(Some(PartialBlob { store: store.clone(), what: what.to_string(), digest: digest.clone(), size, path, out }));
         }
+    }
+
+    /// A file error of this partial (or of its final name), naming what it is for.
+    fn io(&self, path: &std::path::Path, e: io::Error) -> crate::Error {
+        crate::Error::io(path, e).context(&self.what)
     }
 
     pub fn digest(&self) -> &Digest {
@@ -103,10 +115,9 @@ impl PartialBlob {
 
     /// Throws away what is there, to start the download from byte zero.
     pub fn restart(&mut self) -> Result<()> {
-        self.out.file.flush().at(&self.path)?;
-        let f = self.out.file.get_mut();
-        f.set_len(0).at(&self.path)?;
-        f.seek(SeekFrom::Start(0)).at(&self.path)?;
+        let out = &mut self.out.file;
+        let r = out.flush().and_then(|()| out.get_mut().set_len(0)).and_then(|()| out.get_mut().seek(SeekFrom::Start(0)));
+        r.map_err(|e| self.io(&self.path, e))?;
         self.out.hasher = Hasher::new();
         self.out.flushed = 0;
         Ok(())
@@ -119,22 +130,21 @@ impl PartialBlob {
 
     /// Flushes what was written so far (e.g. before giving up, so a later run can resume).
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().at(&self.path)
+        self.out.flush().map_err(|e| self.io(&self.path, e))
     }
 
     /// Checks digest and size; only then fsyncs and renames into `blobs/sha256/`. On a mismatch
     /// the partial is deleted: its bytes can never become right.
-    pub fn commit(mut self, what: &str) -> Result<()> {
-        self.out.flush().at(&self.path)?;
+    pub fn commit(mut self) -> Result<()> {
+        self.flush()?;
         let hasher = std::mem::take(&mut self.out.hasher);
-        if let Err(e) = hasher.verify(what, &self.digest, self.size) {
+        if let Err(e) = hasher.verify(&self.what, &self.digest, self.size) {
             let _ = fs::remove_file(&self.path);
             return Err(e);
         }
-        let file = self.out.file.get_ref();
-        file.sync_data().at(&self.path)?;
+        self.out.file.get_ref().sync_data().map_err(|e| self.io(&self.path, e))?;
         let dest = self.store.blob_path(&self.digest);
-        fs::rename(&self.path, &dest).at(&dest)?;
+        fs::rename(&self.path, &dest).map_err(|e| self.io(&dest, e))?;
         Ok(())
     }
 
@@ -154,25 +164,25 @@ mod tests {
         let data = vec![7u8; 3 << 20];
         let d = Digest::of(&data);
         {
-            let mut p = PartialBlob::open(&store, &d, Some(data.len() as u64)).unwrap().unwrap();
+            let mut p = PartialBlob::open(&store, &d, Some(data.len() as u64), "blob").unwrap().unwrap();
             p.writer().write_all(&data[..1000]).unwrap();
             p.flush().unwrap();
         }
-        let mut p = PartialBlob::open(&store, &d, Some(data.len() as u64)).unwrap().unwrap();
+        let mut p = PartialBlob::open(&store, &d, Some(data.len() as u64), "blob").unwrap().unwrap();
         assert_eq!(p.offset(), 1000);
         p.writer().write_all(&data[1000..]).unwrap();
-        p.commit("blob").unwrap();
+        p.commit().unwrap();
         assert!(store.has_blob(&d, Some(data.len() as u64)));
-        assert!(PartialBlob::open(&store, &d, None).unwrap().is_none());
+        assert!(PartialBlob::open(&store, &d, None, "blob").unwrap().is_none());
     }
     #[test]
     fn mismatch_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let d = Digest::of(b"right");
-        let mut p = PartialBlob::open(&store, &d, Some(5)).unwrap().unwrap();
+        let mut p = PartialBlob::open(&store, &d, Some(5), "blob").unwrap().unwrap();
         p.writer().write_all(b"wrong").unwrap();
-        assert!(matches!(p.commit("blob"), Err(crate::Error::DigestMismatch { .. })));
+        assert!(matches!(p.commit(), Err(crate::Error::DigestMismatch { .. })));
         assert!(!store.has_blob(&d, None));
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
     }
