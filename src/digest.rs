@@ -90,8 +90,8 @@ impl Hasher {
         let len = self.len;
         if let Some(size) = size
             && len != size {
-                return Err(Error::SizeMismatch { what: what.to_string(), digest: expected.clone(), expected: size, found: len });
-            }
+            return Err(Error::SizeMismatch { what: what.to_string(), digest: expected.clone(), expected: size, found: len });
+        }
         let found = self.finish();
         if &found != expected {
             return Err(Error::DigestMismatch { what: what.to_string(), expected: expected.clone(), found });

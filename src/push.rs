@@ -171,8 +171,8 @@ pub fn execute(reg: &Registry, source: &dyn Source, plan: &[PlannedPush], rules:
                         }
                         if let Some(h) = holder
                             && (opts.dry_run || reg.mount_blob(repo, &desc.digest, &h.repository)?) {
-                                return Ok(BlobOutcome::Mounted);
-                            }
+                            return Ok(BlobOutcome::Mounted);
+                        }
                         if !opts.dry_run {
                             let open = |off: u64| -> Result<Box<dyn Read + Send + '_>> {
                                 let mut r = source.open(desc)?;

@@ -108,8 +108,8 @@ impl FromStr for Reference {
         };
         if let Some(t) = &tag
             && !valid_tag(t) {
-                return Err(bad(input, "invalid tag"));
-            }
+            return Err(bad(input, "invalid tag"));
+        }
         let (registry, path) = match name.split_once('/') {
             Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') => {
                 (first.to_string(), rest.to_string())

@@ -177,14 +177,14 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
             }
             if let Some(bytes) = kept.get(&d.digest)
                 && let Ok(m) = Manifest::parse(bytes.clone(), Some(&d.media_type), &img.reference) {
-                    match m.kind {
-                        ManifestKind::Index(c) => stack.extend(c),
-                        ManifestKind::Image(im) => {
-                            stack.push(im.config);
-                            stack.extend(im.layers);
-                        }
+                match m.kind {
+                    ManifestKind::Index(c) => stack.extend(c),
+                    ManifestKind::Image(im) => {
+                        stack.push(im.config);
+                        stack.extend(im.layers);
                     }
                 }
+            }
         }
     }
     bad.sort();

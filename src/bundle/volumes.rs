@@ -98,8 +98,8 @@ impl VolumeWriter {
     pub fn new(target: Target, bundle_id: [u8; 32]) -> Result<VolumeWriter> {
         if let Target::Split { size, .. } = &target
             && *size <= VOLUME_HEADER_LEN + 4096 {
-                return Err(Error::Other(format!("--split-size {size} is too small (minimum {} bytes)", VOLUME_HEADER_LEN + 4097)));
-            }
+            return Err(Error::Other(format!("--split-size {size} is too small (minimum {} bytes)", VOLUME_HEADER_LEN + 4097)));
+        }
         let stdout = matches!(target, Target::Stdout).then(|| io::BufWriter::with_capacity(1 << 20, io::stdout()));
         Ok(VolumeWriter { target, bundle_id, current: None, done: Vec::new(), stdout, number: 0, position: 0 })
     }
@@ -204,8 +204,8 @@ impl VolumeWriter {
             start += n;
             if let Target::Split { size, .. } = &self.target
                 && v.written == *size {
-                    self.close_current()?;
-                }
+                self.close_current()?;
+            }
         }
         Ok(())
     }

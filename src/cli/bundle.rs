@@ -104,8 +104,8 @@ pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
     };
     if let Some(p) = exists_any(&target)
         && !a.force {
-            bail!("{} exists (use --force to replace it)", p.display());
-        }
+        bail!("{} exists (use --force to replace it)", p.display());
+    }
     let store = Store::open_existing(root)?;
     let report = bundle::writer::write(&store, &plan, target, !a.json && !stdout)?;
     let size = plan.size_report();

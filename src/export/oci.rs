@@ -44,14 +44,14 @@ fn describe(source: &dyn Source, name: &str, desc: &Descriptor, blobs: &[Descrip
     for b in blobs {
         if crate::image::is_manifest_type(&b.media_type)
             && let ManifestKind::Image(im) = super::manifest(source, b, name)?.kind
-                && image_id.is_none() {
-                    image_id = Some(im.config.digest.clone());
-                    layers = im.layers.len();
-                    if crate::image::is_manifest_type(&desc.media_type) {
-                        let cfg: ConfigInfo = serde_json::from_slice(&source.read_small(&im.config, MAX_CONFIG)?).unwrap_or_default();
-                        platform = cfg.platform().to_string();
-                    }
-                }
+            && image_id.is_none() {
+            image_id = Some(im.config.digest.clone());
+            layers = im.layers.len();
+            if crate::image::is_manifest_type(&desc.media_type) {
+                let cfg: ConfigInfo = serde_json::from_slice(&source.read_small(&im.config, MAX_CONFIG)?).unwrap_or_default();
+                platform = cfg.platform().to_string();
+            }
+        }
     }
     let r: Reference = name.parse()?;
     Ok(ExportedImage {

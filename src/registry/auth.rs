@@ -136,12 +136,12 @@ impl CredentialSource {
             }
             if let Some((_, e)) = best
                 && let Some(c) = decode_entry(e, path, registry)? {
-                    return Ok(Some(c));
-                }
+                return Ok(Some(c));
+            }
             if let Some(store) = &file.creds_store
                 && let Some(c) = run_helper(store, registry, path)? {
-                    return Ok(Some(c));
-                }
+                return Ok(Some(c));
+            }
         }
         Ok(None)
     }

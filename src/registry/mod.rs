@@ -192,8 +192,8 @@ impl Registry {
     fn token(&self, host: &Host, r: &Reference, realm: &str, service: Option<&str>, scope: &str, refresh: bool) -> Result<String> {
         if !refresh
             && let Some(t) = host.tokens.lock().unwrap().get(scope) {
-                return Ok(t.clone());
-            }
+            return Ok(t.clone());
+        }
         let what = format!("{r}: token from {realm}");
         let creds = self.credentials(r)?;
         let token = self.retry(|| {
@@ -342,12 +342,12 @@ impl Registry {
         let m = Manifest::parse(bytes, content_type.as_deref(), &what)?;
         if let Ok(want) = reference.parse::<Digest>()
             && m.digest != want {
-                return Err(Error::DigestMismatch { what: format!("{what}: manifest"), expected: want, found: m.digest });
-            }
+            return Err(Error::DigestMismatch { what: format!("{what}: manifest"), expected: want, found: m.digest });
+        }
         if let Some(Ok(hd)) = header_digest.as_deref().filter(|h| h.starts_with("sha256:")).map(str::parse::<Digest>)
             && hd != m.digest {
-                return Err(Error::DigestMismatch { what: format!("{what}: manifest (Docker-Content-Digest)"), expected: hd, found: m.digest });
-            }
+            return Err(Error::DigestMismatch { what: format!("{what}: manifest (Docker-Content-Digest)"), expected: hd, found: m.digest });
+        }
         Ok(m)
     }
 

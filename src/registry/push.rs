@@ -157,8 +157,8 @@ impl Registry {
         let mut session: Option<(String, u64)> = None;
         if let Some(url) = state.and_then(|s| s.load(r, &desc.digest))
             && let Ok(off) = self.upload_offset(&host, r, &url, &what, &scope) {
-                session = Some((url, off));
-            }
+            session = Some((url, off));
+        }
         let mut attempts = 0;
         loop {
             let step = (|| -> Attempt<bool> {

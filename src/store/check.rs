@@ -50,11 +50,11 @@ impl Store {
         for r in refs {
             if let Some(idx) = r.descriptor.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST))
                 && let Ok(d) = idx.parse::<Digest>() {
-                    if !self.has_blob(&d, None) {
-                        problems.push(Problem { kind: "missing".into(), digest: d.to_string(), detail: format!("index of {}", r.name) });
-                    }
-                    seen.insert(d);
+                if !self.has_blob(&d, None) {
+                    problems.push(Problem { kind: "missing".into(), digest: d.to_string(), detail: format!("index of {}", r.name) });
                 }
+                seen.insert(d);
+            }
             self.walk(&r.descriptor, &r.name, &mut seen, problems);
         }
         seen

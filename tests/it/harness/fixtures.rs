@@ -261,8 +261,8 @@ pub fn layout() -> &'static Layout {
                 let name = e.file_name().to_string_lossy().to_string();
                 if let Some(pid) = name.strip_prefix("fixtures-")
                     && !Path::new("/proc").join(pid).exists() {
-                        let _ = fs::remove_dir_all(e.path());
-                    }
+                    let _ = fs::remove_dir_all(e.path());
+                }
             }
         }
         let dir = base.join(format!("fixtures-{}", std::process::id()));

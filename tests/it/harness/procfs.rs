@@ -21,8 +21,8 @@ fn drained_sockets_to(port: u16) -> Vec<u64> {
             let rx_queue = f[4].split(':').nth(1).and_then(|q| u64::from_str_radix(q, 16).ok());
             if rem_port == Some(port) && rx_queue == Some(0)
                 && let Ok(inode) = f[9].parse() {
-                    out.push(inode);
-                }
+                out.push(inode);
+            }
         }
     }
     out
