@@ -168,7 +168,8 @@ impl Source for BundleOverStore<'_> {
 pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::File, path: &std::path::Path) -> Result<u64> {
     use std::io::Write;
     let mut h = crate::digest::Hasher::new();
-    let (mut at, mut kicked, mut dropped) = (0u64, 0u64, 0u64);
+    let mut at = 0u64;
+    let mut drop_behind = crate::writeback::DropBehind::at(0);
     let blob = source.mapped(desc)?;
     while at < desc.size {
         if crate::cancel::requested() {
@@ -179,7 +180,7 @@ pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::
         h.update(bytes);
         out.write_all(bytes).map_err(|e| Error::io(path, e))?;
         at += bytes.len() as u64;
-        crate::writeback::kick_and_drop(out, &mut kicked, &mut dropped, at);
+        drop_behind.kick_and_drop(out, at);
     }
     h.verify(&format!("{}: blob", source.name()), &desc.digest, Some(desc.size))?;
     Ok(at)

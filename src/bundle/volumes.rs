@@ -43,9 +43,7 @@ struct OpenVolume {
     final_path: PathBuf,
     written: u64,
     /// Bytes handed to the kernel for writeback so far (see `writeback`).
-    flushed: u64,
-    /// Bytes on disk and dropped from the page cache (see `writeback`).
-    dropped: u64,
+    drop_behind: writeback::DropBehind,
     hasher: HashThread,
 }
 
@@ -113,7 +111,7 @@ impl VolumeWriter {
         };
         let tmp = tmp_path(&final_path);
         let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&final_path)?;
-        let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, flushed: 0, dropped: 0, hasher: HashThread::new() };
+        let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, drop_behind: writeback::DropBehind::at(0), hasher: HashThread::new() };
         if header {
             let h = encode_volume_header(self.number, &self.bundle_id);
             v.file.write_all(&h).at(&v.final_path)?;
@@ -199,7 +197,7 @@ impl VolumeWriter {
             v.file.write_all(&buf[..n]).at(&v.final_path)?;
             v.hasher.update_shared(chunk.clone(), range.start + start..range.start + start + n);
             v.written += n as u64;
-            writeback::kick_and_drop_buf(&v.file, &mut v.flushed, &mut v.dropped, v.written);
+            v.drop_behind.kick_and_drop_buf(&v.file, v.written);
             self.position += n as u64;
             start += n;
             if let Target::Split { size, .. } = &self.target

@@ -169,8 +169,7 @@ pub(super) struct Region<'a> {
     start: u64,
     cap: u64,
     pos: u64,
-    kicked: u64,
-    dropped: u64,
+    drop_behind: crate::writeback::DropBehind,
     spill: Option<BufWriter<File>>,
     spool_dir: &'a Path,
 }
@@ -185,7 +184,7 @@ pub(super) enum Placed {
 
 impl<'a> Region<'a> {
     pub fn new(file: &'a File, start: u64, cap: u64, spool_dir: &'a Path) -> Region<'a> {
-        Region { file, start, cap, pos: 0, kicked: start, dropped: start, spill: None, spool_dir }
+        Region { file, start, cap, pos: 0, drop_behind: crate::writeback::DropBehind::at(start), spill: None, spool_dir }
     }
 
     fn start_spill(&mut self) -> std::io::Result<()> {
@@ -226,7 +225,7 @@ impl Write for Region<'_> {
         }
         self.file.write_all_at(buf, self.start + self.pos)?;
         self.pos += buf.len() as u64;
-        crate::writeback::kick_and_drop(self.file, &mut self.kicked, &mut self.dropped, self.start + self.pos);
+        self.drop_behind.kick_and_drop(self.file, self.start + self.pos);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -112,7 +112,7 @@ pub fn reachable(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<V
 
 /// Where the output goes: a temp name beside the final one, renamed on commit.
 pub(crate) enum Sink {
-    File { file: File, tmp: PathBuf, fin: PathBuf, written: u64, flushed: u64, dropped: u64 },
+    File { file: File, tmp: PathBuf, fin: PathBuf, written: u64, drop_behind: crate::writeback::DropBehind },
     Stdout(io::Stdout),
 }
 
@@ -122,7 +122,7 @@ impl Sink {
         refuse_existing(fin, force)?;
         let tmp = tmp_name(fin);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).at(fin)?;
-        Ok(Sink::File { file, tmp, fin: fin.clone(), written: 0, flushed: 0, dropped: 0 })
+        Ok(Sink::File { file, tmp, fin: fin.clone(), written: 0, drop_behind: crate::writeback::DropBehind::at(0) })
     }
     /// fsync and rename into place.
     pub fn commit(self) -> Result<()> {
@@ -145,11 +145,10 @@ impl Sink {
     }
     /// Carries on writing at `offset`, everything before it having been written in place.
     pub fn skip_to(&mut self, offset: u64) -> io::Result<()> {
-        if let Sink::File { file, written, flushed, dropped, .. } = self {
+        if let Sink::File { file, written, drop_behind, .. } = self {
             io::Seek::seek(file, io::SeekFrom::Start(offset))?;
             *written = offset;
-            *flushed = offset;
-            *dropped = offset;
+            *drop_behind = crate::writeback::DropBehind::at(offset);
         }
         Ok(())
     }
@@ -163,10 +162,10 @@ impl Sink {
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::File { file, written, flushed, dropped, .. } => {
+            Sink::File { file, written, drop_behind, .. } => {
                 let n = file.write(buf)?;
                 *written += n as u64;
-                crate::writeback::kick_and_drop(file, flushed, dropped, *written);
+                drop_behind.kick_and_drop(file, *written);
                 Ok(n)
             }
             Sink::Stdout(s) => s.write(buf),
@@ -183,10 +182,10 @@ impl Write for Sink {
 impl tarw::AsFile for Sink {
     fn copy_from(&mut self, f: &mut File, size: u64) -> io::Result<u64> {
         match self {
-            Sink::File { file, written, flushed, dropped, .. } => {
+            Sink::File { file, written, drop_behind, .. } => {
                 let n = file.copy_from(f, size)?;
                 *written += n;
-                crate::writeback::kick_and_drop(file, flushed, dropped, *written);
+                drop_behind.kick_and_drop(file, *written);
                 Ok(n)
             }
             Sink::Stdout(s) => s.copy_from(f, size),
