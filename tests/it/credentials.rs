@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::harness::cmd::{Env, error_line, text};
+use crate::harness::cmd::{Env, error_line, files_under, text};
 use crate::harness::fixtures::push_one;
 use crate::harness::registry::{Registry, Variant};
 
@@ -54,22 +54,6 @@ fn secret_forms(user: &str, pass: &str) -> Vec<String> {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 fn asked(log: &Path) -> Vec<String> {

@@ -3,11 +3,11 @@
 //! Each test starts its own `FakeRegistry` on 127.0.0.1 (plain HTTP), fetches from it with
 //! `ocibundle --store STORE fetch 127.0.0.1:PORT/REPO:TAG`, and checks the outcome, the store
 //! and the server's request log.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::cmd::{Env, sha256};
+use crate::harness::cmd::{Env, files_under, sha256};
 use crate::harness::fakereg::{Auth, FakeRegistry, OCI_MANIFEST, Req, TestImage};
 use crate::harness::procfs;
 
@@ -59,23 +59,6 @@ fn assert_image_stored(env: &Env, img: &TestImage) {
     for b in img.blobs() {
         assert_blob_ok(env, &b.digest);
     }
-}
-
-/// Every file under `dir`, recursively.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn gets(reqs: &[Req]) -> Vec<&Req> {
@@ -283,7 +266,7 @@ fn wrong_bytes_fail_and_leave_nothing_claiming_to_be_the_blob() {
     );
     // No file anywhere in the store may pass for the complete blob: a leftover partial is
     // fine only if shorter than the blob.
-    for f in walk(&env.store()) {
+    for f in files_under(&env.store()) {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         if !name.contains(bad.hex()) {
             continue;
