@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::harness::cmd::{Env, files_under, sha256};
+use crate::harness::cmd::{Env, files_under, hex_of, sha256};
 use crate::harness::fakereg::{Auth, FakeRegistry, OCI_MANIFEST, Req, TestImage};
 use crate::harness::procfs;
 
@@ -27,13 +27,7 @@ fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").expect("sha256 digest")
-}
 
-fn blob_path(env: &Env, digest: &str) -> PathBuf {
-    env.store().join("blobs/sha256").join(hex_of(digest))
-}
 
 fn partial_path(env: &Env, digest: &str) -> PathBuf {
     env.store()
@@ -43,7 +37,7 @@ fn partial_path(env: &Env, digest: &str) -> PathBuf {
 
 /// The stored blob exists and hashes to its name.
 fn assert_blob_ok(env: &Env, digest: &str) {
-    let p = blob_path(env, digest);
+    let p = env.blob_path(digest);
     let data = std::fs::read(&p)
         .unwrap_or_else(|e| panic!("blob {digest} not in store ({}): {e}", p.display()));
     assert_eq!(
@@ -238,7 +232,7 @@ fn basic_auth_needs_creds() {
         "error does not name {}: {err}",
         img.reference
     );
-    assert!(!blob_path(&env2, &img.manifest_digest).exists());
+    assert!(!env2.blob_path(&img.manifest_digest).exists());
 }
 
 #[test]
@@ -261,7 +255,7 @@ fn wrong_bytes_fail_and_leave_nothing_claiming_to_be_the_blob() {
         img.reference
     );
     assert!(
-        !blob_path(&env, &bad.digest).exists(),
+        !env.blob_path(&bad.digest).exists(),
         "corrupt blob stored under its digest"
     );
     // No file anywhere in the store may pass for the complete blob: a leftover partial is
@@ -389,7 +383,7 @@ fn status_500_forever_gives_up_after_bounded_retries() {
         "{n} requests for a blob that always fails (want 1 + up to 5 retries):\n{}",
         reg.log_summary()
     );
-    assert!(!blob_path(&env, &layer.digest).exists());
+    assert!(!env.blob_path(&layer.digest).exists());
 
     // Same for a manifest that always fails.
     let img2 = reg.add_image("test/broken2", "v1", &[1_000]);
@@ -491,7 +485,7 @@ fn killed_mid_download_resumes_from_partial() {
         (STALL - (1 << 20)..=STALL).contains(&kept),
         "partial has {kept} bytes (server sent {STALL}, the client buffers at most 1 MiB)"
     );
-    assert!(!blob_path(&env, &layer.digest).exists());
+    assert!(!env.blob_path(&layer.digest).exists());
 
     reg.clear_faults(&layer.digest);
     let mark = reg.log().len();
@@ -561,8 +555,8 @@ fn oversized_manifest_is_refused() {
         .any(|w| low.contains(w)),
         "error does not say the manifest is too big: {err}"
     );
-    assert!(!blob_path(&env, &digest).exists());
-    assert!(!blob_path(&env, &img.layers[0].digest).exists());
+    assert!(!env.blob_path(&digest).exists());
+    assert!(!env.blob_path(&img.layers[0].digest).exists());
 }
 
 #[test]

@@ -61,13 +61,10 @@ fn assert_index_points(env: &Env, reference: &str, digest: &str, media_type: &st
     assert_eq!(e[0]["mediaType"], media_type, "index.json entry for {reference}");
 }
 
-fn blob_path(env: &Env, digest: &str) -> PathBuf {
-    env.store().join("blobs/sha256").join(digest.strip_prefix("sha256:").unwrap())
-}
 
 /// Asserts the blob is in the store with the right content.
 fn assert_blob(env: &Env, digest: &str) {
-    let data = fs::read(blob_path(env, digest)).unwrap_or_else(|e| panic!("blob {digest} not in store: {e}"));
+    let data = fs::read(env.blob_path(digest)).unwrap_or_else(|e| panic!("blob {digest} not in store: {e}"));
     assert_eq!(sha256(&data), digest, "stored blob content");
 }
 
@@ -201,13 +198,13 @@ fn fetch_and_check_image(reg: &Registry, p: &Pushed, extra: &[&str]) -> (Env, Va
 /// Every stored layer decompresses (gzip or zstd, by media type) to the diff_id its config names.
 fn assert_layers_match_diff_ids(env: &Env, manifest: &Value) {
     use std::io::Read;
-    let cfg: Value = serde_json::from_slice(&fs::read(blob_path(env, manifest["config"]["digest"].as_str().unwrap())).unwrap())
+    let cfg: Value = serde_json::from_slice(&fs::read(env.blob_path(manifest["config"]["digest"].as_str().unwrap())).unwrap())
         .expect("config is JSON");
     let layers = manifest["layers"].as_array().unwrap();
     let diff_ids = cfg["rootfs"]["diff_ids"].as_array().expect("config has rootfs.diff_ids");
     assert_eq!(layers.len(), diff_ids.len(), "layers vs diff_ids");
     for (l, want) in layers.iter().zip(diff_ids) {
-        let data = fs::read(blob_path(env, l["digest"].as_str().unwrap())).unwrap();
+        let data = fs::read(env.blob_path(l["digest"].as_str().unwrap())).unwrap();
         let mt = l["mediaType"].as_str().unwrap();
         let tar = if mt.ends_with("zstd") {
             zstd::decode_all(&data[..]).unwrap()
@@ -297,7 +294,7 @@ fn fetch_schema2_keeps_docker_manifest() {
     assert_eq!(img["media_type"], MT_DOCKER_MANIFEST);
     assert_eq!(img["digest"], reg.content_digest(&p.repo, &p.tag), "digest equals Docker-Content-Digest");
     // The stored manifest is the registry's bytes, untouched (skopeo cannot read it: see above).
-    let stored = fs::read(blob_path(&env, &p.digest)).unwrap();
+    let stored = fs::read(env.blob_path(&p.digest)).unwrap();
     assert_eq!(stored, reg.raw_manifest(&p.reference), "stored schema2 manifest bytes");
     assert_eq!(img["manifests"][0]["config"]["media_type"], crate::harness::fixtures::MT_DOCKER_CONFIG);
 }
@@ -420,7 +417,7 @@ fn fetch_one_platform(reg: &Registry, p: &Pushed, args: &[&str], want_arm: bool)
     }
     for l in om["layers"].as_array().unwrap() {
         let d = l["digest"].as_str().unwrap();
-        assert!(!blob_path(&env, d).exists(), "layer {d} of the other platform was stored");
+        assert!(!env.blob_path(d).exists(), "layer {d} of the other platform was stored");
     }
     assert_skopeo_reads(&env, &p.reference, chosen, false);
     let (_b, rootfs) = umoci_unpack(&env, &p.reference);

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::cmd::{Env, s};
+use crate::harness::cmd::{Env, hex_of, s};
 use crate::harness::fakereg::{FakeRegistry, TestImage};
 
 /// A tmpfs of a given size mounted on a temp dir; unmounted on drop.
@@ -75,9 +75,6 @@ fn image(reg: &FakeRegistry) -> TestImage {
     reg.add_image("test/full", "v1", &[3_000_000, 2_000_000])
 }
 
-fn hex(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").unwrap()
-}
 
 #[test]
 fn bundle_and_every_export_on_a_full_disk_leave_nothing() {
@@ -128,7 +125,7 @@ fn fetch_onto_a_full_disk_resumes_when_there_is_room() {
     env.ok(&args);
     env.ok(&["--store", s(&store), "store", "fsck"]);
     for b in img.blobs() {
-        let data = std::fs::read(store.join("blobs/sha256").join(hex(&b.digest))).unwrap();
+        let data = std::fs::read(store.join("blobs/sha256").join(hex_of(&b.digest))).unwrap();
         assert_eq!(crate::harness::cmd::sha256(&data), b.digest);
     }
     let resumed = reg.log()[mark..].iter().any(|r| r.method == "GET" && r.range_start().is_some_and(|n| n > 0));

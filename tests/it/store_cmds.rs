@@ -1,9 +1,8 @@
 //! Owns the `store ls|fsck|gc` tests, on stores filled by fetching from the fake registry.
-use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-use crate::harness::cmd::{Env, sha256};
+use crate::harness::cmd::{Env, hex_of, sha256};
 use crate::harness::fakereg::{FakeRegistry, OCI_MANIFEST, TestImage};
 
 fn store_str(env: &Env) -> String {
@@ -17,13 +16,7 @@ fn args<'a>(store: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-fn hex_of(digest: &str) -> &str {
-    digest.strip_prefix("sha256:").expect("sha256 digest")
-}
 
-fn blob_path(env: &Env, digest: &str) -> PathBuf {
-    env.store().join("blobs/sha256").join(hex_of(digest))
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -126,7 +119,7 @@ fn fsck_clean_store_then_flipped_byte() {
     assert_eq!(v["problems"].as_array().map(Vec::len), Some(0), "{v}");
 
     let layer = imgs[0].layers[0].clone();
-    let p = blob_path(&env, &layer.digest);
+    let p = env.blob_path(&layer.digest);
     make_writable(&p);
     let mut data = std::fs::read(&p).unwrap();
     data[100] ^= 0x01;
@@ -166,7 +159,7 @@ fn fsck_reports_missing_blob() {
     let (_reg, env, imgs) = fetched_store();
     let s = store_str(&env);
     let layer = imgs[1].layers[0].clone();
-    std::fs::remove_file(blob_path(&env, &layer.digest)).unwrap();
+    std::fs::remove_file(env.blob_path(&layer.digest)).unwrap();
     let out = env.run(&args(&s, &["store", "fsck"]));
     assert_eq!(
         out.status.code(),
@@ -206,21 +199,21 @@ fn gc_removes_unreachable_blobs_and_keeps_reachable() {
     let before = stored_blobs(&env);
     let junk = b"not referenced by anything\n".repeat(100);
     let junk_digest = sha256(&junk);
-    std::fs::write(blob_path(&env, &junk_digest), &junk).unwrap();
+    std::fs::write(env.blob_path(&junk_digest), &junk).unwrap();
 
     let v = env.json(&args(&s, &["store", "gc"]));
     assert_eq!(v["removed_blobs"], 1, "{v}");
     assert_eq!(v["removed_bytes"], junk.len(), "{v}");
     assert!(
-        !blob_path(&env, &junk_digest).exists(),
+        !env.blob_path(&junk_digest).exists(),
         "unreachable blob survived gc"
     );
     assert_eq!(stored_blobs(&env), before, "gc changed the reachable blobs");
     for img in &imgs {
-        assert!(blob_path(&env, &img.manifest_digest).exists());
+        assert!(env.blob_path(&img.manifest_digest).exists());
         for b in img.blobs() {
             assert!(
-                blob_path(&env, &b.digest).exists(),
+                env.blob_path(&b.digest).exists(),
                 "gc removed reachable {}",
                 b.digest
             );
@@ -241,10 +234,10 @@ fn gc_text_reports_removed_blobs_and_bytes() {
     let s = store_str(&env);
     let junk = b"more junk".to_vec();
     let junk_digest = sha256(&junk);
-    std::fs::write(blob_path(&env, &junk_digest), &junk).unwrap();
+    std::fs::write(env.blob_path(&junk_digest), &junk).unwrap();
     let out = env.ok(&args(&s, &["store", "gc"]));
     assert!(
-        !blob_path(&env, &junk_digest).exists(),
+        !env.blob_path(&junk_digest).exists(),
         "unreachable blob survived gc"
     );
     assert_eq!(

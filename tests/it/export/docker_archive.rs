@@ -440,7 +440,7 @@ fn skopeo_reads_every_image_of_the_docker_archive() {
         let dest = format!("dir:{}", d.path().join("img").display());
         tool("skopeo", &["copy", "--quiet", &src, &dest]);
         for diff in &e.diff_ids {
-            let f = d.path().join("img").join(hex(diff));
+            let f = d.path().join("img").join(hex_of(diff));
             let data = fs::read(&f)
                 .unwrap_or_else(|err| panic!("skopeo copy of {src} wrote no layer {diff}: {err}"));
             assert_eq!(sha256(&data), *diff, "{}", f.display());

@@ -220,7 +220,7 @@ fn layer_not_matching_its_diff_id_fails_and_leaves_nothing() {
     ]);
     let t = Tar::read(&fs::read(&good).unwrap());
     assert_eq!(
-        sha256(t.must(&format!("blobs/sha256/{}", hex(&diff_id)))),
+        sha256(t.must(&format!("blobs/sha256/{}", hex_of(&diff_id)))),
         diff_id,
         "the control image exports"
     );
@@ -372,7 +372,7 @@ fn missing_store_blob_is_named_and_leaves_nothing() {
         .unwrap()
         .0;
     let gone = zst.layer_digests[1].clone();
-    fs::remove_file(env.store().join("blobs/sha256").join(hex(&gone))).unwrap();
+    fs::remove_file(env.blob_path(&gone)).unwrap();
     let out = tempfile::tempdir().unwrap();
     for (flag, name) in [
         ("--docker-archive", "x.tar"),
@@ -427,7 +427,7 @@ fn corrupt_store_blob_is_caught_in_every_format() {
     let (env, want) = layer_forms_store(host);
     let gz = &want[0].0;
     let blob = gz.layer_digests[0].clone();
-    let p = env.store().join("blobs/sha256").join(hex(&blob));
+    let p = env.blob_path(&blob);
     let mut data = fs::read(&p).unwrap();
     let n = data.len();
     data[n / 2] ^= 0x01;

@@ -122,7 +122,7 @@ fn layers_with_wrong_or_no_size_hint_still_export_the_same_bytes() {
     // Placed biggest first (T1's place, now padding, then T2); then T1 and T3 in image order.
     assert!(t1.len() - 4096 > t2.len(), "fixture sizes");
     let layer_names: Vec<&str> = t.names().into_iter().filter(|n| n.starts_with("blobs/") || n.starts_with(".ocibundle")).take(4).collect();
-    let h = |d: &str| format!("blobs/sha256/{}", hex(d));
+    let h = |d: &str| format!("blobs/sha256/{}", hex_of(d));
     assert_eq!(
         layer_names,
         vec![pads[0].0.as_str(), h(&sha256(&t2)).as_str(), h(&sha256(&t1)).as_str(), h(&sha256(&t3)).as_str()],

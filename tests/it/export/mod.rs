@@ -32,7 +32,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::harness::bundles::store_refs;
-use crate::harness::cmd::{Env, fails, s, sha256, text, tool};
+use crate::harness::cmd::{Env, fails, hex_of, s, sha256, text, tool};
 use crate::harness::fixtures::{
     self, Compression, Entry, Fixtures, LayoutWriter, MT_CONFIG, MT_INDEX, MT_MANIFEST, tar_bytes,
 };
@@ -56,11 +56,6 @@ fn dir_names(dir: &Path) -> Vec<String> {
     v
 }
 
-fn hex(digest: &str) -> &str {
-    digest
-        .strip_prefix("sha256:")
-        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"))
-}
 
 /// What the registry says one image (one platform) is.
 #[derive(Clone, Debug)]
@@ -395,7 +390,7 @@ fn check_docker_archive(data: &[u8], want: &[(Expect, Vec<String>)]) -> Tar {
             );
         }
         let md = d["digest"].as_str().unwrap();
-        let mbytes = t.must(&format!("blobs/sha256/{}", hex(md)));
+        let mbytes = t.must(&format!("blobs/sha256/{}", hex_of(md)));
         assert_eq!(
             sha256(mbytes),
             md,
@@ -428,7 +423,7 @@ fn check_docker_archive(data: &[u8], want: &[(Expect, Vec<String>)]) -> Tar {
         );
         for l in &ml {
             assert!(
-                t.get(&format!("blobs/sha256/{}", hex(l))).is_some(),
+                t.get(&format!("blobs/sha256/{}", hex_of(l))).is_some(),
                 "index.json manifest layer {l} not in blobs/"
             );
         }

@@ -208,7 +208,7 @@ fn oci_layout_keeps_digests_and_unpacks() {
     }
     let want: BTreeSet<String> = blobs
         .iter()
-        .map(|b| format!("blobs/sha256/{}", hex(b)))
+        .map(|b| format!("blobs/sha256/{}", hex_of(b)))
         .chain(["index.json".to_string(), "oci-layout".to_string()])
         .collect();
     assert_eq!(

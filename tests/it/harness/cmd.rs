@@ -17,6 +17,10 @@ impl Env {
     pub fn store(&self) -> PathBuf {
         self.dir.path().join("store")
     }
+    /// Where the store keeps blob `digest`.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        self.store().join("blobs/sha256").join(hex_of(digest))
+    }
     /// `ocibundle` with HOME, XDG dirs and the store pointed into this env, and no
     /// auth file or proxy from the outside world.
     pub fn cmd(&self) -> Command {
@@ -103,6 +107,11 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// The hex part of a `sha256:` digest (its file name in a store or layout).
+pub fn hex_of(digest: &str) -> &str {
+    digest.strip_prefix("sha256:").unwrap_or_else(|| panic!("not a sha256 digest: {digest}"))
 }
 
 /// A path as the `&str` an argument list wants.
