@@ -163,8 +163,9 @@ impl Source for BundleOverStore<'_> {
 
 /// Copies a blob into `out` (positioned at its start) through mapped windows: hashed and
 /// written from the same pages, one copy into the output's page cache instead of two through
-/// a read buffer, and dropped from the page cache behind the writer once on disk. Checked against the digest and size at the end: the caller writes into a
-/// temp name and drops it on error. Returns the bytes written.
+/// a read buffer, and dropped from the page cache behind the writer once on disk. Checked
+/// against the digest and size at the end: the caller writes into a temp name and drops it on
+/// error. Returns the bytes written.
 pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::File, path: &std::path::Path) -> Result<u64> {
     use std::io::Write;
     let mut h = crate::digest::Hasher::new();
