@@ -20,6 +20,8 @@ pub enum Error {
     TooLarge { what: String, limit: u64 },
     #[error("{what}: unsupported media type {media_type:?}")]
     UnsupportedMediaType { what: String, media_type: String },
+    #[error("{}: unsupported imageLayoutVersion {version:?} (only 1.x is known)", path.display())]
+    UnsupportedLayout { path: PathBuf, version: String },
     #[error("{what}: invalid JSON: {reason}")]
     BadJson { what: String, reason: String },
     /// The io error is shown in the message, not chained as a cause (so it prints once).

@@ -1,5 +1,6 @@
 //! `fetch`: plan (resolve references, pick platforms, list the blobs) then execute (download the
 //! missing blobs in parallel, verified, then commit manifests and references to the store).
+use crate::limits;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
@@ -8,7 +9,7 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{is_index_type, ConfigInfo, Descriptor, Manifest, ManifestKind, MAX_CONFIG, MAX_MANIFEST};
+use crate::image::{is_index_type, ConfigInfo, Descriptor, Manifest, ManifestKind};
 use crate::progress::Progress;
 use crate::reference::{Platform, Reference};
 use crate::registry::Registry;
@@ -99,7 +100,7 @@ fn info(d: &Descriptor) -> BlobInfo {
 fn manifest_by_digest(reg: &Registry, store: &Store, r: &Reference, desc: &Descriptor) -> Result<Manifest> {
     let what = format!("{r}: manifest {}", desc.digest);
     let m = if store.has_blob(&desc.digest, Some(desc.size)) {
-        Manifest::parse(store.read_blob_capped(&desc.digest, MAX_MANIFEST)?, Some(&desc.media_type), &what)?
+        Manifest::parse(store.read_blob_capped(&desc.digest, limits::MANIFEST)?, Some(&desc.media_type), &what)?
     } else {
         reg.manifest(r, &desc.digest.to_string())?
     };
@@ -120,7 +121,7 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
     for r in refs {
         let top = match &r.digest {
             Some(d) if store.has_blob(d, None) => {
-                Manifest::parse(store.read_blob_capped(d, MAX_MANIFEST)?, None, &r.to_string())?
+                Manifest::parse(store.read_blob_capped(d, limits::MANIFEST)?, None, &r.to_string())?
             }
             _ => reg.manifest(r, &r.manifest_ref())?,
         };
@@ -211,7 +212,7 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
             let platform = match platform_of(img, m) {
                 Some(p) => p.to_string(),
                 None => {
-                    let cfg = store.read_blob_capped(&im.config.digest, MAX_CONFIG)?;
+                    let cfg = store.read_blob_capped(&im.config.digest, limits::CONFIG)?;
                     let ci: ConfigInfo = serde_json::from_slice(&cfg).unwrap_or_default();
                     if ci.os.is_empty() { "unknown".to_string() } else { ci.platform().to_string() }
                 }

@@ -24,11 +24,6 @@ pub mod media {
     pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 }
 
-/// Hard cap on a manifest or index (containers/image uses the same figure).
-pub const MAX_MANIFEST: u64 = 4 << 20;
-/// Hard cap on an image config blob read into memory.
-pub const MAX_CONFIG: u64 = 8 << 20;
-
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {

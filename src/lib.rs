@@ -10,6 +10,7 @@ pub mod export;
 pub mod fetch;
 pub mod gunzip;
 pub mod image;
+pub mod limits;
 pub mod mapped;
 pub mod pool;
 pub mod progress;

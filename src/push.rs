@@ -1,6 +1,7 @@
 //! `push`: plan (name each image in the target registry, list what each target repository
 //! needs) then execute (blobs: skip, mount or upload, in parallel; then manifests children
 //! first, tags last; then read every tag back).
+use crate::limits;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::Mutex;
@@ -10,7 +11,7 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::export::reachable;
-use crate::image::{is_index_type, is_manifest_type, Descriptor, MAX_MANIFEST};
+use crate::image::{is_index_type, is_manifest_type, Descriptor};
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{BlobOutcome, Registry, UploadState};
@@ -123,7 +124,7 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &PushOpt
         let mut manifests = Vec::new();
         for b in blobs {
             if is_manifest_type(&b.media_type) || is_index_type(&b.media_type) {
-                let bytes = source.read_small(&b, MAX_MANIFEST)?;
+                let bytes = source.read_small(&b, limits::MANIFEST)?;
                 manifests.push((b, bytes));
             } else {
                 content.push(b);

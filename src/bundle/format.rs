@@ -14,8 +14,6 @@ pub const HEADER_LEN: u64 = 64;
 pub const ENTRY_HEADER_LEN: u64 = 48;
 pub const TRAILER_LEN: u64 = 64;
 pub const VOLUME_HEADER_LEN: u64 = 64;
-/// A reader never believes an index larger than this.
-pub const MAX_INDEX: u64 = 256 << 20;
 
 /// Entry kinds. Only whole blobs exist in version 1; the rest are reserved.
 pub const KIND_BLOB: u8 = 1;

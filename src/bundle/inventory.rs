@@ -40,7 +40,7 @@ pub fn is_inventory(path: &Path) -> Result<bool> {
 }
 
 pub fn read(path: &Path) -> Result<BaseSet> {
-    let data = std::fs::read(path).at(path)?;
+    let data = crate::limits::read_file_capped(path, crate::limits::INVENTORY)?;
     let mut digests = BTreeSet::new();
     for (i, line) in BufReader::new(&data[..]).lines().enumerate() {
         let line = line.at(path)?;

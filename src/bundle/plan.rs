@@ -1,16 +1,15 @@
 //! Planning a bundle from the store: which images, which blobs once each, in what order, what a
 //! delta leaves to its base — and from that, the exact index and size before a byte is written.
+use crate::limits;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use sha2::Digest as _;
 
-use super::format::{
-    Base, Index, IndexEntry, IndexImage, Required, ENTRY_HEADER_LEN, HEADER_LEN, KIND_BLOB, TRAILER_LEN, VERSION, VOLUME_HEADER_LEN,
-};
+use super::format::{Base, Index, IndexEntry, IndexImage, Required, ENTRY_HEADER_LEN, HEADER_LEN, KIND_BLOB, TRAILER_LEN, VERSION, VOLUME_HEADER_LEN};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
 use crate::store::{Store, ANNOTATION_INDEX_DIGEST};
 
 /// What a delta bundle may leave out: blobs the other side already holds.
@@ -49,7 +48,7 @@ pub fn image_blobs(store: &Store, name: &str, desc: &Descriptor) -> Result<BTree
         if !store.has_blob(&d, None) {
             return Err(Error::Other(format!("{name}: index {d} is missing from the store (fetch it again, or run store fsck)")));
         }
-        let m = Manifest::parse(store.read_blob_capped(&d, MAX_MANIFEST)?, None, name)?;
+        let m = Manifest::parse(store.read_blob_capped(&d, limits::MANIFEST)?, None, name)?;
         out.insert(d.clone(), Descriptor { media_type: m.media_type, digest: d, size: m.bytes.len() as u64, platform: None, annotations: None });
     }
     while let Some(d) = stack.pop() {
@@ -65,7 +64,7 @@ pub fn image_blobs(store: &Store, name: &str, desc: &Descriptor) -> Result<BTree
         let is_meta = is_manifest_type(&d.media_type) || is_index_type(&d.media_type);
         out.insert(d.digest.clone(), clean);
         if is_meta {
-            let m = Manifest::parse(store.read_blob_capped(&d.digest, MAX_MANIFEST)?, Some(&d.media_type), name)?;
+            let m = Manifest::parse(store.read_blob_capped(&d.digest, limits::MANIFEST)?, Some(&d.media_type), name)?;
             match m.kind {
                 ManifestKind::Index(children) => stack.extend(children),
                 ManifestKind::Image(im) => {

@@ -1,5 +1,6 @@
 //! Reading a bundle: structure checks (magic, version, trailer, index checksum, volumes), verified
 //! blob reads, `verify` (re-hash everything, check completeness) and `import` into a store.
+use crate::limits;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -7,11 +8,11 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::format::{decode_entry, decode_header, decode_trailer, Index, IndexEntry, ENTRY_HEADER_LEN, HEADER_LEN, MAX_INDEX, TRAILER_LEN};
+use super::format::{decode_entry, decode_header, decode_trailer, Index, IndexEntry, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
 use super::volumes::VolumeSet;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
 use crate::store::{PartialBlob, Store, ANNOTATION_INDEX_DIGEST};
 
 /// An opened bundle: its volumes and its checked index.
@@ -88,8 +89,8 @@ impl Bundle {
                 return Err(e);
             }
         };
-        if trailer.index_len > MAX_INDEX {
-            return Err(Error::TooLarge { what: format!("{name}: bundle index ({} bytes)", trailer.index_len), limit: MAX_INDEX });
+        if trailer.index_len > limits::BUNDLE_INDEX {
+            return Err(Error::TooLarge { what: format!("{name}: bundle index ({} bytes)", trailer.index_len), limit: limits::BUNDLE_INDEX });
         }
         if trailer.index_offset < HEADER_LEN || trailer.index_offset.checked_add(trailer.index_len).and_then(|v| v.checked_add(TRAILER_LEN)) != Some(vols.len) {
             return Err(Error::Other(format!("{name}: the trailer does not match the file length (truncated or corrupt)")));
@@ -150,8 +151,8 @@ impl Bundle {
     /// A manifest from the bundle, or from `store` for what a delta leaves to its base.
     fn manifest(&self, d: &Descriptor, store: Option<&Store>, what: &str) -> Result<Manifest> {
         let bytes = match (self.entry(&d.digest), store) {
-            (Some(_), _) => self.read_small(&d.digest, MAX_MANIFEST)?,
-            (None, Some(s)) if s.has_blob(&d.digest, Some(d.size)) => s.read_blob_capped(&d.digest, MAX_MANIFEST)?,
+            (Some(_), _) => self.read_small(&d.digest, limits::MANIFEST)?,
+            (None, Some(s)) if s.has_blob(&d.digest, Some(d.size)) => s.read_blob_capped(&d.digest, limits::MANIFEST)?,
             _ => return Err(Error::Other(format!("manifest {} is not in the bundle", d.digest))),
         };
         Manifest::parse(bytes, Some(&d.media_type), what)

@@ -1,8 +1,9 @@
 //! Reading a bundle as a stream (a pipe: `import -`, `verify -`): entries are taken in order as
 //! they pass, each checked against its inline digest, then the index and trailer at the end.
+use crate::limits;
 use std::io::{BufRead, BufReader, Read};
 
-use super::format::{decode_entry, decode_header, decode_trailer, Index, ENTRY_HEADER_LEN, HEADER_LEN, MAX_INDEX, TRAILER_LEN};
+use super::format::{decode_entry, decode_header, decode_trailer, Index, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -46,9 +47,9 @@ pub fn walk(r: impl Read, name: &str, mut on_entry: impl FnMut(&Digest, u64, &mu
         pos += len;
     }
     let mut tail = Vec::new();
-    (&mut r).take(MAX_INDEX + TRAILER_LEN + 1).read_to_end(&mut tail).map_err(|e| read_err(name, e))?;
-    if tail.len() as u64 > MAX_INDEX + TRAILER_LEN {
-        return Err(Error::TooLarge { what: format!("{name}: bundle index"), limit: MAX_INDEX });
+    (&mut r).take(limits::BUNDLE_INDEX + TRAILER_LEN + 1).read_to_end(&mut tail).map_err(|e| read_err(name, e))?;
+    if tail.len() as u64 > limits::BUNDLE_INDEX + TRAILER_LEN {
+        return Err(Error::TooLarge { what: format!("{name}: bundle index"), limit: limits::BUNDLE_INDEX });
     }
     if (tail.len() as u64) < TRAILER_LEN {
         return Err(Error::Other(format!("{name}: no bundle trailer at the end (truncated)")));
@@ -77,7 +78,7 @@ use std::io::Write;
 
 use super::reader::{BlobProblem, ImportReport, VerifyReport};
 use crate::digest::Hasher;
-use crate::image::{Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+use crate::image::{Descriptor, Manifest, ManifestKind};
 use crate::store::{PartialBlob, Store};
 
 /// Imports a bundle stream: each blob is verified and stored as it passes; references are set
@@ -141,7 +142,7 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
     let mut buf = vec![0u8; 1 << 20];
     let mut report = VerifyReport::default();
     let (index, _) = walk(r, name, |digest, len, data| {
-        let keep = len <= MAX_MANIFEST && kept_bytes + len <= KEEP_CAP;
+        let keep = len <= limits::MANIFEST && kept_bytes + len <= KEEP_CAP;
         let mut small = Vec::new();
         let mut h = Hasher::new();
         loop {

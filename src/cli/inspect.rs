@@ -1,11 +1,12 @@
 //! `ocibundle inspect`: what a bundle holds (images, platforms, layers, sharing) from its index
 //! and manifests, without reading layer data.
+use ocibundle::limits;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
 use ocibundle::bundle::Bundle;
-use ocibundle::image::{ConfigInfo, Manifest, ManifestKind, MAX_CONFIG, MAX_MANIFEST};
+use ocibundle::image::{ConfigInfo, Manifest, ManifestKind};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -35,10 +36,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
             if !(ocibundle::image::is_manifest_type(&desc.media_type)) {
                 continue;
             }
-            let m = Manifest::parse(b.read_small(&desc.digest, MAX_MANIFEST)?, Some(&desc.media_type), name)?;
+            let m = Manifest::parse(b.read_small(&desc.digest, limits::MANIFEST)?, Some(&desc.media_type), name)?;
             let ManifestKind::Image(im) = m.kind else { continue };
             let platform = b
-                .read_small(&im.config.digest, MAX_CONFIG)
+                .read_small(&im.config.digest, limits::CONFIG)
                 .ok()
                 .and_then(|c| serde_json::from_slice::<ConfigInfo>(&c).ok())
                 .map(|c| c.platform().to_string())

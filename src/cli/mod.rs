@@ -120,7 +120,8 @@ pub struct Sources {
 
 impl Sources {
     pub fn open(root: &std::path::Path, from: Option<&std::path::Path>) -> anyhow::Result<Sources> {
-        let store = ocibundle::Store::open_existing(root).ok();
+        // No layout at all means "no store"; a layout that is there but broken is an error.
+        let store = if root.join("oci-layout").exists() { Some(ocibundle::Store::open_existing(root)?) } else { None };
         let bundle = from.map(ocibundle::bundle::Bundle::open).transpose()?;
         if store.is_none() && bundle.is_none() {
             anyhow::bail!("no store at {} (fetch or import images first, or pass --from BUNDLE)", root.display());

@@ -9,6 +9,7 @@
 // Failures hand the output back as `(Sink, Error)` so the caller removes the temp file; that
 // pair is large, but there is one per export.
 #![allow(clippy::result_large_err)]
+use crate::limits;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,7 @@ use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
 use super::layers::{size_hint, spool_layer, Layer, Placed, Region};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{media, ConfigInfo, Descriptor, ManifestKind, MAX_CONFIG};
+use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::store::ANNOTATION_REF_NAME;
@@ -72,7 +73,7 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
                 }
             }
         };
-        let config_bytes = source.read_small(&image.config, MAX_CONFIG)?;
+        let config_bytes = source.read_small(&image.config, limits::CONFIG)?;
         let info: ConfigInfo = serde_json::from_slice(&config_bytes).map_err(|e| Error::BadJson { what: format!("{name}: config {}", image.config.digest), reason: e.to_string() })?;
         if opts.platform_given && !opts.platform.matches(&info.platform()) {
             return Err(Error::Other(format!("{name} is {} only, not {} (fetch it with --platform {})", info.platform(), opts.platform, opts.platform)));

@@ -5,6 +5,7 @@ mod layers;
 mod oci;
 pub mod tarw;
 
+use crate::limits;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -13,7 +14,7 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
 use crate::reference::Platform;
 use crate::source::Source;
 
@@ -79,7 +80,7 @@ pub fn select(source: &dyn Source, names: &[String]) -> Result<Vec<(String, Desc
 
 /// Reads and parses a manifest or index from the source.
 pub fn manifest(source: &dyn Source, desc: &Descriptor, what: &str) -> Result<Manifest> {
-    Manifest::parse(source.read_small(desc, MAX_MANIFEST)?, Some(&desc.media_type), what)
+    Manifest::parse(source.read_small(desc, limits::MANIFEST)?, Some(&desc.media_type), what)
 }
 
 /// Every blob reachable from `desc` (the descriptor first, then depth-first), each once.

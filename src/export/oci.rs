@@ -1,5 +1,6 @@
 //! OCI image layout export (a directory, or one tar of it): blobs and manifests byte-identical
 //! to the registry's, indexes kept, `index.json` naming every reference.
+use crate::limits;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -9,7 +10,7 @@ use super::tarw::TarWriter;
 use super::{reachable, refuse_existing, tmp_name, ExportOptions, ExportReport, ExportedImage, Format, Sink};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::{media, ConfigInfo, Descriptor, ManifestKind, MAX_CONFIG};
+use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::store::{ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
@@ -48,7 +49,7 @@ fn describe(source: &dyn Source, name: &str, desc: &Descriptor, blobs: &[Descrip
             image_id = Some(im.config.digest.clone());
             layers = im.layers.len();
             if crate::image::is_manifest_type(&desc.media_type) {
-                let cfg: ConfigInfo = serde_json::from_slice(&source.read_small(&im.config, MAX_CONFIG)?).unwrap_or_default();
+                let cfg: ConfigInfo = serde_json::from_slice(&source.read_small(&im.config, limits::CONFIG)?).unwrap_or_default();
                 platform = cfg.platform().to_string();
             }
         }

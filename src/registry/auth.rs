@@ -118,7 +118,10 @@ impl CredentialSource {
         }
         let full = format!("{registry}/{repository}");
         for path in &self.files {
-            let Ok(data) = std::fs::read(path) else { continue };
+            if !path.is_file() {
+                continue;
+            }
+            let data = crate::limits::read_file_capped(path, crate::limits::AUTH_FILE)?;
             let file: AuthFile = serde_json::from_slice(&data)
                 .map_err(|e| Error::Other(format!("{}: invalid auth file: {e}", path.display())))?;
             // Longest matching key wins: `host/ns/repo` beats `host/ns` beats `host`.

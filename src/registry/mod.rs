@@ -6,6 +6,7 @@ mod tls;
 
 pub use push::{BlobOutcome, UploadState, CHUNKED_FROM};
 
+use crate::limits;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ use ureq::Body;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{media, Descriptor, Manifest, MAX_MANIFEST};
+use crate::image::{media, Descriptor, Manifest};
 use crate::reference::Reference;
 use crate::store::PartialBlob;
 use auth::{parse_challenge, Challenge, CredentialSource, Credentials};
@@ -327,16 +328,13 @@ impl Registry {
         let url = format!("{}/v2/{}/manifests/{}", host.base, r.repository, reference);
         let (bytes, content_type, header_digest) = self.retry(|| {
             let mut resp = self.get(&host, r, &url, &what, &[("Accept", media::ACCEPT.to_string())])?;
-            if resp.body().content_length().is_some_and(|n| n > MAX_MANIFEST) {
-                return Err((Error::TooLarge { what: format!("{what}: manifest"), limit: MAX_MANIFEST }, None));
+            if resp.body().content_length().is_some_and(|n| n > limits::MANIFEST) {
+                return Err((Error::TooLarge { what: format!("{what}: manifest"), limit: limits::MANIFEST }, None));
             }
             let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string);
             let hd = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
-            let mut bytes = Vec::new();
-            resp.body_mut().as_reader().take(MAX_MANIFEST + 1).read_to_end(&mut bytes).map_err(|e| (registry_err(&what, format!("reading manifest: {e}"), true), None))?;
-            if bytes.len() as u64 > MAX_MANIFEST {
-                return Err((Error::TooLarge { what: format!("{what}: manifest"), limit: MAX_MANIFEST }, None));
-            }
+            let bytes = limits::read_capped(resp.body_mut().as_reader(), limits::MANIFEST, &format!("{what}: manifest"), |e| registry_err(&what, format!("reading manifest: {e}"), true))
+                .map_err(|e| (e, None))?;
             Ok((bytes, ct, hd))
         })?;
         let m = Manifest::parse(bytes, content_type.as_deref(), &what)?;

@@ -1,4 +1,5 @@
 //! Store upkeep: `fsck` (re-hash every blob, walk every reference) and `gc` (drop unreachable blobs).
+use crate::limits;
 use std::collections::BTreeSet;
 use std::fs;
 
@@ -7,7 +8,7 @@ use serde::Serialize;
 use super::{RefEntry, Store, ANNOTATION_INDEX_DIGEST};
 use crate::digest::{hash_reader, Digest};
 use crate::error::{IoContext, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind, MAX_MANIFEST};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Problem {
@@ -77,7 +78,7 @@ impl Store {
             return;
         }
         let parsed = self
-            .read_blob_capped(&desc.digest, MAX_MANIFEST)
+            .read_blob_capped(&desc.digest, limits::MANIFEST)
             .and_then(|b| Manifest::parse(b, Some(&desc.media_type), &format!("manifest {}", desc.digest)));
         match parsed {
             Err(e) => problems.push(problem("bad", format!("manifest of {name}: {e}"))),

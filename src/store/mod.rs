@@ -8,7 +8,7 @@ pub use check::{FsckReport, GcReport, Problem};
 pub use refs::{RefEntry, ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, Hasher};
@@ -50,6 +50,8 @@ impl Store {
         let layout = store.root.join("oci-layout");
         if !layout.exists() {
             store.write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        } else {
+            check_layout_file(&layout)?;
         }
         if !store.index_path().exists() {
             let _lock = store.lock_file("index.lock", true)?;
@@ -140,9 +142,7 @@ impl Store {
         if len > cap {
             return Err(Error::TooLarge { what: format!("blob {d}"), limit: cap });
         }
-        let mut v = Vec::with_capacity(len as usize);
-        f.take(cap + 1).read_to_end(&mut v).at(self.blob_path(d))?;
-        Ok(v)
+        crate::limits::read_capped(f, cap, &format!("blob {d}"), |e| Error::io(self.blob_path(d), e))
     }
 
     /// Writes a small file atomically: temp file, fsync, rename.
@@ -200,4 +200,21 @@ fn tempfile_in(dir: &Path) -> Result<(File, PathBuf)> {
 
 fn nanos() -> u32 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
+}
+
+/// Refuses an `oci-layout` file that is not JSON or names a layout version other than 1.x:
+/// what a later version means is unknown, so nothing in such a directory is trusted.
+fn check_layout_file(path: &Path) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Layout {
+        image_layout_version: String,
+    }
+    let bytes = crate::limits::read_file_capped(path, crate::limits::OCI_LAYOUT_FILE)?;
+    let layout: Layout = serde_json::from_slice(&bytes).map_err(|e| Error::BadJson { what: path.display().to_string(), reason: e.to_string() })?;
+    let v = &layout.image_layout_version;
+    if v.split('.').next() != Some("1") || v.split('.').count() != 3 || !v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+        return Err(Error::UnsupportedLayout { path: path.to_path_buf(), version: v.chars().take(40).collect() });
+    }
+    Ok(())
 }

@@ -1,11 +1,12 @@
 //! The store's `index.json`: one descriptor per reference, updated under a lock, atomically.
+use crate::limits;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::Store;
-use crate::error::{Error, IoContext, Result};
-use crate::image::{media, Descriptor, MAX_MANIFEST};
+use crate::error::{Error, Result};
+use crate::image::{media, Descriptor};
 
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Set when one platform was picked from an index: the index it came from (also stored).
@@ -44,10 +45,7 @@ impl Store {
     /// The references in `index.json`. Entries without a ref name are kept under their digest.
     pub fn refs(&self) -> Result<Vec<RefEntry>> {
         let path = self.index_path();
-        let f = std::fs::File::open(&path).at(&path)?;
-        let mut bytes = Vec::new();
-        use std::io::Read;
-        f.take(MAX_MANIFEST * 16).read_to_end(&mut bytes).at(&path)?;
+        let bytes = limits::read_file_capped(&path, limits::INDEX_JSON)?;
         let index: IndexJson = serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadJson { what: path.display().to_string(), reason: e.to_string() })?;
         Ok(index

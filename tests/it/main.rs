@@ -8,3 +8,4 @@ mod export;
 mod push;
 mod full_disk;
 mod credentials;
+mod hostile_store;
