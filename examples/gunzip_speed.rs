@@ -1,4 +1,4 @@
-//! Measures gzip inflate speed per backend of ocibundle::gunzip on one file (output discarded):
+//! Measures gzip inflate speed per backend of ocibundle::codec::gunzip on one file (output discarded):
 //!   cargo run --release --example gunzip_speed -- FILE.gz [RUNS]
 //! Prints the best of RUNS (default 3) for bare flate2 MultiGzDecoder, GzDecoder forced to
 //! zlib-rs, and GzDecoder as chosen (ISA-L when available). MB = 10^6 bytes of output.
@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::time::{Duration, Instant};
 
-use ocibundle::gunzip::{self, GzDecoder};
+use ocibundle::codec::gunzip::{self, GzDecoder};
 
 /// Builds the decoder under test around the opened file.
 type Make = dyn Fn(BufReader<File>) -> Box<dyn Read>;

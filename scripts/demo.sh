@@ -26,7 +26,7 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 
 step "tools"
 ensure_tools docker-registry=docker-registry skopeo=skopeo umoci=umoci curl=curl
-# libisal-dev: ISA-L inflates export's gzip layers faster (src/gunzip.rs). Optional, and a
+# libisal-dev: ISA-L inflates export's gzip layers faster (src/codec/gunzip.rs). Optional, and a
 # header rather than a command, so not for ensure_tools; build.rs does not watch a header that
 # was missing (that would rerun it on every build), hence the touch.
 if [[ ! -e /usr/include/isa-l/igzip_lib.h && $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then

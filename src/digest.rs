@@ -62,6 +62,31 @@ impl<'de> serde::Deserialize<'de> for Digest {
 }
 
 /// Incremental SHA-256 with a byte count.
+/// The digest of a layer's uncompressed tar, as an image config's `rootfs.diff_ids` lists it:
+/// what a docker-archive names a layer by. Never the digest of the (compressed) blob, which is
+/// a plain [`Digest`]; the two are equal only for an uncompressed layer.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct DiffId(pub Digest);
+
+impl DiffId {
+    pub fn as_digest(&self) -> &Digest {
+        &self.0
+    }
+}
+
+impl fmt::Display for DiffId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for DiffId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DiffId({})", self.0)
+    }
+}
+
 #[derive(Clone, Default)]
 pub struct Hasher {
     sha: Sha256,

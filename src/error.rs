@@ -1,5 +1,5 @@
 //! The library's one error type: what went wrong, with the image, blob or file at fault.
-use crate::digest::Digest;
+use crate::digest::{DiffId, Digest};
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -14,6 +14,9 @@ pub enum Error {
     BadPlatform(String),
     #[error("{what}: digest mismatch: expected {expected}, got {found}")]
     DigestMismatch { what: String, expected: Digest, found: Digest },
+    /// A layer whose uncompressed content is not what its image's config says.
+    #[error("{what}: uncompressed content does not match its diff_id: expected {expected}, got {found}")]
+    DiffIdMismatch { what: String, expected: DiffId, found: DiffId },
     #[error("{what} {digest}: size mismatch: expected {expected} bytes, got {found}")]
     SizeMismatch { what: String, digest: Digest, expected: u64, found: u64 },
     #[error("{what} is larger than the {limit}-byte limit")]
@@ -48,6 +51,7 @@ impl Error {
         match self {
             Error::Registry { what, message, retryable } => Error::Registry { what: format!("{ctx}: {what}"), message, retryable },
             Error::DigestMismatch { what, expected, found } => Error::DigestMismatch { what: format!("{ctx}: {what}"), expected, found },
+            Error::DiffIdMismatch { what, expected, found } => Error::DiffIdMismatch { what: format!("{ctx}: {what}"), expected, found },
             Error::SizeMismatch { what, digest, expected, found } => Error::SizeMismatch { what: format!("{ctx}: {what}"), digest, expected, found },
             Error::TooLarge { what, limit } => Error::TooLarge { what: format!("{ctx}: {what}"), limit },
             Error::UnsupportedMediaType { what, media_type } => Error::UnsupportedMediaType { what: format!("{ctx}: {what}"), media_type },

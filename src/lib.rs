@@ -4,11 +4,11 @@
 //! `store` (an OCI image layout), verifying every byte against its digest on the way in.
 pub mod bundle;
 pub mod cancel;
+pub mod codec;
 pub mod digest;
 pub mod error;
 pub mod export;
 pub mod fetch;
-pub mod gunzip;
 pub mod image;
 pub mod limits;
 pub mod mapped;
@@ -21,7 +21,7 @@ pub mod source;
 pub mod store;
 pub mod writeback;
 
-pub use digest::Digest;
+pub use digest::{DiffId, Digest};
 pub use error::{Error, Result};
 pub use reference::{Platform, Reference};
 pub use store::Store;

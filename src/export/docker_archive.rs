@@ -22,7 +22,7 @@ use super::oci::ANNOTATION_CONTAINERD_NAME;
 use super::tarw::TarWriter;
 use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
 use super::layers::{size_hint, spool_layer, Layer, Placed, Region};
-use crate::digest::Digest;
+use crate::digest::{DiffId, Digest};
 use crate::error::{Error, Result};
 use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
 use crate::reference::Reference;
@@ -32,7 +32,7 @@ use crate::store::ANNOTATION_REF_NAME;
 #[derive(Deserialize)]
 struct RootFs {
     #[serde(default)]
-    diff_ids: Vec<Digest>,
+    diff_ids: Vec<DiffId>,
 }
 #[derive(Deserialize)]
 struct ConfigRootFs {
@@ -47,7 +47,7 @@ struct Planned {
     config_bytes: Vec<u8>,
     platform: String,
     /// (compressed blob, diff_id) per layer, in order.
-    layers: Vec<(Descriptor, Digest)>,
+    layers: Vec<(Descriptor, DiffId)>,
 }
 
 /// Resolves each reference to one image manifest (picking a platform from an index).
@@ -174,7 +174,7 @@ struct Ctx<'a> {
 }
 
 /// The sink and how far the archive got, plus each layer's size; or the sink to abort.
-type LayersResult = std::result::Result<(Sink, u64, BTreeMap<Digest, u64>), (Sink, Error)>;
+type LayersResult = std::result::Result<(Sink, u64, BTreeMap<DiffId, u64>), (Sink, Error)>;
 
 fn entry_name(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
@@ -225,10 +225,10 @@ fn padding_name(i: usize) -> String {
 }
 
 /// Appends the layers that were not placed (unknown size or a wrong hint), in image order.
-fn append_rest(mut tw: TarWriter<Sink>, ctx: &Ctx, mut rest: BTreeMap<usize, (File, u64)>, mut sizes: BTreeMap<Digest, u64>) -> LayersResult {
+fn append_rest(mut tw: TarWriter<Sink>, ctx: &Ctx, mut rest: BTreeMap<usize, (File, u64)>, mut sizes: BTreeMap<DiffId, u64>) -> LayersResult {
     for (i, (f, size)) in rest.iter_mut() {
         let layer = &ctx.layers[*i];
-        if let Err(e) = tw.add_file(&entry_name(&layer.diff_id), f, *size) {
+        if let Err(e) = tw.add_file(&entry_name(layer.diff_id.as_digest()), f, *size) {
             return Err((tw.into_inner(), Error::Other(format!("{}: writing the archive: {e}", layer.what()))));
         }
         sizes.insert(layer.diff_id.clone(), *size);
@@ -242,7 +242,7 @@ fn append_rest(mut tw: TarWriter<Sink>, ctx: &Ctx, mut rest: BTreeMap<usize, (Fi
 fn write_placed(mut sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
     let tasks: Vec<(usize, Option<(u64, u64)>)> =
         layout.placed.iter().map(|&(i, h, at)| (i, Some((h, at)))).chain(layout.rest.iter().map(|&i| (i, None))).collect();
-    let sizes: Mutex<BTreeMap<Digest, u64>> = Mutex::new(BTreeMap::new());
+    let sizes: Mutex<BTreeMap<DiffId, u64>> = Mutex::new(BTreeMap::new());
     let rest: Mutex<BTreeMap<usize, (File, u64)>> = Mutex::new(BTreeMap::new());
     let stop = AtomicBool::new(false);
     let file = sink.file().expect("a file sink");
@@ -258,7 +258,7 @@ fn write_placed(mut sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
             let header = match placed {
                 Placed::InPlace(size) => {
                     sizes.lock().unwrap().insert(layer.diff_id.clone(), size);
-                    TarWriter::<Sink>::header(&entry_name(&layer.diff_id), size)
+                    TarWriter::<Sink>::header(&entry_name(layer.diff_id.as_digest()), size)
                 }
                 Placed::Spilled(f, size) => {
                     rest.lock().unwrap().insert(i, (f, size));
@@ -364,7 +364,7 @@ fn write_streamed(sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
                         rest.insert(i, (f, size));
                     }
                     Some(_) => {
-                        tw.add_file(&entry_name(&layer.diff_id), &mut f, size).map_err(io)?;
+                        tw.add_file(&entry_name(layer.diff_id.as_digest()), &mut f, size).map_err(io)?;
                         sizes.insert(layer.diff_id.clone(), size);
                     }
                     None => {
@@ -380,7 +380,7 @@ fn write_streamed(sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
                     };
                     for (j, (mut f, size)) in std::mem::replace(&mut rest, keep) {
                         let l = &ctx.layers[j];
-                        tw.add_file(&entry_name(&l.diff_id), &mut f, size).map_err(io)?;
+                        tw.add_file(&entry_name(l.diff_id.as_digest()), &mut f, size).map_err(io)?;
                         sizes.insert(l.diff_id.clone(), size);
                     }
                 }
@@ -410,7 +410,7 @@ fn repo_tag(r: &Reference) -> Option<String> {
 }
 
 /// The OCI manifest docker ≥ 25 expects: config plus uncompressed layers named by diff_id.
-fn generated_manifest(p: &Planned, sizes: &BTreeMap<Digest, u64>) -> (Vec<u8>, Digest) {
+fn generated_manifest(p: &Planned, sizes: &BTreeMap<DiffId, u64>) -> (Vec<u8>, Digest) {
     let doc = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": media::OCI_MANIFEST,
@@ -427,12 +427,12 @@ fn generated_manifest(p: &Planned, sizes: &BTreeMap<Digest, u64>) -> (Vec<u8>, D
 /// Writes configs, generated manifests, `index.json`, `manifest.json`, `repositories` and
 /// `oci-layout` after the layers (whose sizes the generated manifests need), then ends the
 /// archive. Returns each image's generated manifest digest.
-fn write_metadata(tw: &mut TarWriter<Sink>, planned: &[Planned], sizes: &BTreeMap<Digest, u64>) -> Result<BTreeMap<String, Digest>> {
+fn write_metadata(tw: &mut TarWriter<Sink>, planned: &[Planned], sizes: &BTreeMap<DiffId, u64>) -> Result<BTreeMap<String, Digest>> {
     let io = |e: std::io::Error| Error::Other(format!("writing the archive: {e}"));
     let mut written_blobs: BTreeSet<Digest> = BTreeSet::new();
     let mut index_entries = Vec::new();
     let mut manifest_json: Vec<serde_json::Value> = Vec::new();
-    let mut by_image: BTreeMap<(Digest, Vec<Digest>), usize> = BTreeMap::new();
+    let mut by_image: BTreeMap<(Digest, Vec<DiffId>), usize> = BTreeMap::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut digests = BTreeMap::new();
     for p in planned {
@@ -455,14 +455,14 @@ fn write_metadata(tw: &mut TarWriter<Sink>, planned: &[Planned], sizes: &BTreeMa
             manifest_json.push(serde_json::json!({
                 "Config": entry_name(&p.config.digest),
                 "RepoTags": [],
-                "Layers": p.layers.iter().map(|(_, d)| entry_name(d)).collect::<Vec<_>>(),
+                "Layers": p.layers.iter().map(|(_, d)| entry_name(d.as_digest())).collect::<Vec<_>>(),
             }));
             manifest_json.len() - 1
         });
         if let Some(tag) = repo_tag(&p.reference) {
             manifest_json[slot]["RepoTags"].as_array_mut().unwrap().push(tag.into());
             if let (Some(t), Some((_, top))) = (&p.reference.tag, p.layers.last()) {
-                repositories.entry(format!("{}/{}", p.reference.registry, p.reference.repository)).or_default().insert(t.clone(), top.hex().to_string());
+                repositories.entry(format!("{}/{}", p.reference.registry, p.reference.repository)).or_default().insert(t.clone(), top.as_digest().hex().to_string());
             }
         }
     }

@@ -4,7 +4,7 @@
 //! stream, each member's CRC32 and ISIZE checked, any bytes after a member read as the next
 //! member's header (so trailing garbage is an error). Both backends fail the same way: an
 //! `InvalidData` error with one of the messages below, repeated by every later read. ISA-L is
-//! reached through the C shim src/gunzip_isal.c (compiled by build.rs only when the ISA-L header
+//! reached through the C shim src/codec/gunzip_isal.c (compiled by build.rs only when the ISA-L header
 //! is installed), which loads libisal.so.2 with dlopen: without it the binary still starts and
 //! uses flate2. `OCIBUNDLE_GUNZIP=zlib-rs` forces flate2. Why and how fast: docs/design.md,
 //! "gzip decompression".
@@ -160,7 +160,7 @@ mod isal {
             produced: *mut usize,
         ) -> c_int;
     }
-    // Statuses of obi_inflate_step (src/gunzip_isal.c).
+    // Statuses of obi_inflate_step (src/codec/gunzip_isal.c).
     const OK: c_int = 0;
     const NEED_INPUT: c_int = 1;
     const MEMBER_END: c_int = 2;

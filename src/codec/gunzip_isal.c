@@ -1,4 +1,4 @@
-/* ISA-L inflate shim for src/gunzip.rs: loads libisal.so.2 with dlopen at first use and inflates
+/* ISA-L inflate shim for src/codec/gunzip.rs: loads libisal.so.2 with dlopen at first use and inflates
  * one gzip member body (deflate data + CRC32/ISIZE trailer) at a time.
  *
  * Why a shim: `struct inflate_state` is a large struct whose layout comes from the ISA-L header,
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <isa-l/igzip_lib.h>
 
-/* Statuses of obi_inflate_step; keep in step with `Status` in src/gunzip.rs. */
+/* Statuses of obi_inflate_step; keep in step with `Status` in src/codec/gunzip.rs. */
 #define OBI_OK 0           /* produced output or made progress; call again */
 #define OBI_NEED_INPUT 1   /* consumed all input, produced nothing, member not finished */
 #define OBI_MEMBER_END 2   /* the member and its trailer are done and the trailer matched */
