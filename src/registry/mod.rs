@@ -2,6 +2,7 @@
 //! size-capped manifests and resumable, verified blob downloads.
 pub mod auth;
 mod push;
+pub mod retry;
 mod tls;
 
 pub use push::{BlobOutcome, UploadState, CHUNKED_FROM};
@@ -23,6 +24,7 @@ use crate::image::{media, Descriptor, Manifest};
 use crate::reference::Reference;
 use crate::store::PartialBlob;
 use auth::{parse_challenge, Challenge, CredentialSource, Credentials};
+use retry::RetryPolicy;
 
 /// How to reach registries: credentials, trust, retry policy.
 #[derive(Debug, Clone)]
@@ -30,7 +32,8 @@ pub struct RegistryOptions {
     pub creds: CredentialSource,
     pub cert_dir: Option<PathBuf>,
     pub tls_verify: bool,
-    /// Attempts after the first for retryable failures (429, 5xx, dropped connections).
+    /// Attempts after a retryable failure (429, 5xx, dropped connections) that followed no
+    /// progress; see `retry::RetryPolicy`.
     pub retries: u32,
     pub retry_base: Duration,
 }
@@ -115,21 +118,13 @@ impl Registry {
         Registry { opts, hosts: Mutex::new(HashMap::new()) }
     }
 
-    /// Runs `op` until it succeeds, fails for good, or the retries are spent (doubling delays).
-    fn retry<T>(&self, mut op: impl FnMut() -> Result<T, (Error, Option<Duration>)>) -> Result<T> {
-        let mut attempt = 0;
-        loop {
-            match op() {
-                Ok(v) => return Ok(v),
-                Err(_) if crate::cancel::requested() => return Err(Error::Interrupted),
-                Err((e, wait)) if e.retryable() && attempt < self.opts.retries => {
-                    let backoff = self.opts.retry_base * 2u32.pow(attempt.min(6));
-                    std::thread::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(10)));
-                    attempt += 1;
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy { retries: self.opts.retries, base: self.opts.retry_base }
+    }
+
+    /// Runs `op` under the retry policy, for a call that has no progress of its own.
+    fn retry<T>(&self, op: impl FnMut() -> Result<T, retry::Failure>) -> Result<T> {
+        self.policy().run(op, || 0)
     }
 
     fn agent(&self, host: &str, verify: bool) -> Result<ureq::Agent> {
@@ -357,7 +352,9 @@ impl Registry {
         let what = format!("{r}: blob {}", desc.digest);
         let url = format!("{}/v2/{}/blobs/{}", host.base, r.repository, desc.digest);
         let mut buf = vec![0u8; BUF];
-        self.retry(|| {
+        // Every byte received counts as progress, also the bytes of an attempt that was cut.
+        let received = std::sync::atomic::AtomicU64::new(0);
+        self.policy().run(|| {
             let off = part.offset();
             if off == desc.size {
                 return Ok(());
@@ -408,6 +405,7 @@ impl Registry {
                     return Err((registry_err(&what, format!("registry sent more than the {} bytes the manifest declares", desc.size), false), None));
                 }
                 part.writer().write_all(&buf[..n]).map_err(|e| (Error::Other(format!("{what}: writing to the store: {e}")), None))?;
+                received.fetch_add(n as u64, Ordering::Relaxed);
                 progress(n as u64);
             }
             if part.offset() != desc.size {
@@ -415,6 +413,6 @@ impl Registry {
                 return Err((registry_err(&what, format!("connection closed after {} of {} bytes", part.offset(), desc.size), true), None));
             }
             Ok(())
-        })
+        }, || received.load(Ordering::Relaxed))
     }
 }

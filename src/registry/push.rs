@@ -159,75 +159,72 @@ impl Registry {
             && let Ok(off) = self.upload_offset(&host, r, &url, &what, &scope) {
             session = Some((url, off));
         }
-        let mut attempts = 0;
-        loop {
-            let step = (|| -> Attempt<bool> {
-                let (url, off) = match session.take() {
-                    Some(s) => s,
-                    None => {
-                        let url = self.start_upload(&host, r, &what, &scope)?;
-                        // Remembered at once: a restart resumes this upload, whatever happens.
-                        if let Some(s) = state {
-                            s.save(r, &desc.digest, &url);
-                        }
-                        (url, 0)
+        // Bytes the registry acknowledged: progress, which keeps the retry budget full.
+        let sent = std::sync::atomic::AtomicU64::new(0);
+        // One request of the upload: Ok(true) when the blob is complete, Ok(false) after a chunk.
+        let mut step = || -> Attempt<bool> {
+            let (url, off) = match session.take() {
+                Some(s) => s,
+                None => {
+                    let url = self.start_upload(&host, r, &what, &scope)?;
+                    // Remembered at once: a restart resumes this upload, whatever happens.
+                    if let Some(s) = state {
+                        s.save(r, &desc.digest, &url);
                     }
-                };
-                session = Some((url.clone(), off));
-                if off >= desc.size {
-                    let put = Self::with_digest(&url, &desc.digest);
-                    self.request(&host, r, "PUT", &put, &what, &[("Content-Length", "0".into())], &scope, None)?;
-                    return Ok(true);
+                    (url, 0)
                 }
-                let len = CHUNK.min(desc.size - off);
-                let mut body = open(off).map_err(|e| (e, None))?;
-                let mut chunk = (&mut body).take(len);
-                let range = format!("{}-{}", off, off + len - 1);
-                match self.request(&host, r, "PATCH", &url, &what, &[("Content-Range", range)], &scope, Some((&mut chunk, len))) {
-                    Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
-                        // The registry holds something else than we thought: start a new upload.
-                        session = None;
-                        Err((registry_err(&what, format!("the registry refused the upload from byte {off} (HTTP 416); starting over"), true), None))
-                    }
-                    Ok(resp) => {
-                        let next = match header(&resp, "location") {
-                            Some(l) => Self::upload_url(&host.base, &l, &what)?,
-                            None => url,
-                        };
-                        let end = range_end(&resp).unwrap_or(off + len);
-                        if let Some(s) = state {
-                            s.save(r, &desc.digest, &next);
-                        }
-                        progress(end.saturating_sub(off));
-                        session = Some((next, end));
-                        if end <= off {
-                            return Err((registry_err(&what, format!("the registry kept nothing of the bytes from {off}"), true), None));
-                        }
-                        Ok(false)
-                    }
-                    Err(e) => {
-                        // Ask where the registry stands before trying again.
-                        session = match self.upload_offset(&host, r, &url, &what, &scope) {
-                            Ok(o) => Some((url, o)),
-                            Err(_) => None,
-                        };
-                        Err(e)
-                    }
-                }
-            })();
-            match step {
-                Ok(true) => break,
-                // Progress made: the retry budget is for failures in a row.
-                Ok(false) => attempts = 0,
-                Err(_) if crate::cancel::requested() => return Err(Error::Interrupted),
-                Err((e, wait)) if e.retryable() && attempts < self.opts.retries => {
-                    let backoff = self.opts.retry_base * 2u32.pow(attempts.min(6));
-                    std::thread::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(10)));
-                    attempts += 1;
-                }
-                Err((e, _)) => return Err(e),
+            };
+            session = Some((url.clone(), off));
+            if off >= desc.size {
+                let put = Self::with_digest(&url, &desc.digest);
+                self.request(&host, r, "PUT", &put, &what, &[("Content-Length", "0".into())], &scope, None)?;
+                return Ok(true);
             }
-        }
+            let len = CHUNK.min(desc.size - off);
+            let mut body = open(off).map_err(|e| (e, None))?;
+            let mut chunk = (&mut body).take(len);
+            let range = format!("{}-{}", off, off + len - 1);
+            match self.request(&host, r, "PATCH", &url, &what, &[("Content-Range", range)], &scope, Some((&mut chunk, len))) {
+                Ok(resp) if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
+                    // The registry holds something else than we thought: start a new upload.
+                    session = None;
+                    Err((registry_err(&what, format!("the registry refused the upload from byte {off} (HTTP 416); starting over"), true), None))
+                }
+                Ok(resp) => {
+                    let next = match header(&resp, "location") {
+                        Some(l) => Self::upload_url(&host.base, &l, &what)?,
+                        None => url,
+                    };
+                    let end = range_end(&resp).unwrap_or(off + len);
+                    if let Some(s) = state {
+                        s.save(r, &desc.digest, &next);
+                    }
+                    progress(end.saturating_sub(off));
+                    sent.fetch_add(end.saturating_sub(off), std::sync::atomic::Ordering::Relaxed);
+                    session = Some((next, end));
+                    if end <= off {
+                        return Err((registry_err(&what, format!("the registry kept nothing of the bytes from {off}"), true), None));
+                    }
+                    Ok(false)
+                }
+                Err(e) => {
+                    // Ask where the registry stands before trying again.
+                    session = match self.upload_offset(&host, r, &url, &what, &scope) {
+                        Ok(o) => Some((url, o)),
+                        Err(_) => None,
+                    };
+                    Err(e)
+                }
+            }
+        };
+        self.policy().run(
+            || loop {
+                if step()? {
+                    return Ok(());
+                }
+            },
+            || sent.load(std::sync::atomic::Ordering::Relaxed),
+        )?;
         if let Some(s) = state {
             s.clear(r, &desc.digest);
         }

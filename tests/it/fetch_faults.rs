@@ -323,6 +323,25 @@ fn connection_cut_mid_blob_resumes_with_range() {
     );
 }
 
+/// Regression (issue 11, "a bad network ends the fetch"): the retry budget (5) was spent by
+/// cuts that each brought new bytes, so a blob that advanced on every try still failed.
+#[test]
+fn cuts_that_each_bring_new_bytes_never_end_the_fetch() {
+    let reg = FakeRegistry::start();
+    let img = reg.add_image("test/flaky", "v1", &[240_000]);
+    let layer = img.layers[0].clone();
+    // 12 cuts in a row, twice the retry budget, each 20 kB further on.
+    reg.cut_after(&layer.digest, 20_000, 12);
+    let env = Env::new();
+    let mut cmd = env.cmd();
+    cmd.env("OCIBUNDLE_RETRY_BASE_MS", "1").args(strs(&fetch_args(&env, &[], &img.reference)));
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "fetch gave up while making progress:\n{}\n{}", crate::harness::cmd::text(&out), reg.log_summary());
+    assert_image_stored(&env, &img);
+    let got = gets(&reg.blob_requests("test/flaky", &layer.digest)).len();
+    assert_eq!(got, 13, "12 cut GETs and the one that finished:\n{}", reg.log_summary());
+}
+
 #[test]
 fn status_429_twice_then_ok() {
     let reg = FakeRegistry::start();

@@ -1,0 +1,115 @@
+//! The one retry policy of every registry call (pings, tokens, manifests, blob downloads, every
+//! push request): retryable failures are tried again with doubling delays or the server's
+//! `Retry-After` (both capped), and the budget counts failures *in a row without progress*, so a
+//! transfer that advances on every try is never given up.
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The longest wait between two attempts, whatever `Retry-After` asks for.
+pub const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// A failed attempt: the error, and how long the server asked us to wait (`Retry-After`).
+pub type Failure = (Error, Option<Duration>);
+
+/// How often and how patiently to try again.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts after a failure that follows no progress (429, 5xx, dropped connections).
+    pub retries: u32,
+    /// The first delay; each further failure in a row doubles it (up to [`MAX_WAIT`]).
+    pub base: Duration,
+}
+
+impl RetryPolicy {
+    /// Runs `op` until it succeeds or fails for good. `progress` reads a counter that grows when
+    /// an attempt got somewhere (bytes received or uploaded): when it has grown since the last
+    /// failure, the failure count starts again from zero. Calls without a notion of progress
+    /// pass `|| 0`.
+    pub fn run<T>(&self, mut op: impl FnMut() -> std::result::Result<T, Failure>, mut progress: impl FnMut() -> u64) -> Result<T> {
+        let mut failures = 0u32;
+        let mut mark = progress();
+        loop {
+            match op() {
+                Ok(v) => return Ok(v),
+                Err(_) if crate::cancel::requested() => return Err(Error::Interrupted),
+                Err((e, wait)) if e.retryable() => {
+                    let now = progress();
+                    if now > mark {
+                        failures = 0;
+                        mark = now;
+                    }
+                    if failures >= self.retries {
+                        return Err(e);
+                    }
+                    std::thread::sleep(self.delay(failures, wait));
+                    failures += 1;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// The wait before the attempt after `failures` failures in a row.
+    fn delay(&self, failures: u32, asked: Option<Duration>) -> Duration {
+        asked.unwrap_or(self.base * 2u32.pow(failures.min(6))).min(MAX_WAIT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn cut() -> Failure {
+        (Error::Registry { what: "blob".into(), message: "connection lost".into(), retryable: true }, None)
+    }
+
+    #[test]
+    fn failures_that_follow_progress_do_not_use_up_the_budget() {
+        let p = RetryPolicy { retries: 2, base: Duration::ZERO };
+        let got = Cell::new(0u64);
+        let tries = Cell::new(0);
+        // Ten cuts, each after some new bytes: more cuts than the budget, and still done.
+        let r = p.run(
+            || {
+                tries.set(tries.get() + 1);
+                if tries.get() <= 10 {
+                    got.set(got.get() + 100);
+                    return Err(cut());
+                }
+                Ok("done")
+            },
+            || got.get(),
+        );
+        assert_eq!(r.unwrap(), "done");
+        assert_eq!(tries.get(), 11);
+    }
+
+    #[test]
+    fn failures_in_a_row_without_progress_stop_after_the_budget() {
+        let p = RetryPolicy { retries: 2, base: Duration::ZERO };
+        let tries = Cell::new(0);
+        let r: Result<()> = p.run(
+            || {
+                tries.set(tries.get() + 1);
+                Err(cut())
+            },
+            || 0,
+        );
+        assert!(r.is_err());
+        assert_eq!(tries.get(), 3, "the first try and 2 retries");
+        let fatal: Result<()> = p.run(|| Err((Error::Other("no".into()), None)), || 0);
+        assert!(fatal.is_err());
+    }
+
+    #[test]
+    fn retry_after_is_honoured_but_capped() {
+        let p = RetryPolicy { retries: 5, base: Duration::from_millis(250) };
+        assert_eq!(p.delay(0, None), Duration::from_millis(250));
+        assert_eq!(p.delay(3, None), Duration::from_secs(2));
+        assert_eq!(p.delay(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(p.delay(0, Some(Duration::from_secs(3600))), MAX_WAIT);
+        assert_eq!(p.delay(30, None), MAX_WAIT);
+    }
+}
