@@ -110,10 +110,6 @@ fn manifest_by_digest(reg: &Registry, store: &Store, r: &Reference, desc: &Descr
     Ok(m)
 }
 
-fn platform_name(p: &Option<Platform>) -> String {
-    p.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "unknown".into())
-}
-
 /// Resolves every reference and lists what must be in the store afterwards.
 pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptions) -> Result<FetchPlan> {
     let mut images = Vec::new();
@@ -141,9 +137,8 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                     PlannedImage { reference: r.clone(), entry, picked_from: None, manifests }
                 }
                 PlatformChoice::One(want) => {
-                    let pick = children.iter().find(|c| !is_index_type(&c.media_type) && c.platform.as_ref().is_some_and(|p| want.matches(p)));
-                    let Some(c) = pick else {
-                        let have: Vec<String> = children.iter().map(|c| platform_name(&c.platform)).collect();
+                    let Some(c) = crate::graph::pick_platform(children, want) else {
+                        let have = crate::graph::platforms(children);
                         return Err(Error::Other(format!("{r}: no {want} image in its index (it has: {}); use --platform or --all-platforms", have.join(", "))));
                     };
                     let m = manifest_by_digest(reg, store, r, c)?;

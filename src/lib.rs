@@ -9,6 +9,7 @@ pub mod digest;
 pub mod error;
 pub mod export;
 pub mod fetch;
+pub mod graph;
 pub mod image;
 pub mod limits;
 pub mod mapped;

@@ -9,7 +9,7 @@ use sha2::Digest as _;
 use super::format::{Base, Index, IndexEntry, IndexImage, Required, ENTRY_HEADER_LEN, HEADER_LEN, KIND_BLOB, TRAILER_LEN, VERSION, VOLUME_HEADER_LEN};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
+use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest};
 use crate::store::{Store, ANNOTATION_INDEX_DIGEST};
 
 /// What a delta bundle may leave out: blobs the other side already holds.
@@ -41,7 +41,6 @@ pub struct BundlePlan {
 /// Walks one image in the store, collecting every blob it needs.
 pub fn image_blobs(store: &Store, name: &str, desc: &Descriptor) -> Result<BTreeMap<Digest, Descriptor>> {
     let mut out = BTreeMap::new();
-    let mut stack = vec![desc.clone()];
     if let Some(idx) = desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
         // The index one platform was picked from travels along (not its other children).
         let d: Digest = idx.parse()?;
@@ -51,29 +50,16 @@ pub fn image_blobs(store: &Store, name: &str, desc: &Descriptor) -> Result<BTree
         let m = Manifest::parse(store.read_blob_capped(&d, limits::MANIFEST)?, None, name)?;
         out.insert(d.clone(), Descriptor { media_type: m.media_type, digest: d, size: m.bytes.len() as u64, platform: None, annotations: None });
     }
-    while let Some(d) = stack.pop() {
-        if out.contains_key(&d.digest) {
-            continue;
-        }
+    crate::graph::walk(desc, |d| {
         if !store.has_blob(&d.digest, Some(d.size)) {
             return Err(Error::Other(format!("{name}: blob {} is missing from the store (fetch it again, or run store fsck)", d.digest)));
         }
         let mut clean = d.clone();
         clean.platform = None;
         clean.annotations = None;
-        let is_meta = is_manifest_type(&d.media_type) || is_index_type(&d.media_type);
         out.insert(d.digest.clone(), clean);
-        if is_meta {
-            let m = Manifest::parse(store.read_blob_capped(&d.digest, limits::MANIFEST)?, Some(&d.media_type), name)?;
-            match m.kind {
-                ManifestKind::Index(children) => stack.extend(children),
-                ManifestKind::Image(im) => {
-                    stack.push(im.config);
-                    stack.extend(im.layers);
-                }
-            }
-        }
-    }
+        crate::graph::is_node(d).then(|| Manifest::parse(store.read_blob_capped(&d.digest, limits::MANIFEST)?, Some(&d.media_type), name)).transpose()
+    })?;
     Ok(out)
 }
 

@@ -12,7 +12,7 @@ use super::format::{decode_entry, decode_header, decode_trailer, Index, IndexEnt
 use super::volumes::VolumeSet;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
+use crate::image::{Descriptor, Manifest};
 use crate::store::{PartialBlob, Store, ANNOTATION_INDEX_DIGEST};
 
 /// An opened bundle: its volumes and its checked index.
@@ -166,7 +166,6 @@ impl Bundle {
             let name = &img.reference;
             let mut blobs = BTreeMap::new();
             let mut missing = Vec::new();
-            let mut stack = vec![img.descriptor.clone()];
             if let Some(idx) = img.descriptor.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)).and_then(|s| s.parse::<Digest>().ok()) {
                 match self.entry(&idx) {
                     Some(e) => {
@@ -176,9 +175,9 @@ impl Bundle {
                     None => missing.push((idx, "index not in the bundle".to_string())),
                 }
             }
-            while let Some(d) = stack.pop() {
+            let _ = crate::graph::walk::<std::convert::Infallible>(&img.descriptor, |d| {
                 if blobs.contains_key(&d.digest) {
-                    continue;
+                    return Ok(None);
                 }
                 let here = self.entry(&d.digest).is_some() || store.is_some_and(|s| s.has_blob(&d.digest, Some(d.size)));
                 if !here {
@@ -192,22 +191,14 @@ impl Bundle {
                         "not in the bundle".to_string()
                     };
                     missing.push((d.digest.clone(), why));
-                    continue;
+                    return Ok(None);
                 }
                 blobs.insert(d.digest.clone(), d.clone());
-                if is_manifest_type(&d.media_type) || is_index_type(&d.media_type) {
-                    match self.manifest(&d, store, name) {
-                        Ok(m) => match m.kind {
-                            ManifestKind::Index(c) => stack.extend(c),
-                            ManifestKind::Image(im) => {
-                                stack.push(im.config);
-                                stack.extend(im.layers);
-                            }
-                        },
-                        Err(e) => missing.push((d.digest.clone(), e.to_string())),
-                    }
+                if !crate::graph::is_node(d) {
+                    return Ok(None);
                 }
-            }
+                Ok(self.manifest(d, store, name).map_err(|e| missing.push((d.digest.clone(), e.to_string()))).ok())
+            });
             out.push((name.clone(), blobs, missing));
         }
         out

@@ -78,7 +78,7 @@ use std::io::Write;
 
 use super::reader::{BlobProblem, ImportReport, VerifyReport};
 use crate::digest::Hasher;
-use crate::image::{Descriptor, Manifest, ManifestKind};
+use crate::image::Manifest;
 use crate::store::{PartialBlob, Store};
 
 /// Imports a bundle stream: each blob is verified and stored as it passes; references are set
@@ -169,24 +169,14 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
     let carried: BTreeMap<&Digest, u64> = index.entries.iter().map(|e| (&e.digest, e.size)).collect();
     for img in &index.images {
         report.images.push(img.reference.clone());
-        let mut stack: Vec<Descriptor> = vec![img.descriptor.clone()];
-        while let Some(d) = stack.pop() {
+        let _ = crate::graph::walk::<std::convert::Infallible>(&img.descriptor, |d| {
             if !carried.contains_key(&d.digest) {
                 let why = if index.requires.iter().any(|r| r.digest == d.digest) { "left to the delta's base (verify the file instead of a stream to check the store)" } else { "not in the bundle" };
                 bad.push((d.digest.clone(), format!("{why} (needed by {})", img.reference)));
-                continue;
+                return Ok(None);
             }
-            if let Some(bytes) = kept.get(&d.digest)
-                && let Ok(m) = Manifest::parse(bytes.clone(), Some(&d.media_type), &img.reference) {
-                match m.kind {
-                    ManifestKind::Index(c) => stack.extend(c),
-                    ManifestKind::Image(im) => {
-                        stack.push(im.config);
-                        stack.extend(im.layers);
-                    }
-                }
-            }
-        }
+            Ok(kept.get(&d.digest).and_then(|bytes| Manifest::parse(bytes.clone(), Some(&d.media_type), &img.reference).ok()))
+        });
     }
     bad.sort();
     bad.dedup();

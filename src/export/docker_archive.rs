@@ -58,13 +58,12 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
         let image = match top.kind {
             ManifestKind::Image(im) => im,
             ManifestKind::Index(children) => {
-                let pick = children.iter().find(|c| c.platform.as_ref().is_some_and(|p| opts.platform.matches(p)));
-                let Some(c) = pick else {
-                    let have: Vec<String> = children.iter().filter_map(|c| c.platform.as_ref().map(|p| p.to_string())).collect();
+                let Some(c) = crate::graph::pick_platform(&children, &opts.platform) else {
+                    let have = crate::graph::platforms(&children);
                     return Err(Error::Other(format!("{name}: no {} image in its index (it has: {}); use --platform", opts.platform, have.join(", "))));
                 };
                 if !opts.platform_given {
-                    let have: Vec<String> = children.iter().filter_map(|c| c.platform.as_ref().map(|p| p.to_string())).collect();
+                    let have = crate::graph::platforms(&children);
                     notes.push(format!("{name} is multi-platform ({}): exporting {} (choose with --platform)", have.join(", "), opts.platform));
                 }
                 match manifest(source, c, name)?.kind {

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
+use crate::graph;
+use crate::image::{Descriptor, Manifest};
 use crate::reference::Platform;
 use crate::source::Source;
 
@@ -86,28 +87,15 @@ pub fn manifest(source: &dyn Source, desc: &Descriptor, what: &str) -> Result<Ma
 /// Every blob reachable from `desc` (the descriptor first, then depth-first), each once.
 pub fn reachable(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<Vec<Descriptor>> {
     let mut out: Vec<Descriptor> = Vec::new();
-    let mut stack = vec![desc.clone()];
-    while let Some(d) = stack.pop() {
-        if out.iter().any(|x| x.digest == d.digest) {
-            continue;
-        }
+    graph::walk(desc, |d| {
         if !source.has(&d.digest) {
             return Err(Error::Other(format!("{name}: blob {} is missing from the {} (a delta bundle needs its base in the store)", d.digest, source.name())));
         }
-        let meta = is_manifest_type(&d.media_type) || is_index_type(&d.media_type);
         let mut clean = d.clone();
         clean.annotations = None;
         out.push(clean);
-        if meta {
-            match manifest(source, &d, name)?.kind {
-                ManifestKind::Index(children) => stack.extend(children.into_iter().rev()),
-                ManifestKind::Image(im) => {
-                    stack.extend(im.layers.into_iter().rev());
-                    stack.push(im.config);
-                }
-            }
-        }
-    }
+        graph::is_node(d).then(|| manifest(source, d, name)).transpose()
+    })?;
     Ok(out)
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{RefEntry, Store, ANNOTATION_INDEX_DIGEST};
 use crate::digest::{hash_reader, Digest};
 use crate::error::{IoContext, Result};
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
+use crate::image::{Descriptor, Manifest};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Problem {
@@ -61,35 +61,31 @@ impl Store {
         seen
     }
 
-    fn walk(&self, desc: &Descriptor, name: &str, seen: &mut BTreeSet<Digest>, problems: &mut Vec<Problem>) {
-        if !seen.insert(desc.digest.clone()) {
-            return;
-        }
-        let problem = |kind: &str, detail: String| Problem { kind: kind.into(), digest: desc.digest.to_string(), detail };
-        let Ok(meta) = fs::metadata(self.blob_path(&desc.digest)) else {
-            problems.push(problem("missing", format!("needed by {name}")));
-            return;
-        };
-        if meta.len() != desc.size {
-            problems.push(problem("bad", format!("size {} but {name} says {}", meta.len(), desc.size)));
-            return;
-        }
-        if !(is_index_type(&desc.media_type) || is_manifest_type(&desc.media_type)) {
-            return;
-        }
-        let parsed = self
-            .read_blob_capped(&desc.digest, limits::MANIFEST)
-            .and_then(|b| Manifest::parse(b, Some(&desc.media_type), &format!("manifest {}", desc.digest)));
-        match parsed {
-            Err(e) => problems.push(problem("bad", format!("manifest of {name}: {e}"))),
-            Ok(m) => match m.kind {
-                ManifestKind::Index(children) => children.iter().for_each(|c| self.walk(c, name, seen, problems)),
-                ManifestKind::Image(im) => {
-                    self.walk(&im.config, name, seen, problems);
-                    im.layers.iter().for_each(|l| self.walk(l, name, seen, problems));
-                }
-            },
-        }
+    /// Walks one reference (through `graph::walk`), recording what is missing or bad instead of
+    /// stopping at it; `seen` spans every reference, so a shared blob is checked once.
+    fn walk(&self, root: &Descriptor, name: &str, seen: &mut BTreeSet<Digest>, problems: &mut Vec<Problem>) {
+        let walked = crate::graph::walk::<std::convert::Infallible>(root, |desc| {
+            if !seen.insert(desc.digest.clone()) {
+                return Ok(None);
+            }
+            let problem = |kind: &str, detail: String| Problem { kind: kind.into(), digest: desc.digest.to_string(), detail };
+            let Ok(meta) = fs::metadata(self.blob_path(&desc.digest)) else {
+                problems.push(problem("missing", format!("needed by {name}")));
+                return Ok(None);
+            };
+            if meta.len() != desc.size {
+                problems.push(problem("bad", format!("size {} but {name} says {}", meta.len(), desc.size)));
+                return Ok(None);
+            }
+            if !crate::graph::is_node(desc) {
+                return Ok(None);
+            }
+            let parsed = self
+                .read_blob_capped(&desc.digest, limits::MANIFEST)
+                .and_then(|b| Manifest::parse(b, Some(&desc.media_type), &format!("manifest {}", desc.digest)));
+            Ok(parsed.map_err(|e| problems.push(problem("bad", format!("manifest of {name}: {e}")))).ok())
+        });
+        let Ok(()) = walked;
     }
 
     /// Re-hashes every blob (on all cores) and checks that every reference is complete.
