@@ -2,6 +2,7 @@
 //!
 //! `registry` pulls manifests and blobs over the OCI distribution API into the content-addressed
 //! `store` (an OCI image layout), verifying every byte against its digest on the way in.
+pub mod archive;
 pub mod bundle;
 pub mod cancel;
 pub mod codec;

@@ -9,3 +9,4 @@ mod push;
 mod full_disk;
 mod credentials;
 mod hostile_store;
+mod archive_source;

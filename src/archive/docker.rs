@@ -1,0 +1,216 @@
+//! docker-archive as a source: the archives `docker save`, `podman save -m` and `skopeo copy
+//! docker-archive:` write (classic `manifest.json` with `<id>/layer.tar` members, and the
+//! Docker >= 25 form with `blobs/sha256/` members), many images per file, imported into the
+//! store. Image IDs (config digests) and diff_ids are kept; layers stay as the archive holds
+//! them (uncompressed: their digest is their diff_id). A docker-archive carries no registry
+//! manifest, so each image gets a new OCI manifest, and the report says so.
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::Members;
+use crate::codec::{self, Compression};
+use crate::digest::{DiffId, Digest, Hasher};
+use crate::error::{Error, Result};
+use crate::image::{media, Descriptor};
+use crate::limits;
+use crate::reference::Reference;
+use crate::store::{PartialBlob, Store};
+
+/// A docker-archive's `manifest.json`: one entry per image.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Entry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Rootfs {
+    #[serde(default)]
+    diff_ids: Vec<DiffId>,
+}
+#[derive(Deserialize)]
+struct ConfigRootfs {
+    rootfs: Rootfs,
+}
+
+/// What an archive import did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ArchiveImport {
+    /// One per stored reference.
+    pub images: Vec<ArchiveImage>,
+    pub blobs_imported: u64,
+    pub bytes_imported: u64,
+    pub blobs_present: u64,
+    pub bytes_present: u64,
+    pub notes: Vec<String>,
+}
+
+/// One image stored from an archive.
+#[derive(Debug, serde::Serialize)]
+pub struct ArchiveImage {
+    pub reference: String,
+    /// The new OCI manifest's digest.
+    pub manifest: Digest,
+    /// The config digest (`docker images` shows its first 12 hex digits).
+    pub image_id: Digest,
+}
+
+/// The name an untagged image gets: its manifest digest under a fixed repository.
+pub const UNTAGGED_REPOSITORY: &str = "localhost/docker-archive";
+
+/// Imports every image of the docker-archive at `path` into `store`: every layer hashed against
+/// its diff_id and every config against its name before it is stored, then manifests, then refs.
+pub fn import(path: &Path, store: &Store) -> Result<ArchiveImport> {
+    let _guard = store.use_guard()?;
+    let ar = Members::open(path)?;
+    let shown = path.display().to_string();
+    let entries: Vec<Entry> = serde_json::from_slice(&ar.read_small("manifest.json", limits::MANIFEST)?)
+        .map_err(|e| Error::BadJson { what: format!("{shown}: manifest.json"), reason: e.to_string() })?;
+    if entries.is_empty() {
+        return Err(Error::Other(format!("{shown}: manifest.json lists no images")));
+    }
+    let mut report = ArchiveImport::default();
+    let mut refs: Vec<(String, Descriptor)> = Vec::new();
+    let mut untagged = 0;
+    for (i, e) in entries.iter().enumerate() {
+        let what = format!("{shown}: image {} ({})", i + 1, e.repo_tags.as_ref().and_then(|t| t.first()).map_or(e.config.as_str(), String::as_str));
+        let (manifest, config) = import_image(&ar, store, e, &what, &mut report)?;
+        let mdigest = Digest::of(&manifest);
+        store.put_bytes(&mdigest, &manifest)?;
+        let desc = Descriptor { media_type: media::OCI_MANIFEST.into(), digest: mdigest.clone(), size: manifest.len() as u64, platform: None, annotations: None };
+        let tags = e.repo_tags.clone().unwrap_or_default();
+        if tags.is_empty() {
+            untagged += 1;
+        }
+        let names: Vec<String> = if tags.is_empty() {
+            vec![format!("{UNTAGGED_REPOSITORY}@{mdigest}")]
+        } else {
+            tags.iter().map(|t| t.parse::<Reference>().map(|r| r.to_string()).map_err(|err| err.context(&what))).collect::<Result<_>>()?
+        };
+        for n in names {
+            report.images.push(ArchiveImage { reference: n.clone(), manifest: mdigest.clone(), image_id: config.clone() });
+            refs.push((n, desc.clone()));
+        }
+    }
+    store.set_refs(&refs)?;
+    report.notes.push("a docker-archive holds no registry manifests: each image got a new OCI manifest (its image ID and diff_ids are kept)".into());
+    if untagged > 0 {
+        report.notes.push(format!("{untagged} image(s) had no tag: stored as {UNTAGGED_REPOSITORY}@<manifest digest>"));
+    }
+    Ok(report)
+}
+
+/// Stores one image's config and layers; returns its new manifest's bytes and its image ID.
+fn import_image(ar: &Members, store: &Store, e: &Entry, what: &str, report: &mut ArchiveImport) -> Result<(Vec<u8>, Digest)> {
+    let config = ar.read_small(&e.config, limits::CONFIG)?;
+    let id = Digest::of(&config);
+    // The config's member name is its digest (`<hex>.json` or `blobs/sha256/<hex>`): check it.
+    let stem = e.config.rsplit('/').next().unwrap_or("").trim_end_matches(".json");
+    if stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()) && stem != id.hex() {
+        return Err(Error::DigestMismatch { what: format!("{what}: config {}", e.config), expected: format!("sha256:{stem}").parse()?, found: id });
+    }
+    let rootfs: ConfigRootfs = serde_json::from_slice(&config).map_err(|err| Error::BadJson { what: format!("{what}: config {}", e.config), reason: err.to_string() })?;
+    let diff_ids = rootfs.rootfs.diff_ids;
+    if diff_ids.len() != e.layers.len() {
+        return Err(Error::Other(format!("{what}: manifest.json lists {} layers but its config lists {} diff_ids", e.layers.len(), diff_ids.len())));
+    }
+    let mut layers = Vec::new();
+    for (member, diff_id) in e.layers.iter().zip(&diff_ids) {
+        layers.push(import_layer(ar, store, member, diff_id, &format!("{what}: layer {member}"), report)?);
+    }
+    store_blob(store, &id, config.len() as u64, &mut &config[..], &format!("{what}: config"), false, report)?;
+    let cfg = Descriptor { media_type: media::OCI_CONFIG.into(), digest: id.clone(), size: config.len() as u64, platform: None, annotations: None };
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": cfg, "layers": layers});
+    Ok((serde_json::to_vec(&manifest).expect("JSON"), id))
+}
+
+/// Checks one layer member against its diff_id and stores it as it is.
+fn import_layer(ar: &Members, store: &Store, member: &str, diff_id: &DiffId, what: &str, report: &mut ArchiveImport) -> Result<Descriptor> {
+    let (_, size) = ar.find(member)?;
+    let mut head = [0u8; 4];
+    let n = ar.open_member(member)?.read(&mut head).map_err(|e| Error::io(ar.path(), e))?;
+    let compression = Compression::sniff(&head[..n]);
+    let (digest, media_type) = match compression {
+        Compression::Plain => (diff_id.as_digest().clone(), media::OCI_LAYER),
+        // Compressed members (some tools write them): the blob's digest is its own, and what it
+        // inflates to must still be the diff_id. One read for both hashes.
+        c => {
+            let mut outer = Hasher::new();
+            let tee = Tee { inner: ar.open_member(member)?, hasher: &mut outer };
+            let mut inner = Hasher::new();
+            let mut dec = codec::decoder(c, std::io::BufReader::new(tee)).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+            pump(&mut dec, &mut inner).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+            drop(dec);
+            let found = DiffId(inner.finish());
+            if &found != diff_id {
+                return Err(Error::DiffIdMismatch { what: what.into(), expected: diff_id.clone(), found });
+            }
+            (outer.finish(), if c == Compression::Gzip { media::OCI_LAYER_GZIP } else { media::OCI_LAYER_ZSTD })
+        }
+    };
+    store_blob(store, &digest, size, &mut ar.open_member(member)?, what, compression == Compression::Plain, report)?;
+    Ok(Descriptor { media_type: media_type.into(), digest, size, platform: None, annotations: None })
+}
+
+/// Copies `r` into the store as `digest` through a partial file: committed only when digest and
+/// size match (for an uncompressed layer, `diff_id`, the digest is its diff_id and a mismatch is
+/// told as one). Already stored: counted, not read.
+fn store_blob(store: &Store, digest: &Digest, size: u64, r: &mut dyn Read, what: &str, diff_id: bool, report: &mut ArchiveImport) -> Result<()> {
+    let Some(mut part) = PartialBlob::open(store, digest, Some(size), what)? else {
+        report.blobs_present += 1;
+        report.bytes_present += size;
+        return Ok(());
+    };
+    if part.offset() > 0 {
+        part.restart()?;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        if crate::cancel::requested() {
+            return Err(Error::Interrupted);
+        }
+        let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        part.writer().write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing to the store: {e}")))?;
+    }
+    part.commit().map_err(|e| match e {
+        Error::DigestMismatch { expected, found, .. } if diff_id => Error::DiffIdMismatch { what: what.into(), expected: DiffId(expected), found: DiffId(found) },
+        e => e,
+    })?;
+    report.blobs_imported += 1;
+    report.bytes_imported += size;
+    Ok(())
+}
+
+fn pump(r: &mut dyn Read, h: &mut Hasher) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct Tee<'a, R> {
+    inner: R,
+    hasher: &'a mut Hasher,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}

@@ -1,0 +1,171 @@
+//! Untrusted tar archives read as a table of members: each member's name checked (no `..`, no
+//! absolute path, no duplicates), symlinks resolved inside the archive only, and member bytes
+//! read by offset (so memory does not grow with the archive). Archive formats (docker-archive)
+//! build on this; nothing here ever writes a member to disk under its own name.
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub mod docker;
+
+/// Most members a table holds (a docker-archive has a few per image and layer).
+const MAX_MEMBERS: usize = 1_000_000;
+/// Most symlinks followed to reach one member.
+const MAX_HOPS: usize = 8;
+
+#[derive(Clone, Debug)]
+enum Kind {
+    File { offset: u64, size: u64 },
+    Link(String),
+    Other,
+}
+
+/// The members of one tar archive.
+pub struct Members {
+    path: PathBuf,
+    file: File,
+    members: BTreeMap<String, Kind>,
+}
+
+fn bad(path: &Path, msg: String) -> Error {
+    Error::Other(format!("{}: {msg}", path.display()))
+}
+
+/// A member name made canonical (`./a//b` -> `a/b`), or why it is refused.
+fn clean_name(raw: &str) -> std::result::Result<String, &'static str> {
+    if raw.starts_with('/') {
+        return Err("an absolute member name");
+    }
+    let mut parts = Vec::new();
+    for p in raw.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => return Err("a member name with `..`"),
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return Err("an empty member name");
+    }
+    Ok(parts.join("/"))
+}
+
+impl Members {
+    /// Reads the archive's headers (not its contents) into a table.
+    pub fn open(path: &Path) -> Result<Members> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut members = BTreeMap::new();
+        let mut ar = tar::Archive::new(&file);
+        let entries = ar.entries_with_seek().map_err(|e| bad(path, format!("not a tar archive: {e}")))?;
+        for entry in entries {
+            // The tar crate's message may quote header bytes: keep it short.
+            let entry = entry.map_err(|e| bad(path, format!("not a tar archive, or a truncated one: {}", e.to_string().chars().take(80).collect::<String>())))?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let ty = entry.header().entry_type();
+            if ty.is_dir() {
+                continue;
+            }
+            let name = clean_name(&raw).map_err(|why| bad(path, format!("member {raw:?}: {why}")))?;
+            let kind = if ty.is_file() {
+                let (offset, size) = (entry.raw_file_position(), entry.size());
+                if offset.checked_add(size).is_none_or(|end| end > file_len) {
+                    return Err(bad(path, format!("member {name}: truncated (its {size} bytes run past the end of the file)")));
+                }
+                Kind::File { offset, size }
+            } else if ty.is_symlink() {
+                let target = entry.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+                Kind::Link(target)
+            } else {
+                Kind::Other
+            };
+            if members.insert(name.clone(), kind).is_some() {
+                return Err(bad(path, format!("member {name} appears twice")));
+            }
+            if members.len() > MAX_MEMBERS {
+                return Err(bad(path, format!("more than {MAX_MEMBERS} members")));
+            }
+        }
+        Ok(Members { path: path.to_path_buf(), file, members })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The offset and size of the regular member `name` names (following symlinks that stay
+    /// inside the archive), or why there is none.
+    pub fn find(&self, name: &str) -> Result<(u64, u64)> {
+        let mut cur = clean_name(name).map_err(|why| bad(&self.path, format!("{name:?} named in the archive: {why}")))?;
+        for _ in 0..MAX_HOPS {
+            match self.members.get(&cur) {
+                None => return Err(bad(&self.path, format!("member {cur} is missing"))),
+                Some(Kind::File { offset, size }) => return Ok((*offset, *size)),
+                Some(Kind::Other) => return Err(bad(&self.path, format!("member {cur} is not a regular file"))),
+                Some(Kind::Link(t)) => {
+                    let joined = if t.starts_with('/') {
+                        return Err(bad(&self.path, format!("member {cur} is a symlink out of the archive ({t})")));
+                    } else {
+                        match cur.rsplit_once('/') {
+                            Some((dir, _)) => format!("{dir}/{t}"),
+                            None => t.clone(),
+                        }
+                    };
+                    cur = resolve(&joined).ok_or_else(|| bad(&self.path, format!("member {cur} is a symlink out of the archive ({t})")))?;
+                }
+            }
+        }
+        Err(bad(&self.path, format!("member {name}: more than {MAX_HOPS} symlinks")))
+    }
+
+    /// A reader of exactly the bytes of member `name`.
+    pub fn open_member(&self, name: &str) -> Result<impl Read + '_> {
+        let (offset, size) = self.find(name)?;
+        let mut f = &self.file;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&self.path, e))?;
+        Ok(f.take(size))
+    }
+
+    /// Member `name` read whole, refused over `limit` bytes before any of it is read.
+    pub fn read_small(&self, name: &str, limit: u64) -> Result<Vec<u8>> {
+        let (_, size) = self.find(name)?;
+        let what = format!("{}: member {name}", self.path.display());
+        if size > limit {
+            return Err(Error::TooLarge { what: format!("{what} ({size} bytes)"), limit });
+        }
+        crate::limits::read_capped(self.open_member(name)?, limit, &what, |e| Error::io(&self.path, e))
+    }
+}
+
+/// `a/../b` -> `b`; `None` when `..` climbs out of the archive's root.
+fn resolve(p: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_made_canonical_or_refused() {
+        assert_eq!(clean_name("./a//b").unwrap(), "a/b");
+        assert!(clean_name("/etc/passwd").is_err());
+        assert!(clean_name("a/../../etc/passwd").is_err());
+        assert!(clean_name("./").is_err());
+        assert_eq!(resolve("x/../blobs/sha256/ab").unwrap(), "blobs/sha256/ab");
+        assert_eq!(resolve("../etc"), None);
+    }
+}
