@@ -4,7 +4,7 @@
 //! store. Image IDs (config digests) and diff_ids are kept; layers stay as the archive holds
 //! them (uncompressed: their digest is their diff_id). A docker-archive carries no registry
 //! manifest, so each image gets a new OCI manifest, and the report says so.
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -162,26 +162,12 @@ fn import_layer(ar: &Members, store: &Store, member: &str, diff_id: &DiffId, wha
 /// size match (for an uncompressed layer, `diff_id`, the digest is its diff_id and a mismatch is
 /// told as one). Already stored: counted, not read.
 fn store_blob(store: &Store, digest: &Digest, size: u64, r: &mut dyn Read, what: &str, diff_id: bool, report: &mut ArchiveImport) -> Result<()> {
-    let Some(mut part) = PartialBlob::open(store, digest, Some(size), what)? else {
+    let Some(part) = PartialBlob::open(store, digest, Some(size), what)? else {
         report.blobs_present += 1;
         report.bytes_present += size;
         return Ok(());
     };
-    if part.offset() > 0 {
-        part.restart()?;
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        if crate::cancel::requested() {
-            return Err(Error::Interrupted);
-        }
-        let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        part.writer().write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing to the store: {e}")))?;
-    }
-    part.commit().map_err(|e| match e {
+    super::fill_and_commit(part, r, what).map_err(|e| match e {
         Error::DigestMismatch { expected, found, .. } if diff_id => Error::DiffIdMismatch { what: what.into(), expected: DiffId(expected), found: DiffId(found) },
         e => e,
     })?;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 pub mod docker;
+pub mod oci;
 
 /// Most members a table holds (a docker-archive has a few per image and layer).
 const MAX_MEMBERS: usize = 1_000_000;
@@ -138,6 +139,26 @@ impl Members {
         }
         crate::limits::read_capped(self.open_member(name)?, limit, &what, |e| Error::io(&self.path, e))
     }
+}
+
+/// Streams `r` into a fresh partial blob and commits it: the commit checks digest and size, so
+/// nothing that does not match gets the blob's name.
+fn fill_and_commit(mut part: crate::store::PartialBlob, r: &mut dyn Read, what: &str) -> Result<()> {
+    if part.offset() > 0 {
+        part.restart()?;
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        if crate::cancel::requested() {
+            return Err(Error::Interrupted);
+        }
+        let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        std::io::Write::write_all(part.writer(), &buf[..n]).map_err(|e| Error::Other(format!("{what}: writing to the store: {e}")))?;
+    }
+    part.commit()
 }
 
 /// `a/../b` -> `b`; `None` when `..` climbs out of the archive's root.

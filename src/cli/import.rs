@@ -7,8 +7,9 @@ use ocibundle::Store;
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// The bundle (or any of its volumes, or - for stdin), or docker-archive:FILE (what
-    /// `docker save` / `podman save` write, many images per file)
+    /// The bundle (or any of its volumes, or - for stdin); or docker-archive:FILE (what
+    /// `docker save` / `podman save` write, many images per file); or oci:DIR[:REF] /
+    /// oci-archive:FILE[:REF] (an OCI image layout, digests kept)
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// Print JSON
@@ -18,8 +19,14 @@ pub struct ImportArgs {
 
 pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
     let store = Store::open(root)?;
-    if let Some(archive) = a.file.to_str().and_then(|f| f.strip_prefix("docker-archive:")) {
+    let arg = a.file.to_str().unwrap_or("");
+    if let Some(archive) = arg.strip_prefix("docker-archive:") {
         return import_docker_archive(&store, Path::new(archive), a.json);
+    }
+    for (prefix, archive) in [("oci:", false), ("oci-archive:", true)] {
+        if let Some(rest) = arg.strip_prefix(prefix) {
+            return import_layout(&store, rest, archive, a.json);
+        }
     }
     let r = match super::stream_input(&a.file)? {
         Some((reader, name)) => ocibundle::bundle::stream::import(reader, &name, &store)?,
@@ -50,4 +57,40 @@ fn import_docker_archive(store: &Store, path: &Path, json: bool) -> anyhow::Resu
         }
     }
     Ok(0)
+}
+
+/// `PATH[:REF]`: the reference is what follows the first `:` after the last `/`.
+fn split_layout_arg(rest: &str) -> (&str, Option<&str>) {
+    let from = rest.rfind('/').map_or(0, |i| i + 1);
+    match rest[from..].find(':') {
+        Some(i) => (&rest[..from + i], Some(&rest[from + i + 1..])),
+        None => (rest, None),
+    }
+}
+
+fn import_layout(store: &Store, rest: &str, archive: bool, json: bool) -> anyhow::Result<i32> {
+    let (path, only) = split_layout_arg(rest);
+    let r = ocibundle::archive::oci::import(Path::new(path), archive, only, store)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for i in &r.images {
+            println!("{} ({})", i.reference, i.digest);
+        }
+        println!("imported {} blobs ({} bytes), {} already present ({} bytes)", r.blobs_imported, r.bytes_imported, r.blobs_present, r.bytes_present);
+        for n in &r.notes {
+            eprintln!("note: {n}");
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layout_arguments_split_at_the_tag() {
+        assert_eq!(super::split_layout_arg("/srv/img:v1"), ("/srv/img", Some("v1")));
+        assert_eq!(super::split_layout_arg("/srv/img"), ("/srv/img", None));
+        assert_eq!(super::split_layout_arg("rel:v1.2"), ("rel", Some("v1.2")));
+    }
 }

@@ -205,13 +205,17 @@ fn nanos() -> u32 {
 /// Refuses an `oci-layout` file that is not JSON or names a layout version other than 1.x:
 /// what a later version means is unknown, so nothing in such a directory is trusted.
 fn check_layout_file(path: &Path) -> Result<()> {
+    check_layout_bytes(&crate::limits::read_file_capped(path, crate::limits::OCI_LAYOUT_FILE)?, path)
+}
+
+/// `check_layout_file` on bytes already read (from an archive member); `path` names them.
+pub fn check_layout_bytes(bytes: &[u8], path: &Path) -> Result<()> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Layout {
         image_layout_version: String,
     }
-    let bytes = crate::limits::read_file_capped(path, crate::limits::OCI_LAYOUT_FILE)?;
-    let layout: Layout = serde_json::from_slice(&bytes).map_err(|e| Error::BadJson { what: path.display().to_string(), reason: e.to_string() })?;
+    let layout: Layout = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: path.display().to_string(), reason: e.to_string() })?;
     let v = &layout.image_layout_version;
     if v.split('.').next() != Some("1") || v.split('.').count() != 3 || !v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
         return Err(Error::UnsupportedLayout { path: path.to_path_buf(), version: v.chars().take(40).collect() });

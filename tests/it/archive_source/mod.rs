@@ -2,6 +2,7 @@
 //! by the real tools (skopeo, podman save -m) imported with their image IDs and diff_ids kept,
 //! and hostile archives refused in one line with nothing stored.
 mod hostile;
+mod layouts;
 mod real;
 
 use crate::harness::cmd::{Env, s};
