@@ -62,7 +62,7 @@ pub fn run(root: &Path, a: ExportArgs) -> anyhow::Result<i32> {
         None => Platform::host(),
     };
     let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
-    let opts = ExportOptions { format, output: (!stdout).then_some(output), platform, platform_given, force: a.force, jobs, progress: !a.json && !stdout };
+    let opts = ExportOptions { format, output: (!stdout).then_some(output), platform, platform_given, force: a.force, skip_non_images: a.source.all, jobs, progress: !a.json && !stdout };
 
     let sources = super::Sources::open(root, a.source.from.as_deref())?;
     let report = sources.with(|source| -> anyhow::Result<_> {

@@ -24,7 +24,7 @@ use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
 use super::layers::{size_hint, spool_layer, Layer, Placed, Region};
 use crate::digest::{DiffId, Digest};
 use crate::error::{Error, Result};
-use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
+use crate::image::{is_config_type, is_layer_type, media, ConfigInfo, Descriptor, ManifestKind};
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::store::ANNOTATION_REF_NAME;
@@ -72,6 +72,18 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
                 }
             }
         };
+        // docker and podman load only container images: refuse (or with --all, skip) anything
+        // else by its config type, and never guess at a layer type they would not know.
+        if !is_config_type(&image.config.media_type) {
+            if opts.skip_non_images {
+                notes.push(format!("{name}: left out: not a container image (its config is {})", image.config.media_type));
+                continue;
+            }
+            return Err(Error::UnsupportedMediaType { what: format!("{name}: not a container image, cannot go into a docker-archive (config {})", image.config.digest), media_type: image.config.media_type.clone() });
+        }
+        if let Some(l) = image.layers.iter().find(|l| !is_layer_type(&l.media_type)) {
+            return Err(Error::UnsupportedMediaType { what: format!("{name}: layer {}", l.digest), media_type: l.media_type.clone() });
+        }
         let config_bytes = source.read_small(&image.config, limits::CONFIG)?;
         let info: ConfigInfo = serde_json::from_slice(&config_bytes).map_err(|e| Error::BadJson { what: format!("{name}: config {}", image.config.digest), reason: e.to_string() })?;
         if opts.platform_given && !opts.platform.matches(&info.platform()) {
@@ -103,6 +115,9 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
     planned.sort_by(|a, b| a.name.cmp(&b.name));
     for n in &notes {
         eprintln!("note: {n}");
+    }
+    if planned.is_empty() {
+        return Err(Error::Other("nothing to export: none of the chosen references is a container image".into()));
     }
     // Each diff_id once, in image order.
     let mut layers: Vec<Layer> = Vec::new();

@@ -36,6 +36,9 @@ pub struct ExportOptions {
     pub platform: Platform,
     pub platform_given: bool,
     pub force: bool,
+    /// docker-archive: leave out (with a note) what is not a container image (an artifact:
+    /// model files, signatures) instead of refusing it; set for `--all`.
+    pub skip_non_images: bool,
     pub jobs: usize,
     pub progress: bool,
 }

@@ -45,6 +45,7 @@ mod oci;
 mod from_bundle;
 mod errors;
 mod layer_forms;
+mod non_images;
 
 /// Names in `dir` (sorted), e.g. to see that a failed export left nothing behind.
 fn dir_names(dir: &Path) -> Vec<String> {
