@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod graph;
 pub mod image;
 pub mod limits;
+pub mod litter;
 pub mod mapped;
 pub mod pool;
 pub mod progress;

@@ -31,10 +31,9 @@ pub fn volume_path(base: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The temp name of a volume or checksum file (temps of killed runs are swept first).
 fn tmp_path(final_path: &Path) -> PathBuf {
-    let mut s = final_path.as_os_str().to_owned();
-    s.push(format!(".tmp-{}", std::process::id()));
-    PathBuf::from(s)
+    crate::litter::claim_temp(final_path)
 }
 
 struct OpenVolume {

@@ -194,10 +194,9 @@ impl tarw::AsFile for Sink {
     }
 }
 
+/// The temp name of an output (see `litter`: temps of killed runs are swept first).
 pub(crate) fn tmp_name(fin: &Path) -> PathBuf {
-    let mut s = fin.as_os_str().to_owned();
-    s.push(format!(".tmp-{}", std::process::id()));
-    PathBuf::from(s)
+    crate::litter::claim_temp(fin)
 }
 
 pub(crate) fn refuse_existing(fin: &Path, force: bool) -> Result<()> {

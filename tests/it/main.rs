@@ -9,4 +9,5 @@ mod push;
 mod full_disk;
 mod credentials;
 mod hostile_store;
+mod litter;
 mod archive_source;
