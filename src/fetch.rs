@@ -169,24 +169,45 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     let total: u64 = queue.iter().map(|(d, _)| d.size).sum();
     let progress = Progress::new(opts.progress, total, "fetch");
     let fetched: Mutex<HashSet<Digest>> = Mutex::new(HashSet::new());
-    // The first failure stops the other downloads; their "cancelled" errors never hide it.
+    // A blob that fails does not stop the others: every image whose blobs all arrive is
+    // committed below, whatever happened to the rest. Only Ctrl-C stops everything.
+    let failed: Mutex<BTreeMap<Digest, Error>> = Mutex::new(BTreeMap::new());
     let abort = AtomicBool::new(false);
     let run = crate::pool::try_each_stopping(&queue, opts.jobs.max(1), &abort, |(desc, r), _| {
-        if fetch_one(reg, store, r, desc, &progress, &abort)? {
-            fetched.lock().unwrap().insert(desc.digest.clone());
+        match fetch_one(reg, store, r, desc, &progress, &abort) {
+            Ok(true) => {
+                fetched.lock().unwrap().insert(desc.digest.clone());
+                Ok(())
+            }
+            Ok(false) => Ok(()),
+            Err(Error::Interrupted) => Err(Error::Interrupted),
+            Err(e) => {
+                failed.lock().unwrap().insert(desc.digest.clone(), e);
+                Ok(())
+            }
         }
-        Ok(())
     });
     progress.finish();
     run?;
     let fetched = fetched.into_inner().unwrap();
+    let failed = failed.into_inner().unwrap();
 
     // Commit: manifests (children before their index), then the references.
     let mut updates = Vec::new();
     let mut reports = Vec::new();
     let mut counted: HashSet<Digest> = HashSet::new();
     let mut totals = Counts::default();
+    // Per failed image, the error of its first failed blob, in plan order.
+    let mut failures: Vec<Error> = Vec::new();
     for img in &plan.images {
+        let blobs = img.manifests.iter().filter_map(|m| match &m.kind {
+            ManifestKind::Image(im) => Some(std::iter::once(&im.config).chain(&im.layers)),
+            ManifestKind::Index(_) => None,
+        });
+        if let Some(e) = blobs.flatten().find_map(|d| failed.get(&d.digest)) {
+            failures.push(Error::Other(e.to_string()));
+            continue;
+        }
         for m in img.manifests.iter().chain(img.picked_from.iter()) {
             store.put_bytes(&m.digest, &m.bytes)?;
         }
@@ -233,8 +254,20 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
             counts,
         });
     }
-    store.set_refs(&updates)?;
-    Ok(FetchReport { images: reports, counts: totals })
+    if !updates.is_empty() {
+        store.set_refs(&updates)?;
+    }
+    match failures.len() {
+        0 => Ok(FetchReport { images: reports, counts: totals }),
+        // One failed image: its own error, as it was.
+        1 if reports.is_empty() => Err(failed.into_values().next().expect("a failure")),
+        n => Err(Error::Other(format!(
+            "{n} of {} images failed{}: {}",
+            plan.images.len(),
+            if reports.is_empty() { String::new() } else { format!(" ({} stored; run fetch again for the rest)", reports.len()) },
+            failures.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+        ))),
+    }
 }
 
 /// The platform an index gave a manifest, if it came from one.

@@ -342,6 +342,30 @@ fn cuts_that_each_bring_new_bytes_never_end_the_fetch() {
     assert_eq!(got, 13, "12 cut GETs and the one that finished:\n{}", reg.log_summary());
 }
 
+/// Regression (issue 11, "partial success is kept"): one image whose blob always fails used to
+/// leave every image of the run uncommitted, even those whose blobs had all arrived.
+#[test]
+fn a_failing_image_does_not_cost_the_good_ones() {
+    let reg = FakeRegistry::start();
+    let good = reg.add_image("test/good", "v1", &[40_000]);
+    let bad = reg.add_image("test/bad", "v1", &[30_000]);
+    reg.status(&bad.layers[0].digest, 500, u32::MAX);
+    let env = Env::new();
+    let mut args = fetch_args(&env, &[], &good.reference);
+    args.push(bad.reference.clone());
+    let line = env.fails(&strs(&args));
+    assert!(line.contains("1 of 2 images failed") && line.contains("test/bad") && line.contains("1 stored"), "{line}");
+    assert_image_stored(&env, &good);
+    let ls = env.json(&["--store", &store_str(&env), "store", "ls"]);
+    let names: Vec<&str> = ls["images"].as_array().unwrap().iter().map(|i| i["reference"].as_str().unwrap()).collect();
+    assert!(names.iter().any(|n| n.ends_with("test/good:v1")) && !names.iter().any(|n| n.contains("test/bad")), "{ls}");
+    // Once the registry mends, the rerun fetches only what is missing.
+    reg.clear_faults(&bad.layers[0].digest);
+    let doc = env.json(&strs(&args));
+    assert_eq!(doc["blobs_fetched"], 1, "only the failed layer again: {doc}");
+    assert_image_stored(&env, &bad);
+}
+
 #[test]
 fn status_429_twice_then_ok() {
     let reg = FakeRegistry::start();
