@@ -69,7 +69,7 @@ impl Store {
                 return Ok(None);
             }
             let problem = |kind: &str, detail: String| Problem { kind: kind.into(), digest: desc.digest.to_string(), detail };
-            let Ok(meta) = fs::metadata(self.blob_path(&desc.digest)) else {
+            let Ok(meta) = fs::symlink_metadata(self.blob_path(&desc.digest)) else {
                 problems.push(problem("missing", format!("needed by {name}")));
                 return Ok(None);
             };
@@ -101,7 +101,7 @@ impl Store {
             }
         }
         files.sort();
-        let results = crate::pool::map_all(&files, |d, _| fs::File::open(self.blob_path(d)).and_then(hash_reader));
+        let results = crate::pool::map_all(&files, |d, _| self.open_blob(d).map_err(|e| e.to_string()).and_then(|f| hash_reader(f).map_err(|e| e.to_string())));
         for (d, r) in files.iter().zip(results) {
             report.blobs_checked += 1;
             match r {

@@ -92,8 +92,9 @@ impl Store {
 
     /// True if the blob is stored (with the expected size, when given). Existence is the dedup
     /// check: a blob only ever gets its final name after its digest was verified.
+    /// A symlink under a blob's name is not a blob (it may point anywhere): never followed.
     pub fn has_blob(&self, d: &Digest, size: Option<u64>) -> bool {
-        match fs::metadata(self.blob_path(d)) {
+        match fs::symlink_metadata(self.blob_path(d)) {
             Ok(m) => m.is_file() && size.is_none_or(|s| s == m.len()),
             Err(_) => false,
         }
@@ -124,10 +125,23 @@ impl Store {
         Ok(crate::mapped::MappedFile { file, path, len })
     }
 
-    /// Opens a blob, for reading a stored blob as a stream.
+    /// Opens a blob, for reading a stored blob as a stream. Only a regular file is a blob: a
+    /// symlink (O_NOFOLLOW), a directory or a device under a blob's name is refused.
     pub fn open_blob(&self, d: &Digest) -> Result<File> {
-        File::open(self.blob_path(d)).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.blob_path(d);
+        let f = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path);
+        let f = f.and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(f)
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        });
+        f.map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                Error::Other(format!("{}: a symlink, not a blob (the store is damaged: run `ocibundle store fsck`)", path.display()))
+            } else if e.kind() == std::io::ErrorKind::NotFound {
                 Error::Other(format!("blob {d} is not in the store {}", self.root.display()))
             } else {
                 Error::io(self.blob_path(d), e)

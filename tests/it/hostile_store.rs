@@ -78,3 +78,37 @@ fn malformed_index_json_is_named() {
     std::fs::write(st.join("index.json"), br#"{"schemaVersion":2,"manifests":[{"digest":"#).unwrap();
     assert_all_refuse(&env, &st, &["index.json", "invalid JSON"]);
 }
+
+#[test]
+fn a_symlink_under_a_blob_name_is_never_followed() {
+    let reg = crate::harness::registry::Registry::start(crate::harness::registry::Variant::Plain);
+    let simple = crate::harness::fixtures::push_one(&reg, "simple");
+    let env = Env::new();
+    env.ok(&["fetch", &simple.reference]);
+    let st = env.store();
+    // The layer's file moves elsewhere and a symlink to it takes its name: same bytes, but the
+    // store no longer owns them, and a symlink may as well point at /etc/shadow.
+    let layer = &simple.image.layers[0].digest;
+    let blob = env.blob_path(layer);
+    let outside = env.path().join("outside");
+    std::fs::rename(&blob, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &blob).unwrap();
+    let o = env.run(&["--store", s(&st), "store", "fsck", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "fsck passed a symlinked blob:\n{}", String::from_utf8_lossy(&o.stdout));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("symlink"), "{}", String::from_utf8_lossy(&o.stdout));
+    let out = env.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    for args in [
+        vec!["export", "--docker-archive", "x.tar"],
+        vec!["export", "--oci-layout", "lay"],
+        vec!["bundle", "-o", "b.bundle"],
+    ] {
+        let mut a: Vec<String> = ["--store", s(&st)].iter().map(|x| x.to_string()).collect();
+        a.extend(args.iter().map(|x| if x.ends_with(".tar") || x.ends_with(".bundle") || *x == "lay" { s(&out.join(x)).to_string() } else { x.to_string() }));
+        a.push(simple.reference.clone());
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let line = env.fails(&a);
+        assert!(line.contains(crate::harness::cmd::hex_of(layer)), "ocibundle {a:?}: {line}");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "ocibundle {a:?} left output behind");
+    }
+}
