@@ -61,7 +61,6 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
-/// Incremental SHA-256 with a byte count.
 /// The digest of a layer's uncompressed tar, as an image config's `rootfs.diff_ids` lists it:
 /// what a docker-archive names a layer by. Never the digest of the (compressed) blob, which is
 /// a plain [`Digest`]; the two are equal only for an uncompressed layer.
@@ -87,6 +86,7 @@ impl fmt::Debug for DiffId {
     }
 }
 
+/// Incremental SHA-256 with a byte count.
 #[derive(Clone, Default)]
 pub struct Hasher {
     sha: Sha256,

@@ -1,6 +1,5 @@
 //! `fetch`: plan (resolve references, pick platforms, list the blobs) then execute (download the
 //! missing blobs in parallel, verified, then commit manifests and references to the store).
-use crate::limits;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
@@ -10,6 +9,7 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, ConfigInfo, Descriptor, Manifest, ManifestKind};
+use crate::limits;
 use crate::progress::Progress;
 use crate::reference::{Platform, Reference};
 use crate::registry::Registry;

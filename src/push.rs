@@ -1,7 +1,6 @@
 //! `push`: plan (name each image in the target registry, list what each target repository
 //! needs) then execute (blobs: skip, mount or upload, in parallel; then manifests children
 //! first, tags last; then read every tag back).
-use crate::limits;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::sync::Mutex;
@@ -12,6 +11,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::export::reachable;
 use crate::image::{is_index_type, is_manifest_type, Descriptor};
+use crate::limits;
 use crate::progress::Progress;
 use crate::reference::Reference;
 use crate::registry::{BlobOutcome, Registry, UploadState};

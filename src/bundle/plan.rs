@@ -1,6 +1,5 @@
 //! Planning a bundle from the store: which images, which blobs once each, in what order, what a
 //! delta leaves to its base — and from that, the exact index and size before a byte is written.
-use crate::limits;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -10,6 +9,7 @@ use super::format::{Base, Index, IndexEntry, IndexImage, Required, ENTRY_HEADER_
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest};
+use crate::limits;
 use crate::store::{Store, ANNOTATION_INDEX_DIGEST};
 
 /// What a delta bundle may leave out: blobs the other side already holds.

@@ -1,6 +1,5 @@
 //! Reading a bundle: structure checks (magic, version, trailer, index checksum, volumes), verified
 //! blob reads, `verify` (re-hash everything, check completeness) and `import` into a store.
-use crate::limits;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -13,6 +12,7 @@ use super::volumes::VolumeSet;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, Manifest};
+use crate::limits;
 use crate::store::{PartialBlob, Store, ANNOTATION_INDEX_DIGEST};
 
 /// An opened bundle: its volumes and its checked index.

@@ -1,6 +1,5 @@
 //! Reading a bundle as a stream (a pipe: `import -`, `verify -`): entries are taken in order as
 //! they pass, each checked against its inline digest, then the index and trailer at the end.
-use crate::limits;
 use std::io::{BufRead, BufReader, Read};
 
 use super::format::{decode_entry, decode_header, decode_trailer, Index, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
@@ -79,6 +78,7 @@ use std::io::Write;
 use super::reader::{BlobProblem, ImportReport, VerifyReport};
 use crate::digest::Hasher;
 use crate::image::Manifest;
+use crate::limits;
 use crate::store::{PartialBlob, Store};
 
 /// Imports a bundle stream: each blob is verified and stored as it passes; references are set

@@ -1,12 +1,12 @@
 //! `ocibundle inspect`: what a bundle holds (images, platforms, layers, sharing) from its index
 //! and manifests, without reading layer data.
-use ocibundle::limits;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Args;
 use ocibundle::bundle::Bundle;
 use ocibundle::image::{ConfigInfo, Manifest, ManifestKind};
+use ocibundle::limits;
 
 #[derive(Args)]
 pub struct InspectArgs {

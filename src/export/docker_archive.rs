@@ -9,7 +9,6 @@
 // Failures hand the output back as `(Sink, Error)` so the caller removes the temp file; that
 // pair is large, but there is one per export.
 #![allow(clippy::result_large_err)]
-use crate::limits;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -25,6 +24,7 @@ use super::layers::{size_hint, spool_layer, Layer, Placed, Region};
 use crate::digest::{DiffId, Digest};
 use crate::error::{Error, Result};
 use crate::image::{is_config_type, is_layer_type, media, ConfigInfo, Descriptor, ManifestKind};
+use crate::limits;
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::store::ANNOTATION_REF_NAME;

@@ -5,7 +5,6 @@ mod layers;
 mod oci;
 pub mod tarw;
 
-use crate::limits;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +15,7 @@ use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::graph;
 use crate::image::{Descriptor, Manifest};
+use crate::limits;
 use crate::reference::Platform;
 use crate::source::Source;
 

@@ -1,6 +1,5 @@
 //! OCI image layout export (a directory, or one tar of it): blobs and manifests byte-identical
 //! to the registry's, indexes kept, `index.json` naming every reference.
-use crate::limits;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
@@ -11,6 +10,7 @@ use super::{reachable, refuse_existing, tmp_name, ExportOptions, ExportReport, E
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
+use crate::limits;
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::store::{ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};

@@ -7,7 +7,6 @@ mod tls;
 
 pub use push::{BlobOutcome, UploadState, CHUNKED_FROM};
 
-use crate::limits;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -21,6 +20,7 @@ use ureq::Body;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{media, Descriptor, Manifest};
+use crate::limits;
 use crate::reference::Reference;
 use crate::store::PartialBlob;
 use auth::{parse_challenge, Challenge, CredentialSource, Credentials};

@@ -1,5 +1,4 @@
 //! Store upkeep: `fsck` (re-hash every blob, walk every reference) and `gc` (drop unreachable blobs).
-use crate::limits;
 use std::collections::BTreeSet;
 use std::fs;
 
@@ -9,6 +8,7 @@ use super::{RefEntry, Store, ANNOTATION_INDEX_DIGEST};
 use crate::digest::{hash_reader, Digest};
 use crate::error::{IoContext, Result};
 use crate::image::{Descriptor, Manifest};
+use crate::limits;
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Problem {

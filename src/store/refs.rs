@@ -1,5 +1,4 @@
 //! The store's `index.json`: one descriptor per reference, updated under a lock, atomically.
-use crate::limits;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -7,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use crate::error::{Error, Result};
 use crate::image::{media, Descriptor};
+use crate::limits;
 
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Set when one platform was picked from an index: the index it came from (also stored).
