@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{DiffId, Digest};
 use crate::error::{Error, Result};
 use crate::reference::Platform;
 
@@ -140,6 +140,21 @@ pub struct ConfigInfo {
     pub architecture: String,
     #[serde(default)]
     pub variant: Option<String>,
+}
+
+/// A config's `rootfs.diff_ids`, in layer order. `what` names the config in the error.
+pub fn diff_ids(config: &[u8], what: &str) -> Result<Vec<DiffId>> {
+    #[derive(Deserialize)]
+    struct RootFs {
+        #[serde(default)]
+        diff_ids: Vec<DiffId>,
+    }
+    #[derive(Deserialize)]
+    struct Config {
+        rootfs: RootFs,
+    }
+    let c: Config = serde_json::from_slice(config).map_err(|e| Error::BadJson { what: what.to_string(), reason: e.to_string() })?;
+    Ok(c.rootfs.diff_ids)
 }
 
 impl ConfigInfo {

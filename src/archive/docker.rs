@@ -29,16 +29,6 @@ struct Entry {
     layers: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Rootfs {
-    #[serde(default)]
-    diff_ids: Vec<DiffId>,
-}
-#[derive(Deserialize)]
-struct ConfigRootfs {
-    rootfs: Rootfs,
-}
-
 /// What an archive import did.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct ArchiveImport {
@@ -115,8 +105,7 @@ fn import_image(ar: &Members, store: &Store, e: &Entry, what: &str, report: &mut
     if stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_hexdigit()) && stem != id.hex() {
         return Err(Error::DigestMismatch { what: format!("{what}: config {}", e.config), expected: format!("sha256:{stem}").parse()?, found: id });
     }
-    let rootfs: ConfigRootfs = serde_json::from_slice(&config).map_err(|err| Error::BadJson { what: format!("{what}: config {}", e.config), reason: err.to_string() })?;
-    let diff_ids = rootfs.rootfs.diff_ids;
+    let diff_ids = crate::image::diff_ids(&config, &format!("{what}: config {}", e.config))?;
     if diff_ids.len() != e.layers.len() {
         return Err(Error::Other(format!("{what}: manifest.json lists {} layers but its config lists {} diff_ids", e.layers.len(), diff_ids.len())));
     }

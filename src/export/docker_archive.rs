@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use serde::Deserialize;
-
 use super::oci::ANNOTATION_CONTAINERD_NAME;
 use super::tarw::TarWriter;
 use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
@@ -28,16 +26,6 @@ use crate::limits;
 use crate::reference::Reference;
 use crate::source::Source;
 use crate::store::ANNOTATION_REF_NAME;
-
-#[derive(Deserialize)]
-struct RootFs {
-    #[serde(default)]
-    diff_ids: Vec<DiffId>,
-}
-#[derive(Deserialize)]
-struct ConfigRootFs {
-    rootfs: RootFs,
-}
 
 /// One image as it will appear in the archive.
 struct Planned {
@@ -89,13 +77,9 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
         if opts.platform_given && !opts.platform.matches(&info.platform()) {
             return Err(Error::Other(format!("{name} is {} only, not {} (fetch it with --platform {})", info.platform(), opts.platform, opts.platform)));
         }
-        let rootfs: ConfigRootFs = serde_json::from_slice(&config_bytes).map_err(|e| Error::BadJson { what: format!("{name}: config {} rootfs", image.config.digest), reason: e.to_string() })?;
-        if rootfs.rootfs.diff_ids.len() != image.layers.len() {
-            return Err(Error::Other(format!(
-                "{name}: its manifest has {} layers but its config lists {} diff_ids",
-                image.layers.len(),
-                rootfs.rootfs.diff_ids.len()
-            )));
+        let diff_ids = crate::image::diff_ids(&config_bytes, &format!("{name}: config {} rootfs", image.config.digest))?;
+        if diff_ids.len() != image.layers.len() {
+            return Err(Error::Other(format!("{name}: its manifest has {} layers but its config lists {} diff_ids", image.layers.len(), diff_ids.len())));
         }
         out.push(Planned {
             name: name.clone(),
@@ -103,7 +87,7 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
             config: image.config.clone(),
             config_bytes,
             platform: info.platform().to_string(),
-            layers: image.layers.into_iter().zip(rootfs.rootfs.diff_ids).collect(),
+            layers: image.layers.into_iter().zip(diff_ids).collect(),
         });
     }
     Ok(out)
