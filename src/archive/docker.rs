@@ -9,14 +9,14 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Members;
+use super::{Copied, Members};
 use crate::codec::{self, Compression};
 use crate::digest::{DiffId, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::{media, Descriptor};
 use crate::limits;
 use crate::reference::Reference;
-use crate::store::{PartialBlob, Store};
+use crate::store::Store;
 
 /// A docker-archive's `manifest.json`: one entry per image.
 #[derive(Deserialize)]
@@ -34,10 +34,8 @@ struct Entry {
 pub struct ArchiveImport {
     /// One per stored reference.
     pub images: Vec<ArchiveImage>,
-    pub blobs_imported: u64,
-    pub bytes_imported: u64,
-    pub blobs_present: u64,
-    pub bytes_present: u64,
+    #[serde(flatten)]
+    pub copied: Copied,
     pub notes: Vec<String>,
 }
 
@@ -113,7 +111,7 @@ fn import_image(ar: &Members, store: &Store, e: &Entry, what: &str, report: &mut
     for (member, diff_id) in e.layers.iter().zip(&diff_ids) {
         layers.push(import_layer(ar, store, member, diff_id, &format!("{what}: layer {member}"), report)?);
     }
-    store_blob(store, &id, config.len() as u64, &mut &config[..], &format!("{what}: config"), false, report)?;
+    super::store_blob(store, &id, config.len() as u64, &format!("{what}: config"), &mut report.copied, || Ok(Box::new(&config[..])))?;
     let cfg = Descriptor { media_type: media::OCI_CONFIG.into(), digest: id.clone(), size: config.len() as u64, platform: None, annotations: None };
     let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": cfg, "layers": layers});
     Ok((serde_json::to_vec(&manifest).expect("JSON"), id))
@@ -143,26 +141,12 @@ fn import_layer(ar: &Members, store: &Store, member: &str, diff_id: &DiffId, wha
             (outer.finish(), if c == Compression::Gzip { media::OCI_LAYER_GZIP } else { media::OCI_LAYER_ZSTD })
         }
     };
-    store_blob(store, &digest, size, &mut ar.open_member(member)?, what, compression == Compression::Plain, report)?;
-    Ok(Descriptor { media_type: media_type.into(), digest, size, platform: None, annotations: None })
-}
-
-/// Copies `r` into the store as `digest` through a partial file: committed only when digest and
-/// size match (for an uncompressed layer, `diff_id`, the digest is its diff_id and a mismatch is
-/// told as one). Already stored: counted, not read.
-fn store_blob(store: &Store, digest: &Digest, size: u64, r: &mut dyn Read, what: &str, diff_id: bool, report: &mut ArchiveImport) -> Result<()> {
-    let Some(part) = PartialBlob::open(store, digest, Some(size), what)? else {
-        report.blobs_present += 1;
-        report.bytes_present += size;
-        return Ok(());
-    };
-    super::fill_and_commit(part, r, what).map_err(|e| match e {
-        Error::DigestMismatch { expected, found, .. } if diff_id => Error::DiffIdMismatch { what: what.into(), expected: DiffId(expected), found: DiffId(found) },
+    super::store_blob(store, &digest, size, what, &mut report.copied, || Ok(Box::new(ar.open_member(member)?))).map_err(|e| match e {
+        // An uncompressed layer's digest is its diff_id: say so.
+        Error::DigestMismatch { expected, found, .. } if compression == Compression::Plain => Error::DiffIdMismatch { what: what.into(), expected: DiffId(expected), found: DiffId(found) },
         e => e,
     })?;
-    report.blobs_imported += 1;
-    report.bytes_imported += size;
-    Ok(())
+    Ok(Descriptor { media_type: media_type.into(), digest, size, platform: None, annotations: None })
 }
 
 fn pump(r: &mut dyn Read, h: &mut Hasher) -> std::io::Result<()> {

@@ -7,7 +7,9 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::store::{PartialBlob, Store};
 
 pub mod docker;
 pub mod oci;
@@ -141,12 +143,39 @@ impl Members {
     }
 }
 
-/// Streams `r` into a fresh partial blob and commits it: the commit checks digest and size, so
-/// nothing that does not match gets the blob's name.
-fn fill_and_commit(mut part: crate::store::PartialBlob, r: &mut dyn Read, what: &str) -> Result<()> {
+/// The blobs an archive import stored, and those the store held already.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Copied {
+    pub blobs_imported: u64,
+    pub bytes_imported: u64,
+    pub blobs_present: u64,
+    pub bytes_present: u64,
+}
+
+impl Copied {
+    fn add(&mut self, present: bool, size: u64) {
+        if present {
+            self.blobs_present += 1;
+            self.bytes_present += size;
+        } else {
+            self.blobs_imported += 1;
+            self.bytes_imported += size;
+        }
+    }
+}
+
+/// Stores blob `digest` (`size` bytes) from the reader `open` gives, unless the store holds it
+/// already (then `open` is not called); counted in `copied`. The bytes go through a partial
+/// file whose commit checks digest and size, so nothing that does not match gets the name.
+fn store_blob<'a>(store: &Store, digest: &Digest, size: u64, what: &str, copied: &mut Copied, open: impl FnOnce() -> Result<Box<dyn Read + 'a>>) -> Result<()> {
+    let Some(mut part) = PartialBlob::open(store, digest, Some(size), what)? else {
+        copied.add(true, size);
+        return Ok(());
+    };
     if part.offset() > 0 {
         part.restart()?;
     }
+    let mut r = open()?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
         if crate::cancel::requested() {
@@ -158,7 +187,9 @@ fn fill_and_commit(mut part: crate::store::PartialBlob, r: &mut dyn Read, what: 
         }
         std::io::Write::write_all(part.writer(), &buf[..n]).map_err(|e| Error::Other(format!("{what}: writing to the store: {e}")))?;
     }
-    part.commit()
+    part.commit()?;
+    copied.add(false, size);
+    Ok(())
 }
 
 /// `a/../b` -> `b`; `None` when `..` climbs out of the archive's root.

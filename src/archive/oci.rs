@@ -3,18 +3,18 @@
 //! into the store byte for byte: manifests, configs and layers keep their digests. The layout is
 //! untrusted: its oci-layout version, index.json (capped) and every blob (a regular file, hashed
 //! against its descriptor as it is copied) are checked before anything is stored.
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::Members;
+use super::{Copied, Members};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, Manifest};
 use crate::limits;
 use crate::reference::Reference;
-use crate::store::{PartialBlob, Store, ANNOTATION_REF_NAME};
+use crate::store::{Store, ANNOTATION_REF_NAME};
 
 /// Where a layout's files are: a directory or the members of a tar.
 enum Files {
@@ -83,10 +83,8 @@ pub struct LayoutImage {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct LayoutImport {
     pub images: Vec<LayoutImage>,
-    pub blobs_imported: u64,
-    pub bytes_imported: u64,
-    pub blobs_present: u64,
-    pub bytes_present: u64,
+    #[serde(flatten)]
+    pub copied: Copied,
     pub notes: Vec<String>,
 }
 
@@ -134,7 +132,8 @@ pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> 
         }));
     }
     let mut report = LayoutImport::default();
-    let mut done: BTreeMap<Digest, ()> = BTreeMap::new();
+    // Blobs already handled by an earlier image of this import (the walk dedups within one).
+    let mut done: BTreeSet<Digest> = BTreeSet::new();
     for (name, desc) in &wanted {
         crate::graph::walk(desc, |d| {
             let what = format!("{shown}: {name}: blob {}", d.digest);
@@ -142,17 +141,26 @@ pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> 
             if crate::graph::is_node(d) {
                 let bytes = files.read_small(&rel, limits::MANIFEST)?;
                 let m = Manifest::parse(bytes, Some(&d.media_type), &what)?;
-                if m.digest != d.digest || m.bytes.len() as u64 != d.size {
+                if m.digest != d.digest {
                     return Err(Error::DigestMismatch { what, expected: d.digest.clone(), found: m.digest });
                 }
-                if done.insert(d.digest.clone(), ()).is_none() {
-                    count(&mut report, store.has_blob(&d.digest, Some(d.size)), d.size);
+                if m.bytes.len() as u64 != d.size {
+                    return Err(Error::SizeMismatch { what, digest: d.digest.clone(), expected: d.size, found: m.bytes.len() as u64 });
+                }
+                if done.insert(d.digest.clone()) {
+                    report.copied.add(store.has_blob(&d.digest, Some(d.size)), d.size);
                     store.put_bytes(&d.digest, &m.bytes)?;
                 }
                 return Ok(Some(m));
             }
-            if done.insert(d.digest.clone(), ()).is_none() {
-                copy_blob(&files, &rel, d, store, &what, &mut report)?;
+            if done.insert(d.digest.clone()) {
+                super::store_blob(store, &d.digest, d.size, &what, &mut report.copied, || {
+                    let (r, len) = files.open(&rel)?;
+                    if len != d.size {
+                        return Err(Error::SizeMismatch { what: what.clone(), digest: d.digest.clone(), expected: d.size, found: len });
+                    }
+                    Ok(Box::new(r.take(d.size)))
+                })?;
             }
             Ok(None)
         })?;
@@ -163,29 +171,4 @@ pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> 
         report.notes.push(format!("{local} image(s) had only a tag in the layout: stored as localhost/{stem}:TAG"));
     }
     Ok(report)
-}
-
-fn count(report: &mut LayoutImport, present: bool, size: u64) {
-    if present {
-        report.blobs_present += 1;
-        report.bytes_present += size;
-    } else {
-        report.blobs_imported += 1;
-        report.bytes_imported += size;
-    }
-}
-
-/// Streams one blob into the store, committed only if digest and size match its descriptor.
-fn copy_blob(files: &Files, rel: &str, d: &Descriptor, store: &Store, what: &str, report: &mut LayoutImport) -> Result<()> {
-    let Some(part) = PartialBlob::open(store, &d.digest, Some(d.size), what)? else {
-        count(report, true, d.size);
-        return Ok(());
-    };
-    let (r, len) = files.open(rel)?;
-    if len != d.size {
-        return Err(Error::SizeMismatch { what: what.into(), digest: d.digest.clone(), expected: d.size, found: len });
-    }
-    super::fill_and_commit(part, &mut r.take(d.size), what)?;
-    count(report, false, d.size);
-    Ok(())
 }

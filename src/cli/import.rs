@@ -3,6 +3,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use ocibundle::bundle::Bundle;
+use ocibundle::archive::Copied;
 use ocibundle::Store;
 
 #[derive(Args)]
@@ -45,16 +46,23 @@ pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
 
 fn import_docker_archive(store: &Store, path: &Path, json: bool) -> anyhow::Result<i32> {
     let r = ocibundle::archive::docker::import(path, store)?;
+    let lines = r.images.iter().map(|i| format!("{} (image ID {}, manifest {})", i.reference, i.image_id, i.manifest));
+    print_archive_import(&r, json, lines, &r.copied, &r.notes)
+}
+
+/// An archive import's report: the JSON document, or a line per image, the counts and the
+/// notes (on stderr).
+fn print_archive_import(doc: &impl serde::Serialize, json: bool, lines: impl Iterator<Item = String>, c: &Copied, notes: &[String]) -> anyhow::Result<i32> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        for i in &r.images {
-            println!("{} (image ID {}, manifest {})", i.reference, i.image_id, i.manifest);
-        }
-        println!("imported {} blobs ({} bytes), {} already present ({} bytes)", r.blobs_imported, r.bytes_imported, r.blobs_present, r.bytes_present);
-        for n in &r.notes {
-            eprintln!("note: {n}");
-        }
+        println!("{}", serde_json::to_string_pretty(doc)?);
+        return Ok(0);
+    }
+    for l in lines {
+        println!("{l}");
+    }
+    println!("imported {} blobs ({} bytes), {} already present ({} bytes)", c.blobs_imported, c.bytes_imported, c.blobs_present, c.bytes_present);
+    for n in notes {
+        eprintln!("note: {n}");
     }
     Ok(0)
 }
@@ -71,18 +79,8 @@ fn split_layout_arg(rest: &str) -> (&str, Option<&str>) {
 fn import_layout(store: &Store, rest: &str, archive: bool, json: bool) -> anyhow::Result<i32> {
     let (path, only) = split_layout_arg(rest);
     let r = ocibundle::archive::oci::import(Path::new(path), archive, only, store)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-    } else {
-        for i in &r.images {
-            println!("{} ({})", i.reference, i.digest);
-        }
-        println!("imported {} blobs ({} bytes), {} already present ({} bytes)", r.blobs_imported, r.bytes_imported, r.blobs_present, r.bytes_present);
-        for n in &r.notes {
-            eprintln!("note: {n}");
-        }
-    }
-    Ok(0)
+    let lines = r.images.iter().map(|i| format!("{} ({})", i.reference, i.digest));
+    print_archive_import(&r, json, lines, &r.copied, &r.notes)
 }
 
 #[cfg(test)]
