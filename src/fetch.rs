@@ -190,22 +190,22 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     progress.finish();
     run?;
     let fetched = fetched.into_inner().unwrap();
-    let failed = failed.into_inner().unwrap();
+    let mut failed = failed.into_inner().unwrap();
 
     // Commit: manifests (children before their index), then the references.
     let mut updates = Vec::new();
     let mut reports = Vec::new();
     let mut counted: HashSet<Digest> = HashSet::new();
     let mut totals = Counts::default();
-    // Per failed image, the error of its first failed blob, in plan order.
-    let mut failures: Vec<Error> = Vec::new();
+    // Per failed image, its first failed blob, in plan order.
+    let mut failures: Vec<Digest> = Vec::new();
     for img in &plan.images {
         let blobs = img.manifests.iter().filter_map(|m| match &m.kind {
             ManifestKind::Image(im) => Some(std::iter::once(&im.config).chain(&im.layers)),
             ManifestKind::Index(_) => None,
         });
-        if let Some(e) = blobs.flatten().find_map(|d| failed.get(&d.digest)) {
-            failures.push(Error::Other(e.to_string()));
+        if let Some(d) = blobs.flatten().find(|d| failed.contains_key(&d.digest)) {
+            failures.push(d.digest.clone());
             continue;
         }
         for m in img.manifests.iter().chain(img.picked_from.iter()) {
@@ -257,15 +257,16 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     if !updates.is_empty() {
         store.set_refs(&updates)?;
     }
-    match failures.len() {
-        0 => Ok(FetchReport { images: reports, counts: totals }),
+    match failures.as_slice() {
+        [] => Ok(FetchReport { images: reports, counts: totals }),
         // One failed image: its own error, as it was.
-        1 if reports.is_empty() => Err(failed.into_values().next().expect("a failure")),
-        n => Err(Error::Other(format!(
-            "{n} of {} images failed{}: {}",
+        [d] if reports.is_empty() => Err(failed.remove(d).expect("a failed blob")),
+        _ => Err(Error::Other(format!(
+            "{} of {} images failed{}: {}",
+            failures.len(),
             plan.images.len(),
             if reports.is_empty() { String::new() } else { format!(" ({} stored; run fetch again for the rest)", reports.len()) },
-            failures.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            failures.iter().map(|d| failed[d].to_string()).collect::<Vec<_>>().join("; ")
         ))),
     }
 }
