@@ -31,11 +31,6 @@ pub fn volume_path(base: &Path, n: u32) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The temp name of a volume or checksum file (temps of killed runs are swept first).
-fn tmp_path(final_path: &Path) -> PathBuf {
-    crate::litter::claim_temp(final_path)
-}
-
 struct OpenVolume {
     file: io::BufWriter<File>,
     tmp: PathBuf,
@@ -108,7 +103,7 @@ impl VolumeWriter {
             Target::Split { base, .. } => (volume_path(base, self.number), true),
             Target::Stdout => unreachable!(),
         };
-        let tmp = tmp_path(&final_path);
+        let tmp = crate::litter::claim_temp(&final_path);
         let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&final_path)?;
         let mut v = OpenVolume { file: io::BufWriter::with_capacity(1 << 20, f), tmp, final_path, written: 0, drop_behind: writeback::DropBehind::at(0), hasher: HashThread::new() };
         if header {
@@ -158,7 +153,7 @@ impl VolumeWriter {
         let mut sum_path = base.as_os_str().to_owned();
         sum_path.push(".sha256");
         let sum_path = PathBuf::from(sum_path);
-        let tmp = tmp_path(&sum_path);
+        let tmp = crate::litter::claim_temp(&sum_path);
         fs::write(&tmp, sums).at(&sum_path)?;
         File::open(&tmp).and_then(|f| f.sync_all()).at(&sum_path)?;
         fs::rename(&tmp, &sum_path).at(&sum_path)?;

@@ -112,7 +112,7 @@ impl Sink {
     pub fn create(output: &Option<PathBuf>, force: bool) -> Result<Sink> {
         let Some(fin) = output else { return Ok(Sink::Stdout(io::stdout())) };
         refuse_existing(fin, force)?;
-        let tmp = tmp_name(fin);
+        let tmp = crate::litter::claim_temp(fin);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).at(fin)?;
         Ok(Sink::File { file, tmp, fin: fin.clone(), written: 0, drop_behind: crate::writeback::DropBehind::at(0) })
     }
@@ -192,11 +192,6 @@ impl tarw::AsFile for Sink {
     fn seekable(&self) -> bool {
         matches!(self, Sink::File { .. })
     }
-}
-
-/// The temp name of an output (see `litter`: temps of killed runs are swept first).
-pub(crate) fn tmp_name(fin: &Path) -> PathBuf {
-    crate::litter::claim_temp(fin)
 }
 
 pub(crate) fn refuse_existing(fin: &Path, force: bool) -> Result<()> {

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::tarw::TarWriter;
-use super::{reachable, refuse_existing, tmp_name, ExportOptions, ExportReport, ExportedImage, Format, Sink};
+use super::{reachable, refuse_existing, ExportOptions, ExportReport, ExportedImage, Format, Sink};
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
@@ -120,7 +120,7 @@ fn write_tar(source: &dyn Source, order: &[Descriptor], index: &[u8], opts: &Exp
 
 fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path, force: bool) -> Result<u64> {
     refuse_existing(dir, force)?;
-    let tmp = tmp_name(dir);
+    let tmp = crate::litter::claim_temp(dir);
     let _ = fs::remove_dir_all(&tmp);
     let res = (|| -> Result<u64> {
         let blobs = tmp.join("blobs/sha256");
