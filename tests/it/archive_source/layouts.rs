@@ -20,10 +20,8 @@ fn skopeo_layouts_and_archives_import_with_every_digest_kept() {
 
     let env = Env::new();
     let doc = env.json(&["import", &format!("oci:{}", s(&layout))]);
-    let mut got: Vec<(String, String)> = doc["images"].as_array().unwrap().iter().map(|i| (i["reference"].as_str().unwrap().to_string(), i["digest"].as_str().unwrap().to_string())).collect();
-    got.sort();
     assert_eq!(
-        got,
+        images_by(&doc, "digest"),
         [("localhost/site-images:multi".to_string(), multi.digest.clone()), ("localhost/site-images:v1".to_string(), simple.digest.clone())],
         "{doc}"
     );

@@ -18,3 +18,10 @@ fn stored_refs(env: &Env) -> Vec<String> {
     let list = v["images"].as_array().unwrap_or_else(|| panic!("store ls --json: {v}"));
     list.iter().map(|r| r["reference"].as_str().unwrap().to_string()).collect()
 }
+
+/// `(reference, FIELD)` of every image an import report lists, sorted.
+fn images_by(doc: &serde_json::Value, field: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = doc["images"].as_array().unwrap_or_else(|| panic!("no images in {doc}")).iter().map(|i| (i["reference"].as_str().unwrap().to_string(), i[field].as_str().unwrap().to_string())).collect();
+    v.sort();
+    v
+}

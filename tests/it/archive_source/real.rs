@@ -10,6 +10,13 @@ fn config_of(p: &fixtures::Pushed) -> String {
     p.image.config.as_ref().unwrap().digest.clone()
 }
 
+/// `(reference, image ID)` of two pushed fixtures, sorted as `images_by` sorts.
+fn expected_ids(a: &fixtures::Pushed, b: &fixtures::Pushed) -> Vec<(String, String)> {
+    let mut want = vec![(a.reference.clone(), config_of(a)), (b.reference.clone(), config_of(b))];
+    want.sort();
+    want
+}
+
 #[test]
 fn podman_and_skopeo_archives_import_with_their_image_ids_and_round_trip() {
     let reg = Registry::start(Variant::Plain);
@@ -27,11 +34,7 @@ fn podman_and_skopeo_archives_import_with_their_image_ids_and_round_trip() {
 
     let env = Env::new();
     let doc = import_json(&env, &multi);
-    let mut got: Vec<(String, String)> = doc["images"].as_array().unwrap().iter().map(|i| (i["reference"].as_str().unwrap().to_string(), i["image_id"].as_str().unwrap().to_string())).collect();
-    got.sort();
-    let mut want = vec![(simple.reference.clone(), config_of(&simple)), (shared.reference.clone(), config_of(&shared))];
-    want.sort();
-    assert_eq!(got, want, "references and image IDs from podman save -m:\n{doc}");
+    assert_eq!(images_by(&doc, "image_id"), expected_ids(&simple, &shared), "references and image IDs from podman save -m:\n{doc}");
     assert!(doc["notes"].to_string().contains("new OCI manifest"), "{doc}");
     let mut refs = stored_refs(&env);
     refs.sort();
@@ -93,11 +96,7 @@ fn docker_save_archives_import_with_their_image_ids() {
 
     let env2 = Env::new();
     let doc = import_json(&env2, &saved);
-    let mut got: Vec<(String, String)> = doc["images"].as_array().unwrap().iter().map(|i| (i["reference"].as_str().unwrap().to_string(), i["image_id"].as_str().unwrap().to_string())).collect();
-    got.sort();
-    let mut want = vec![(simple.reference.clone(), config_of(&simple)), (shared.reference.clone(), config_of(&shared))];
-    want.sort();
-    assert_eq!(got, want, "references and image IDs from docker save:\n{doc}");
+    assert_eq!(images_by(&doc, "image_id"), expected_ids(&simple, &shared), "references and image IDs from docker save:\n{doc}");
     env2.ok(&["store", "fsck"]);
     // skopeo reads the imported store and finds docker's diff_ids.
     for p in [&simple, &shared] {
