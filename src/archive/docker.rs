@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{Copied, Members};
 use crate::codec::{self, Compression};
-use crate::digest::{DiffId, Digest, Hasher};
+use crate::digest::{hash_reader, DiffId, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::{media, Descriptor};
 use crate::limits;
@@ -130,11 +130,8 @@ fn import_layer(ar: &Members, store: &Store, member: &str, diff_id: &DiffId, wha
         c => {
             let mut outer = Hasher::new();
             let tee = Tee { inner: ar.open_member(member)?, hasher: &mut outer };
-            let mut inner = Hasher::new();
-            let mut dec = codec::decoder(c, std::io::BufReader::new(tee)).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-            pump(&mut dec, &mut inner).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-            drop(dec);
-            let found = DiffId(inner.finish());
+            let dec = codec::decoder(c, std::io::BufReader::new(tee)).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+            let found = DiffId(hash_reader(dec).map_err(|e| Error::Other(format!("{what}: {e}")))?.0);
             if &found != diff_id {
                 return Err(Error::DiffIdMismatch { what: what.into(), expected: diff_id.clone(), found });
             }
@@ -147,17 +144,6 @@ fn import_layer(ar: &Members, store: &Store, member: &str, diff_id: &DiffId, wha
         e => e,
     })?;
     Ok(Descriptor { media_type: media_type.into(), digest, size, platform: None, annotations: None })
-}
-
-fn pump(r: &mut dyn Read, h: &mut Hasher) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        h.update(&buf[..n]);
-    }
 }
 
 /// A reader that hashes what passes through it.

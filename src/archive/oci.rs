@@ -14,7 +14,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::image::{Descriptor, Manifest};
 use crate::limits;
 use crate::reference::Reference;
-use crate::store::{Store, ANNOTATION_REF_NAME};
+use crate::store::{Store, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 
 /// Where a layout's files are: a directory or the members of a tar.
 enum Files {
@@ -109,7 +109,7 @@ pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> 
         if only.is_some_and(|o| refname.map(String::as_str) != Some(o)) {
             continue;
         }
-        let full = ann.and_then(|a| a.get("io.containerd.image.name")).or(refname.filter(|r| r.contains('/')));
+        let full = ann.and_then(|a| a.get(ANNOTATION_CONTAINERD_NAME)).or(refname.filter(|r| r.contains('/')));
         let name = match (full, refname) {
             (Some(f), _) => f.parse::<Reference>().map_err(|e| e.context(&format!("{shown}/index.json")))?.to_string(),
             (None, Some(tag)) => {

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use super::oci::ANNOTATION_CONTAINERD_NAME;
 use super::tarw::TarWriter;
 use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
 use super::layers::{size_hint, spool_layer, Layer, Placed, Region};
@@ -25,7 +24,7 @@ use crate::image::{is_config_type, is_layer_type, media, ConfigInfo, Descriptor,
 use crate::limits;
 use crate::reference::Reference;
 use crate::source::Source;
-use crate::store::ANNOTATION_REF_NAME;
+use crate::store::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
 
 /// One image as it will appear in the archive.
 struct Planned {

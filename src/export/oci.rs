@@ -13,9 +13,8 @@ use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
 use crate::limits;
 use crate::reference::Reference;
 use crate::source::Source;
-use crate::store::{ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
+use crate::store::{ANNOTATION_CONTAINERD_NAME, ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
 
-pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// The `index.json` of an export: one entry per reference, sorted, with both name annotations.

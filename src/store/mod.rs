@@ -5,7 +5,7 @@ mod refs;
 
 pub use blob::PartialBlob;
 pub use check::{FsckReport, GcReport, Problem};
-pub use refs::{RefEntry, ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
+pub use refs::{RefEntry, ANNOTATION_CONTAINERD_NAME, ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -9,6 +9,8 @@ use crate::image::{media, Descriptor};
 use crate::limits;
 
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The full image name containerd (and Docker >= 25) keep in an index.json entry.
+pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Set when one platform was picked from an index: the index it came from (also stored).
 pub const ANNOTATION_INDEX_DIGEST: &str = "io.ocibundle.index.digest";
 
