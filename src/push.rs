@@ -176,7 +176,7 @@ pub fn execute(reg: &Registry, source: &dyn Source, plan: &[PlannedPush], rules:
                         }
                         if !opts.dry_run {
                             let open = |off: u64| -> Result<Box<dyn Read + Send + '_>> {
-                                let mut r = source.open(desc)?;
+                                let mut r = source.blob(desc)?;
                                 std::io::copy(&mut (&mut r).take(off), &mut std::io::sink()).map_err(|e| Error::Other(format!("{}: blob {}: {e}", source.name(), desc.digest)))?;
                                 Ok(r)
                             };

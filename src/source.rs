@@ -1,5 +1,6 @@
-//! Where images are read from: the store, a bundle, or a bundle backed by the store (a delta).
-//! Every blob handed out is verified against its digest as it is read.
+//! What images are read from: the `Source` trait every format implements (store, bundle, a
+//! bundle over the store, OCI layouts and archives, docker-archives), and its optional local
+//! capability. Every blob a Source hands out is verified against its digest as it is read.
 use std::io::Read;
 
 use crate::bundle::Bundle;
@@ -9,7 +10,7 @@ use crate::image::Descriptor;
 use crate::mapped::Mapped;
 use crate::store::Store;
 
-/// A read-only source of images and blobs.
+/// A read-only source of images and blobs: the whole required surface.
 pub trait Source: Sync {
     /// Names the source in messages.
     fn name(&self) -> String;
@@ -17,22 +18,15 @@ pub trait Source: Sync {
     fn refs(&self) -> Result<Vec<(String, Descriptor)>>;
     /// Whether the blob is available.
     fn has(&self, d: &Digest) -> bool;
-    /// The blob's bytes as a stream, verified: the stream fails at its end on a mismatch.
-    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
+    /// The blob's bytes as a stream, verified: the stream fails before its last byte on a
+    /// mismatch of digest or size, so nothing reading it can finish on wrong bytes.
+    fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
 
-    /// The blob's bytes without the digest check, for a consumer that verifies what it makes
-    /// of them against another digest (docker-archive export checks every decompressed layer
-    /// against its diff_id, which the verified config names).
-    fn open_unverified(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        self.open(desc)
+    /// Positioned access to blobs held in local files, when the source has it (a store, a
+    /// bundle, a layout on disk); `None` for streams (a registry, say).
+    fn local(&self) -> Option<&dyn LocalBlobs> {
+        None
     }
-
-    /// `len` bytes of the blob from `offset`, unverified (a size hint from a gzip trailer, say:
-    /// whatever it is used for must be checked later). Blobs are random access everywhere.
-    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>>;
-
-    /// The blob opened for mapping window by window, unverified; for `copy_verified`.
-    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>>;
 
     /// A small blob read whole (manifests, configs), capped and verified.
     fn read_small(&self, desc: &Descriptor, cap: u64) -> Result<Vec<u8>> {
@@ -40,7 +34,31 @@ pub trait Source: Sync {
             return Err(Error::TooLarge { what: format!("{}: blob {}", self.name(), desc.digest), limit: cap });
         }
         let mut v = Vec::with_capacity(desc.size as usize);
-        self.open(desc)?.read_to_end(&mut v).map_err(|e| Error::Other(format!("{}: blob {}: {e}", self.name(), desc.digest)))?;
+        self.blob(desc)?.read_to_end(&mut v).map_err(|e| Error::Other(format!("{}: blob {}: {e}", self.name(), desc.digest)))?;
+        Ok(v)
+    }
+}
+
+/// The optional capability of a Source whose blobs are local files: reads from an offset and
+/// mapped windows. What these give is NOT verified: whoever uses them checks the bytes against
+/// the digest itself (a store's partial blob on commit, `copy_verified` at the end) or uses
+/// them only as a hint that is checked later (a gzip trailer's size).
+pub trait LocalBlobs: Sync {
+    /// The blob's bytes from `offset` to its end, unverified (to resume a copy).
+    fn read_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>>;
+
+    /// The blob mapped window by window, where the files allow it.
+    fn mapped(&self, _desc: &Descriptor) -> Result<Option<Box<dyn Mapped + '_>>> {
+        Ok(None)
+    }
+
+    /// `len` bytes from `offset`, unverified.
+    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
+        if offset.checked_add(len as u64).is_none_or(|end| end > desc.size) {
+            return Err(Error::Other(format!("blob {} has {} bytes, cannot read {len} at {offset}", desc.digest, desc.size)));
+        }
+        let mut v = vec![0u8; len];
+        self.read_from(desc, offset)?.read_exact(&mut v).map_err(|e| Error::Other(format!("blob {}: {e}", desc.digest)))?;
         Ok(v)
     }
 }
@@ -55,20 +73,40 @@ impl Source for Store {
     fn has(&self, d: &Digest) -> bool {
         self.has_blob(d, None)
     }
-    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+    fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let f = self.open_blob(&desc.digest)?;
         Ok(Box::new(VerifyingReader::new(std::io::BufReader::with_capacity(1 << 20, f), desc.digest.clone(), desc.size, "store blob")))
     }
-    fn open_unverified(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        Ok(Box::new(self.open_blob(&desc.digest)?))
+    fn local(&self) -> Option<&dyn LocalBlobs> {
+        Some(self)
+    }
+}
+
+impl LocalBlobs for Store {
+    fn read_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = self.open_blob(&desc.digest)?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(self.blob_path(&desc.digest), e))?;
+        Ok(Box::new(f))
+    }
+    fn mapped(&self, desc: &Descriptor) -> Result<Option<Box<dyn Mapped + '_>>> {
+        Ok(Some(Box::new(self.map_blob(&desc.digest, desc.size)?)))
     }
     fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut v = vec![0u8; len];
         std::os::unix::fs::FileExt::read_exact_at(&self.open_blob(&desc.digest)?, &mut v, offset).map_err(|e| Error::io(self.blob_path(&desc.digest), e))?;
         Ok(v)
     }
-    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>> {
-        Ok(Box::new(self.map_blob(&desc.digest, desc.size)?))
+}
+
+impl Bundle {
+    /// The entry of `desc`, checked to have the descriptor's size.
+    fn sized_entry(&self, desc: &Descriptor) -> Result<&crate::bundle::format::IndexEntry> {
+        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
+        if e.size != desc.size {
+            return Err(Error::SizeMismatch { what: format!("{}: blob", self.name), digest: desc.digest.clone(), expected: desc.size, found: e.size });
+        }
+        Ok(e)
     }
 }
 
@@ -82,32 +120,24 @@ impl Source for Bundle {
     fn has(&self, d: &Digest) -> bool {
         self.entry(d).is_some()
     }
-    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
-        if e.size != desc.size {
-            return Err(Error::Other(format!("{}: blob {} has {} bytes, its descriptor says {}", self.name, desc.digest, e.size, desc.size)));
-        }
+    fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        let e = self.sized_entry(desc)?;
         Ok(Box::new(VerifyingReader::new(self.vols.range(e.offset, e.size), desc.digest.clone(), desc.size, "bundle blob")))
     }
-    fn open_unverified(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
-        Ok(Box::new(self.vols.range(e.offset, e.size)))
+    fn local(&self) -> Option<&dyn LocalBlobs> {
+        Some(self)
     }
-    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
-        if offset.checked_add(len as u64).is_none_or(|end| end > e.size) {
-            return Err(Error::Other(format!("{}: blob {} has {} bytes, cannot read {len} at {offset}", self.name, desc.digest, e.size)));
-        }
-        let mut v = vec![0u8; len];
-        self.vols.range(e.offset + offset, len as u64).read_exact(&mut v).map_err(|err| Error::Other(format!("{}: blob {}: {err}", self.name, desc.digest)))?;
-        Ok(v)
+}
+
+impl LocalBlobs for Bundle {
+    fn read_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>> {
+        let e = self.sized_entry(desc)?;
+        let offset = offset.min(e.size);
+        Ok(Box::new(self.vols.range(e.offset + offset, e.size - offset)))
     }
-    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>> {
-        let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
-        if e.size != desc.size {
-            return Err(Error::Other(format!("{}: blob {} has {} bytes, its descriptor says {}", self.name, desc.digest, e.size, desc.size)));
-        }
-        Ok(Box::new(self.vols.mapped(e.offset, e.size)))
+    fn mapped(&self, desc: &Descriptor) -> Result<Option<Box<dyn Mapped + '_>>> {
+        let e = self.sized_entry(desc)?;
+        Ok(Some(Box::new(self.vols.mapped(e.offset, e.size))))
     }
 }
 
@@ -115,6 +145,16 @@ impl Source for Bundle {
 pub struct BundleOverStore<'a> {
     pub bundle: &'a Bundle,
     pub store: Option<&'a Store>,
+}
+
+impl BundleOverStore<'_> {
+    /// The source that holds `d`: the bundle first, then the store.
+    fn holder(&self, d: &Digest) -> Option<&dyn LocalBlobs> {
+        if self.bundle.has(d) {
+            return Some(self.bundle);
+        }
+        self.store.filter(|s| s.has(d)).map(|s| s as &dyn LocalBlobs)
+    }
 }
 
 impl Source for BundleOverStore<'_> {
@@ -127,31 +167,12 @@ impl Source for BundleOverStore<'_> {
     fn has(&self, d: &Digest) -> bool {
         self.bundle.has(d) || self.store.is_some_and(|s| s.has(d))
     }
-    fn open_unverified(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        match self.store {
-            Some(s) if !self.bundle.has(&desc.digest) && s.has(&desc.digest) => s.open_unverified(desc),
-            _ if self.bundle.has(&desc.digest) => self.bundle.open_unverified(desc),
-            _ => self.open(desc),
-        }
-    }
-    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
-        match self.store {
-            Some(s) if !self.bundle.has(&desc.digest) => s.read_at(desc, offset, len),
-            _ => self.bundle.read_at(desc, offset, len),
-        }
-    }
-    fn mapped(&self, desc: &Descriptor) -> Result<Box<dyn Mapped + '_>> {
-        match self.store {
-            Some(s) if !self.bundle.has(&desc.digest) => s.mapped(desc),
-            _ => self.bundle.mapped(desc),
-        }
-    }
-    fn open(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+    fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         if self.bundle.has(&desc.digest) {
-            return self.bundle.open(desc);
+            return self.bundle.blob(desc);
         }
         match self.store {
-            Some(s) if s.has(&desc.digest) => s.open(desc),
+            Some(s) if s.has(&desc.digest) => s.blob(desc),
             Some(s) => Err(Error::Other(format!(
                 "{}: blob {} is neither in the bundle nor in the store {} (a delta bundle needs its base imported first)",
                 self.bundle.name, desc.digest, s.root().display()
@@ -159,19 +180,64 @@ impl Source for BundleOverStore<'_> {
             None => Err(Error::Other(format!("{}: blob {} is not in the bundle (a delta bundle needs its base in the store)", self.bundle.name, desc.digest))),
         }
     }
+    fn local(&self) -> Option<&dyn LocalBlobs> {
+        Some(self)
+    }
 }
 
-/// Copies a blob into `out` (positioned at its start) through mapped windows: hashed and
-/// written from the same pages, one copy into the output's page cache instead of two through
-/// a read buffer, and dropped from the page cache behind the writer once on disk. Checked
-/// against the digest and size at the end: the caller writes into a temp name and drops it on
-/// error. Returns the bytes written.
-pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::File, path: &std::path::Path) -> Result<u64> {
+impl LocalBlobs for BundleOverStore<'_> {
+    fn read_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>> {
+        match self.holder(&desc.digest) {
+            Some(h) => h.read_from(desc, offset),
+            None => self.blob(desc),
+        }
+    }
+    fn mapped(&self, desc: &Descriptor) -> Result<Option<Box<dyn Mapped + '_>>> {
+        match self.holder(&desc.digest) {
+            Some(h) => h.mapped(desc),
+            None => Ok(None),
+        }
+    }
+    fn read_at(&self, desc: &Descriptor, offset: u64, len: usize) -> Result<Vec<u8>> {
+        match self.holder(&desc.digest) {
+            Some(h) => h.read_at(desc, offset, len),
+            None => Err(Error::Other(format!("{}: blob {} is not in the bundle", self.bundle.name, desc.digest))),
+        }
+    }
+}
+
+/// Copies a blob into `out` (positioned at its start), checked against digest and size at the
+/// end: the caller writes into a temp name and drops it on error. From a local source through
+/// mapped windows (hashed and written from the same pages, one copy into the output's page
+/// cache instead of two, dropped from the page cache behind the writer); from any other
+/// through its verified stream. Returns the bytes written.
+pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::File, path: &std::path::Path, progress: &dyn Fn(u64)) -> Result<u64> {
     use std::io::Write;
+    let mut drop_behind = crate::writeback::DropBehind::at(0);
+    let mapped = match source.local() {
+        Some(l) => l.mapped(desc)?,
+        None => None,
+    };
+    let Some(blob) = mapped else {
+        let mut r = source.blob(desc)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        loop {
+            if crate::cancel::requested() {
+                return Err(Error::Interrupted);
+            }
+            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{}: blob {}: {e}", source.name(), desc.digest)))?;
+            if n == 0 {
+                return Ok(at);
+            }
+            out.write_all(&buf[..n]).map_err(|e| Error::io(path, e))?;
+            at += n as u64;
+            progress(n as u64);
+            drop_behind.kick_and_drop(out, at);
+        }
+    };
     let mut h = crate::digest::Hasher::new();
     let mut at = 0u64;
-    let mut drop_behind = crate::writeback::DropBehind::at(0);
-    let blob = source.mapped(desc)?;
     while at < desc.size {
         if crate::cancel::requested() {
             return Err(Error::Interrupted);
@@ -181,6 +247,7 @@ pub fn copy_verified(source: &dyn Source, desc: &Descriptor, out: &mut std::fs::
         h.update(bytes);
         out.write_all(bytes).map_err(|e| Error::io(path, e))?;
         at += bytes.len() as u64;
+        progress(bytes.len() as u64);
         drop_behind.kick_and_drop(out, at);
     }
     h.verify(&format!("{}: blob", source.name()), &desc.digest, Some(desc.size))?;

@@ -30,11 +30,13 @@ impl Layer {
 /// The uncompressed size the blob announces (see `codec::hint`), read from its first and last
 /// bytes. Only a hint: the writer checks it against what decompression gives and copes when it
 /// is wrong.
+/// A source without local access gives no hint: its layers are spooled.
 pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option<u64>> {
+    let Some(local) = source.local() else { return Ok(None) };
     let c = desc.size;
-    let head = source.read_at(desc, 0, c.min(hint::HEAD) as usize)?;
+    let head = local.read_at(desc, 0, c.min(hint::HEAD) as usize)?;
     let tail = if Compression::sniff(&head) == Compression::Gzip && c >= hint::HEAD {
-        source.read_at(desc, c.saturating_sub(hint::TAIL), c.min(hint::TAIL) as usize)?
+        local.read_at(desc, c.saturating_sub(hint::TAIL), c.min(hint::TAIL) as usize)?
     } else {
         Vec::new()
     };
@@ -42,12 +44,12 @@ pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option
 }
 
 /// Decompresses one layer (gzip, zstd or plain, told apart by their magic bytes) into `out`,
-/// checking the result against the diff_id; returns its size. The compressed blob is read
-/// unverified: every byte written is checked against the diff_id instead, which the verified
-/// config names (and a damaged blob fails to inflate or to match).
+/// checking the result against the diff_id; returns its size. The compressed blob is checked
+/// against its own digest too (the source's verified stream, read to its end), so a blob that
+/// no longer matches its name fails even when it still inflates to the right tar.
 pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
     let what = layer.what();
-    let mut src = BufReader::with_capacity(1 << 20, source.open_unverified(&layer.desc)?);
+    let mut src = BufReader::with_capacity(1 << 20, source.blob(&layer.desc)?);
     let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
     let mut h = Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -65,6 +67,9 @@ pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicB
         }
     };
     pump(&mut *codec::decoder(Compression::sniff(&head), &mut src).map_err(|e| Error::Other(format!("{what}: {e}")))?)?;
+    // Whatever the decoder left unread is still part of the blob: read it, so the digest check
+    // at the stream's end runs.
+    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
     let size = h.len();
     let found = DiffId(h.finish());
     if found != layer.diff_id {

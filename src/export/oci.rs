@@ -96,7 +96,7 @@ fn write_tar(source: &dyn Source, order: &[Descriptor], index: &[u8], opts: &Exp
     let res = (|| -> Result<()> {
         tw.add_bytes("oci-layout", OCI_LAYOUT).map_err(|e| Error::Other(format!("writing the archive: {e}")))?;
         for b in order {
-            let mut r = source.open(b)?;
+            let mut r = source.blob(b)?;
             tw.add_reader(&format!("blobs/sha256/{}", b.digest.hex()), b.size, &mut r)
                 .map_err(|e| Error::Other(format!("blob {}: {e}", b.digest)))?;
         }
@@ -163,7 +163,7 @@ fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path, shown: &Path) -> R
     let path = dir.join(b.digest.hex());
     let shown = shown.join(b.digest.hex());
     let mut f = fs::File::create(&path).at(&shown)?;
-    crate::source::copy_verified(source, b, &mut f, &shown)?;
+    crate::source::copy_verified(source, b, &mut f, &shown, &|_| {})?;
     f.sync_data().at(&shown)?;
     crate::writeback::drop_synced(&f);
     Ok(())

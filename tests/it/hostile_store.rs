@@ -112,3 +112,25 @@ fn a_symlink_under_a_blob_name_is_never_followed() {
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "ocibundle {a:?} left output behind");
     }
 }
+
+#[test]
+fn a_layer_that_still_inflates_right_but_lost_its_digest_is_refused_by_export() {
+    let reg = crate::harness::registry::Registry::start(crate::harness::registry::Variant::Plain);
+    let simple = crate::harness::fixtures::push_one(&reg, "simple");
+    let env = Env::new();
+    env.ok(&["fetch", &simple.reference]);
+    let st = env.store();
+    // Bytes 4..8 of a gzip member are its MTIME: changing them changes the blob's digest but
+    // not one byte of what it inflates to, so only a check of the blob's own digest sees it.
+    let layer = &simple.image.layers[0].digest;
+    let blob = env.blob_path(layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "the fixture's layer is gzip");
+    bytes[4] ^= 0x5a;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = env.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let line = env.fails(&["--store", s(&st), "export", "--docker-archive", s(&out.join("x.tar")), &simple.reference]);
+    assert!(line.contains(crate::harness::cmd::hex_of(layer)) && line.contains("mismatch"), "{line}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "export left output behind");
+}
