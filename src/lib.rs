@@ -6,6 +6,7 @@ pub mod archive;
 pub mod bundle;
 pub mod cancel;
 pub mod codec;
+pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod export;

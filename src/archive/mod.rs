@@ -4,12 +4,10 @@
 //! build on this; nothing here ever writes a member to disk under its own name.
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::{PartialBlob, Store};
 
 pub mod docker;
 pub mod oci;
@@ -99,6 +97,11 @@ impl Members {
         &self.path
     }
 
+    /// Whether the archive has a member of that name, of any kind.
+    pub fn contains(&self, name: &str) -> bool {
+        clean_name(name).is_ok_and(|n| self.members.contains_key(&n))
+    }
+
     /// The offset and size of the regular member `name` names (following symlinks that stay
     /// inside the archive), or why there is none.
     pub fn find(&self, name: &str) -> Result<(u64, u64)> {
@@ -125,11 +128,16 @@ impl Members {
     }
 
     /// A reader of exactly the bytes of member `name`.
-    pub fn open_member(&self, name: &str) -> Result<impl Read + '_> {
+    pub fn open_member(&self, name: &str) -> Result<MemberReader<'_>> {
+        self.open_member_from(name, 0)
+    }
+
+    /// A reader of member `name`'s bytes from `skip` on. Positioned reads: many readers of one
+    /// archive may run at once, on any threads.
+    pub fn open_member_from(&self, name: &str, skip: u64) -> Result<MemberReader<'_>> {
         let (offset, size) = self.find(name)?;
-        let mut f = &self.file;
-        f.seek(SeekFrom::Start(offset)).map_err(|e| Error::io(&self.path, e))?;
-        Ok(f.take(size))
+        let skip = skip.min(size);
+        Ok(MemberReader { file: &self.file, path: &self.path, pos: offset + skip, end: offset + size })
     }
 
     /// Member `name` read whole, refused over `limit` bytes before any of it is read.
@@ -143,54 +151,30 @@ impl Members {
     }
 }
 
-/// The blobs an archive import stored, and those the store held already.
-#[derive(Debug, Default, serde::Serialize)]
-pub struct Copied {
-    pub blobs_imported: u64,
-    pub bytes_imported: u64,
-    pub blobs_present: u64,
-    pub bytes_present: u64,
+/// The bytes of one member, read by position.
+pub struct MemberReader<'a> {
+    file: &'a File,
+    path: &'a Path,
+    pos: u64,
+    end: u64,
 }
 
-impl Copied {
-    fn add(&mut self, present: bool, size: u64) {
-        if present {
-            self.blobs_present += 1;
-            self.bytes_present += size;
-        } else {
-            self.blobs_imported += 1;
-            self.bytes_imported += size;
+impl Read for MemberReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
         }
-    }
-}
-
-/// Stores blob `digest` (`size` bytes) from the reader `open` gives, unless the store holds it
-/// already (then `open` is not called); counted in `copied`. The bytes go through a partial
-/// file whose commit checks digest and size, so nothing that does not match gets the name.
-fn store_blob<'a>(store: &Store, digest: &Digest, size: u64, what: &str, copied: &mut Copied, open: impl FnOnce() -> Result<Box<dyn Read + 'a>>) -> Result<()> {
-    let Some(mut part) = PartialBlob::open(store, digest, Some(size), what)? else {
-        copied.add(true, size);
-        return Ok(());
-    };
-    if part.offset() > 0 {
-        part.restart()?;
-    }
-    let mut r = open()?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        if crate::cancel::requested() {
-            return Err(Error::Interrupted);
-        }
-        let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        let n = std::os::unix::fs::FileExt::read_at(self.file, &mut buf[..want], self.pos)?;
         if n == 0 {
-            break;
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("{}: the archive ends inside a member (truncated?)", self.path.display())));
         }
-        std::io::Write::write_all(part.writer(), &buf[..n]).map_err(|e| Error::Other(format!("{what}: writing to the store: {e}")))?;
+        self.pos += n as u64;
+        Ok(n)
     }
-    part.commit()?;
-    copied.add(false, size);
-    Ok(())
 }
+
+pub use crate::copy::Copied;
 
 /// `a/../b` -> `b`; `None` when `..` climbs out of the archive's root.
 fn resolve(p: &str) -> Option<String> {

@@ -1,21 +1,20 @@
-//! OCI image layouts as a source: `oci:DIR` (what skopeo, crane, buildah and umoci write) and
-//! `oci-archive:FILE` (the same layout in one tar, as skopeo and Docker >= 25 write it), imported
-//! into the store byte for byte: manifests, configs and layers keep their digests. The layout is
-//! untrusted: its oci-layout version, index.json (capped) and every blob (a regular file, hashed
-//! against its descriptor as it is copied) are checked before anything is stored.
-use std::collections::BTreeSet;
-use std::fs::File;
+//! OCI image layouts as a `Source`: `oci:DIR` (what skopeo, crane, buildah and umoci write) and
+//! `oci-archive:FILE` (the same layout in one tar, as skopeo and Docker >= 25 write it), read
+//! byte for byte: manifests, configs and layers keep their digests. The layout is untrusted: its
+//! oci-layout version and index.json (capped) are checked when it is opened, and every blob (a
+//! regular file, its length that of its descriptor) is hashed against its digest as it is read.
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{Copied, Members};
-use crate::digest::Digest;
+use crate::copy::CopyOptions;
+use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
-use crate::image::{Descriptor, Manifest};
+use crate::image::Descriptor;
 use crate::limits;
 use crate::reference::Reference;
+use crate::source::{LocalBlobs, Source};
 use crate::store::{Store, ANNOTATION_CONTAINERD_NAME, ANNOTATION_REF_NAME};
-
 /// Where a layout's files are: a directory or the members of a tar.
 enum Files {
     Dir(PathBuf),
@@ -41,18 +40,30 @@ impl Files {
         }
     }
 
-    /// A reader of the file and its length.
-    fn open(&self, rel: &str) -> Result<(Box<dyn Read + '_>, u64)> {
+    /// A reader of the file from `skip` on, and the file's length.
+    fn open(&self, rel: &str, skip: u64) -> Result<(Box<dyn Read + Send + '_>, u64)> {
         match self {
             Files::Dir(d) => {
+                use std::io::{Seek, SeekFrom};
+                use std::os::unix::fs::OpenOptionsExt;
                 let p = d.join(rel);
                 let len = regular(&p)?;
-                Ok((Box::new(File::open(&p).at(&p)?), len))
+                let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&p).at(&p)?;
+                f.seek(SeekFrom::Start(skip)).at(&p)?;
+                Ok((Box::new(std::io::BufReader::with_capacity(1 << 20, f)), len))
             }
             Files::Tar(m) => {
                 let (_, len) = m.find(rel)?;
-                Ok((Box::new(m.open_member(rel)?), len))
+                Ok((Box::new(m.open_member_from(rel, skip)?), len))
             }
+        }
+    }
+
+    /// Whether anything is there under `rel` (what it is, `open` checks).
+    fn exists(&self, rel: &str) -> bool {
+        match self {
+            Files::Dir(d) => std::fs::symlink_metadata(d.join(rel)).is_ok(),
+            Files::Tar(m) => m.find(rel).is_ok() || m.contains(rel),
         }
     }
 }
@@ -88,87 +99,113 @@ pub struct LayoutImport {
     pub notes: Vec<String>,
 }
 
-/// Imports `oci:DIR[:REF]` (`archive` false) or `oci-archive:FILE[:REF]` into `store`. With
-/// `only`, just the index entry whose ref name is that.
-pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> Result<LayoutImport> {
-    let _guard = store.use_guard()?;
-    let files = if archive { Files::Tar(Members::open(path)?) } else { Files::Dir(path.to_path_buf()) };
-    let shown = files.shown();
-    crate::store::check_layout_bytes(&files.read_small("oci-layout", limits::OCI_LAYOUT_FILE)?, &Path::new(&shown).join("oci-layout"))?;
-    let index: IndexJson = serde_json::from_slice(&files.read_small("index.json", limits::INDEX_JSON)?)
-        .map_err(|e| Error::BadJson { what: format!("{shown}/index.json"), reason: e.to_string() })?;
-    // Names: a ref name that is a full reference keeps it (ours, crane's, Docker 25's
-    // containerd annotation); a bare tag (skopeo's `oci:DIR:TAG`) goes under localhost/NAME.
-    let stem = path.file_name().map(|n| n.to_string_lossy().trim_end_matches(".tar").to_string()).unwrap_or_else(|| "layout".into());
-    let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c.to_ascii_lowercase() } else { '-' }).collect();
-    let mut wanted: Vec<(String, Descriptor)> = Vec::new();
-    let mut local = 0;
-    for d in &index.manifests {
-        let ann = d.annotations.as_ref();
-        let refname = ann.and_then(|a| a.get(ANNOTATION_REF_NAME));
-        if only.is_some_and(|o| refname.map(String::as_str) != Some(o)) {
-            continue;
+/// An opened OCI layout (a directory or a tar of one): its images named, its blobs read on
+/// demand.
+pub struct Layout {
+    files: Files,
+    shown: String,
+    refs: Vec<(String, Descriptor)>,
+    /// What the user should know about how the images were named.
+    pub notes: Vec<String>,
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+impl Layout {
+    /// Opens `oci:DIR[:REF]` (`archive` false) or `oci-archive:FILE[:REF]`; with `only`, just
+    /// the index entry whose ref name is that. Checks oci-layout and index.json, names images.
+    pub fn open(path: &Path, archive: bool, only: Option<&str>) -> Result<Layout> {
+        let files = if archive { Files::Tar(Members::open(path)?) } else { Files::Dir(path.to_path_buf()) };
+        let shown = files.shown();
+        crate::store::check_layout_bytes(&files.read_small("oci-layout", limits::OCI_LAYOUT_FILE)?, &Path::new(&shown).join("oci-layout"))?;
+        let index: IndexJson = serde_json::from_slice(&files.read_small("index.json", limits::INDEX_JSON)?)
+            .map_err(|e| Error::BadJson { what: format!("{shown}/index.json"), reason: e.to_string() })?;
+        // Names: a ref name that is a full reference keeps it (ours, crane's, Docker 25's
+        // containerd annotation); a bare tag (skopeo's `oci:DIR:TAG`) goes under localhost/NAME.
+        let stem = path.file_name().map(|n| n.to_string_lossy().trim_end_matches(".tar").to_string()).unwrap_or_else(|| "layout".into());
+        let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c.to_ascii_lowercase() } else { '-' }).collect();
+        let mut refs: Vec<(String, Descriptor)> = Vec::new();
+        let mut local = 0;
+        for d in &index.manifests {
+            let ann = d.annotations.as_ref();
+            let refname = ann.and_then(|a| a.get(ANNOTATION_REF_NAME));
+            if only.is_some_and(|o| refname.map(String::as_str) != Some(o)) {
+                continue;
+            }
+            let full = ann.and_then(|a| a.get(ANNOTATION_CONTAINERD_NAME)).or(refname.filter(|r| r.contains('/')));
+            let name = match (full, refname) {
+                (Some(f), _) => f.parse::<Reference>().map_err(|e| e.context(&format!("{shown}/index.json")))?.to_string(),
+                (None, Some(tag)) => {
+                    local += 1;
+                    format!("localhost/{stem}:{tag}").parse::<Reference>().map_err(|e| e.context(&format!("{shown}/index.json")))?.to_string()
+                }
+                (None, None) => {
+                    local += 1;
+                    format!("localhost/{stem}@{}", d.digest)
+                }
+            };
+            let mut desc = d.clone();
+            desc.annotations = None;
+            refs.push((name, desc));
         }
-        let full = ann.and_then(|a| a.get(ANNOTATION_CONTAINERD_NAME)).or(refname.filter(|r| r.contains('/')));
-        let name = match (full, refname) {
-            (Some(f), _) => f.parse::<Reference>().map_err(|e| e.context(&format!("{shown}/index.json")))?.to_string(),
-            (None, Some(tag)) => {
-                local += 1;
-                format!("localhost/{stem}:{tag}").parse::<Reference>().map_err(|e| e.context(&format!("{shown}/index.json")))?.to_string()
-            }
-            (None, None) => {
-                local += 1;
-                format!("localhost/{stem}@{}", d.digest)
-            }
-        };
-        let mut desc = d.clone();
-        desc.annotations = None;
-        wanted.push((name, desc));
+        if refs.is_empty() {
+            return Err(Error::Other(match only {
+                Some(o) => format!("{shown}: no image named {o:?} in index.json"),
+                None => format!("{shown}: index.json lists no images"),
+            }));
+        }
+        let mut notes = Vec::new();
+        if local > 0 {
+            notes.push(format!("{local} image(s) had only a tag in the layout: stored as localhost/{stem}:TAG"));
+        }
+        Ok(Layout { files, shown, refs, notes })
     }
-    if wanted.is_empty() {
-        return Err(Error::Other(match only {
-            Some(o) => format!("{shown}: no image named {o:?} in index.json"),
-            None => format!("{shown}: index.json lists no images"),
-        }));
+
+    /// A reader of `desc`'s file from `skip`, after checking it is a regular file of the
+    /// descriptor's length.
+    fn open_blob(&self, desc: &Descriptor, skip: u64) -> Result<Box<dyn Read + Send + '_>> {
+        let (r, len) = self.files.open(&blob_name(&desc.digest), skip)?;
+        if len != desc.size {
+            return Err(Error::SizeMismatch { what: format!("{}: blob", self.shown), digest: desc.digest.clone(), expected: desc.size, found: len });
+        }
+        Ok(r)
     }
-    let mut report = LayoutImport::default();
-    // Blobs already handled by an earlier image of this import (the walk dedups within one).
-    let mut done: BTreeSet<Digest> = BTreeSet::new();
-    for (name, desc) in &wanted {
-        crate::graph::walk(desc, |d| {
-            let what = format!("{shown}: {name}: blob {}", d.digest);
-            let rel = format!("blobs/sha256/{}", d.digest.hex());
-            if crate::graph::is_node(d) {
-                let bytes = files.read_small(&rel, limits::MANIFEST)?;
-                let m = Manifest::parse(bytes, Some(&d.media_type), &what)?;
-                if m.digest != d.digest {
-                    return Err(Error::DigestMismatch { what, expected: d.digest.clone(), found: m.digest });
-                }
-                if m.bytes.len() as u64 != d.size {
-                    return Err(Error::SizeMismatch { what, digest: d.digest.clone(), expected: d.size, found: m.bytes.len() as u64 });
-                }
-                if done.insert(d.digest.clone()) {
-                    report.copied.add(store.has_blob(&d.digest, Some(d.size)), d.size);
-                    store.put_bytes(&d.digest, &m.bytes)?;
-                }
-                return Ok(Some(m));
-            }
-            if done.insert(d.digest.clone()) {
-                super::store_blob(store, &d.digest, d.size, &what, &mut report.copied, || {
-                    let (r, len) = files.open(&rel)?;
-                    if len != d.size {
-                        return Err(Error::SizeMismatch { what: what.clone(), digest: d.digest.clone(), expected: d.size, found: len });
-                    }
-                    Ok(Box::new(r.take(d.size)))
-                })?;
-            }
-            Ok(None)
-        })?;
-        report.images.push(LayoutImage { reference: name.clone(), digest: desc.digest.clone() });
+}
+
+impl Source for Layout {
+    fn name(&self) -> String {
+        self.shown.clone()
     }
-    store.set_refs(&wanted)?;
-    if local > 0 {
-        report.notes.push(format!("{local} image(s) had only a tag in the layout: stored as localhost/{stem}:TAG"));
+    fn refs(&self) -> Result<Vec<(String, Descriptor)>> {
+        Ok(self.refs.clone())
     }
-    Ok(report)
+    fn has(&self, d: &Digest) -> bool {
+        self.files.exists(&blob_name(d))
+    }
+    fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        let r = self.open_blob(desc, 0)?;
+        Ok(Box::new(VerifyingReader::new(r, desc.digest.clone(), desc.size, format!("{}: blob", self.shown))))
+    }
+    fn local(&self) -> Option<&dyn LocalBlobs> {
+        Some(self)
+    }
+}
+
+impl LocalBlobs for Layout {
+    fn read_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>> {
+        self.open_blob(desc, offset)
+    }
+}
+
+/// Imports `oci:DIR[:REF]` (`archive` false) or `oci-archive:FILE[:REF]` into `store`: one copy
+/// from the layout into the store.
+pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> Result<LayoutImport> {
+    let layout = Layout::open(path, archive, only)?;
+    let refs = layout.refs()?;
+    let plan = crate::copy::plan(&layout, &refs)?;
+    let done = crate::copy::execute(&layout, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import" })?;
+    let images = refs.iter().map(|(n, d)| LayoutImage { reference: n.clone(), digest: d.digest.clone() }).collect();
+    Ok(LayoutImport { images, copied: done.copied, notes: layout.notes })
 }

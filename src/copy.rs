@@ -1,0 +1,193 @@
+//! The one copy between formats: `plan` lists what a set of images needs from a `Source` (every
+//! blob once), and `execute` moves it into a `Sink` in the Sink's fixed order — content blobs,
+//! then manifests (children before the index that lists them), then references and commit. A
+//! Sink dropped before its commit leaves nothing a reader would take for a result.
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::graph;
+use crate::image::{Descriptor, Manifest};
+use crate::limits;
+use crate::source::Source;
+
+/// One image of a plan: its name, the descriptor the name points at, and what it reaches.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanImage {
+    pub reference: String,
+    pub descriptor: Descriptor,
+    /// Its manifests and indexes, root first (the walk's order).
+    pub manifests: Vec<Descriptor>,
+    /// Its configs and layers, in the walk's order.
+    pub blobs: Vec<Descriptor>,
+}
+
+/// What a copy moves (serialisable: it is what `--dry-run` and progress totals read).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub images: Vec<PlanImage>,
+    /// Every config and layer once, largest first (so parallel copies end together).
+    pub blobs: Vec<Descriptor>,
+    /// Every manifest and index once, children before the index that lists them.
+    pub manifests: Vec<Descriptor>,
+}
+
+impl Plan {
+    /// Bytes of content blobs (what progress counts).
+    pub fn blob_bytes(&self) -> u64 {
+        self.blobs.iter().map(|d| d.size).sum()
+    }
+    /// The references and the descriptors they point at.
+    pub fn refs(&self) -> Vec<(String, Descriptor)> {
+        self.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect()
+    }
+}
+
+/// A descriptor as a blob list keeps it: what it is, not where it was listed.
+fn bare(d: &Descriptor) -> Descriptor {
+    Descriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size, platform: None, annotations: None }
+}
+
+/// Walks every image in `source` (the one graph walk) and lists what each needs. A blob the
+/// source lacks is an error naming the image and the blob.
+pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan> {
+    let mut out = Vec::new();
+    let mut seen_blobs = BTreeSet::new();
+    let mut seen_nodes = BTreeSet::new();
+    let mut blobs = Vec::new();
+    let mut manifests = Vec::new();
+    for (name, desc) in images {
+        let mut img = PlanImage { reference: name.clone(), descriptor: desc.clone(), manifests: Vec::new(), blobs: Vec::new() };
+        graph::walk(desc, |d| {
+            if !source.has(&d.digest) {
+                return Err(Error::Other(format!("{name}: blob {} is missing from the {} (a delta bundle needs its base in the store)", d.digest, source.name())));
+            }
+            if !graph::is_node(d) {
+                img.blobs.push(bare(d));
+                return Ok(None);
+            }
+            img.manifests.push(bare(d));
+            let bytes = source.read_small(d, limits::MANIFEST)?;
+            Manifest::parse(bytes, Some(&d.media_type), name).map(Some)
+        })?;
+        for b in &img.blobs {
+            if seen_blobs.insert(b.digest.clone()) {
+                blobs.push(b.clone());
+            }
+        }
+        // The walk goes root first: reversed, every child comes before what lists it.
+        for m in img.manifests.iter().rev() {
+            if seen_nodes.insert(m.digest.clone()) {
+                manifests.push(m.clone());
+            }
+        }
+        out.push(img);
+    }
+    blobs.sort_by(|a: &Descriptor, b: &Descriptor| b.size.cmp(&a.size).then(a.digest.cmp(&b.digest)));
+    Ok(Plan { images: out, blobs, manifests })
+}
+
+/// Where a copy goes: the store, an OCI layout or archive, a registry. Blobs come first (from
+/// several threads when `parallel`), then manifests in the plan's order, then one `commit`
+/// with the references; dropped without a commit, a Sink removes whatever it wrote (or, where
+/// that cannot be undone, as in a registry, names nothing: no tag moves before the commit).
+pub trait Sink: Sync {
+    /// Whether `put_blob` may be called from several threads at once (false for a sink that
+    /// writes one stream in order, such as a tar).
+    fn parallel(&self) -> bool;
+    /// Stores one config or layer read from `from`, verified before it can be seen under its
+    /// name; false when the sink held it already (nothing was read).
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool>;
+    /// Stores one manifest or index (its bytes already checked against `desc`); false when the
+    /// sink held it already.
+    fn put_manifest(&self, desc: &Descriptor, bytes: &[u8]) -> Result<bool>;
+    /// Points the references at their descriptors and makes the result durable and visible.
+    /// Returns the bytes the output holds, as the sink counts them.
+    fn commit(self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64>;
+}
+
+/// The blobs a copy moved, and those the sink held already.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Copied {
+    pub blobs_imported: u64,
+    pub bytes_imported: u64,
+    pub blobs_present: u64,
+    pub bytes_present: u64,
+}
+
+impl Copied {
+    pub fn add(&mut self, present: bool, size: u64) {
+        if present {
+            self.blobs_present += 1;
+            self.bytes_present += size;
+        } else {
+            self.blobs_imported += 1;
+            self.bytes_imported += size;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CopyOptions {
+    /// Blobs in flight at once, for a parallel sink.
+    pub jobs: usize,
+    pub progress: bool,
+    /// The progress bar's label (`import`, `export`).
+    pub label: &'static str,
+}
+
+/// What `execute` did: the counts, and the bytes the sink's output holds.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Executed {
+    #[serde(flatten)]
+    pub copied: Copied,
+    pub output_bytes: u64,
+}
+
+/// Runs `plan` from `source` into `sink`: every blob, then every manifest, then the commit.
+/// The first failure stops the copy and drops the sink uncommitted.
+pub fn execute(source: &dyn Source, sink: Box<dyn Sink + '_>, plan: &Plan, opts: &CopyOptions) -> Result<Executed> {
+    let progress = crate::progress::Progress::new(opts.progress, plan.blob_bytes(), opts.label);
+    let bar = progress.blob("", 0);
+    let copied = Mutex::new(Copied::default());
+    let one = |d: &Descriptor| -> Result<()> {
+        if crate::cancel::requested() {
+            return Err(Error::Interrupted);
+        }
+        let fresh = sink.put_blob(d, source, &|n| bar.inc(n))?;
+        if !fresh {
+            bar.inc(d.size);
+        }
+        copied.lock().unwrap().add(!fresh, d.size);
+        Ok(())
+    };
+    let moved = if sink.parallel() {
+        crate::pool::try_each_on(&plan.blobs, opts.jobs.max(1), |d, _| one(d))
+    } else {
+        plan.blobs.iter().try_for_each(one)
+    };
+    progress.finish();
+    moved?;
+    let mut copied = copied.into_inner().unwrap();
+    for m in &plan.manifests {
+        let bytes = source.read_small(m, limits::MANIFEST)?;
+        copied.add(!sink.put_manifest(m, &bytes)?, m.size);
+    }
+    let output_bytes = sink.commit(&plan.refs())?;
+    Ok(Executed { copied, output_bytes })
+}
+
+/// Checks a manifest's bytes against its descriptor (for sinks handed bytes from elsewhere).
+pub fn check_bytes(what: &str, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+    let found = Digest::of(bytes);
+    if found != desc.digest {
+        return Err(Error::DigestMismatch { what: what.to_string(), expected: desc.digest.clone(), found });
+    }
+    if bytes.len() as u64 != desc.size {
+        return Err(Error::SizeMismatch { what: what.to_string(), digest: desc.digest.clone(), expected: desc.size, found: bytes.len() as u64 });
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! The store as a `copy::Sink`: blobs through partial files (resumed from a local source) that
+//! are verified and made durable as they complete but named only at the commit, with the
+//! manifests, before the references (one index.json update). Dropped before its commit, the sink
+//! leaves nothing under `blobs/`: its verified blobs go back to being partial files, which the
+//! next copy finds complete and `store gc` clears.
+use std::sync::Mutex;
+use std::io::{Read, Write};
+
+use super::{PartialBlob, Sealed, Store, UseGuard};
+use crate::digest::Digest;
+use crate::copy::Sink;
+use crate::error::{Error, Result};
+use crate::image::Descriptor;
+use crate::source::Source;
+
+pub struct StoreSink<'a> {
+    store: &'a Store,
+    _guard: UseGuard,
+    sealed: Mutex<Vec<Sealed>>,
+    manifests: Mutex<Vec<(Digest, Vec<u8>)>>,
+}
+
+impl<'a> StoreSink<'a> {
+    /// A sink into `store`; gc waits while it lives.
+    pub fn new(store: &'a Store) -> Result<StoreSink<'a>> {
+        Ok(StoreSink { store, _guard: store.use_guard()?, sealed: Mutex::default(), manifests: Mutex::default() })
+    }
+}
+
+impl StoreSink<'_> {
+    /// One attempt at `desc` into an open partial: resumed from its offset when the source can
+    /// read from there, else from byte zero.
+    fn fill(&self, part: &mut PartialBlob, desc: &Descriptor, from: &dyn Source, what: &str, progress: &dyn Fn(u64)) -> Result<()> {
+        let mut r: Box<dyn Read + Send + '_> = match (part.offset(), from.local()) {
+            (0, _) => from.blob(desc)?,
+            // The partial's own hash covers the prefix: its commit checks the whole blob.
+            (off, Some(local)) => {
+                progress(off);
+                local.read_from(desc, off)?
+            }
+            (_, None) => {
+                part.restart()?;
+                from.blob(desc)?
+            }
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            if crate::cancel::requested() {
+                part.flush()?;
+                return Err(Error::Interrupted);
+            }
+            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            part.writer().write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing to the store: {e}")))?;
+            progress(n as u64);
+        }
+    }
+}
+
+impl Sink for StoreSink<'_> {
+    fn parallel(&self) -> bool {
+        true
+    }
+
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool> {
+        let what = format!("{}: blob {}", from.name(), desc.digest);
+        for attempt in 0..2 {
+            let Some(mut part) = PartialBlob::open(self.store, &desc.digest, Some(desc.size), &what)? else { return Ok(false) };
+            let resumed = part.offset() > 0;
+            self.fill(&mut part, desc, from, &what, progress)?;
+            match part.seal() {
+                Ok(sealed) => {
+                    self.sealed.lock().unwrap().push(sealed);
+                    return Ok(true);
+                }
+                // A partial left by a crash may hold a damaged prefix: once more from zero.
+                Err(Error::DigestMismatch { .. }) if resumed && attempt == 0 => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    fn put_manifest(&self, desc: &Descriptor, bytes: &[u8]) -> Result<bool> {
+        if self.store.has_blob(&desc.digest, Some(desc.size)) {
+            return Ok(false);
+        }
+        crate::copy::check_bytes("manifest", desc, bytes)?;
+        self.manifests.lock().unwrap().push((desc.digest.clone(), bytes.to_vec()));
+        Ok(true)
+    }
+
+    fn commit(self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64> {
+        for s in self.sealed.lock().unwrap().drain(..) {
+            s.publish()?;
+        }
+        // Children before the index that lists them, as they came.
+        for (d, bytes) in self.manifests.lock().unwrap().iter() {
+            self.store.put_bytes(d, bytes)?;
+        }
+        self.store.sync_blobs_dir()?;
+        self.store.set_refs(refs)?;
+        Ok(0)
+    }
+}
+
+impl Store {
+    /// The store as the end of a copy.
+    pub fn sink(&self) -> Result<Box<dyn Sink + '_>> {
+        Ok(Box::new(StoreSink::new(self)?))
+    }
+}
