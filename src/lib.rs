@@ -23,6 +23,7 @@ pub mod reference;
 pub mod registry;
 pub mod source;
 pub mod store;
+pub mod transport;
 pub mod writeback;
 
 pub use digest::{DiffId, Digest};

@@ -28,6 +28,13 @@ pub trait Source: Sync {
         None
     }
 
+    /// The blob's size when the source knows it without a descriptor (a store file's length,
+    /// a bundle's index entry): for blobs named only by digest, such as the index a platform
+    /// was picked from. Unverified: a read through `blob` checks it.
+    fn size_of(&self, _d: &Digest) -> Option<u64> {
+        None
+    }
+
     /// A small blob read whole (manifests, configs), capped and verified.
     fn read_small(&self, desc: &Descriptor, cap: u64) -> Result<Vec<u8>> {
         if desc.size > cap {
@@ -36,6 +43,28 @@ pub trait Source: Sync {
         let mut v = Vec::with_capacity(desc.size as usize);
         self.blob(desc)?.read_to_end(&mut v).map_err(|e| Error::Other(format!("{}: blob {}: {e}", self.name(), desc.digest)))?;
         Ok(v)
+    }
+}
+
+/// A borrowed source is a source (so an opened one can be handed out boxed).
+impl<S: Source + ?Sized> Source for &S {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+    fn refs(&self) -> Result<Vec<(String, Descriptor)>> {
+        (**self).refs()
+    }
+    fn has(&self, d: &Digest) -> bool {
+        (**self).has(d)
+    }
+    fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        (**self).blob(desc)
+    }
+    fn local(&self) -> Option<&dyn LocalBlobs> {
+        (**self).local()
+    }
+    fn size_of(&self, d: &Digest) -> Option<u64> {
+        (**self).size_of(d)
     }
 }
 
@@ -72,6 +101,9 @@ impl Source for Store {
     }
     fn has(&self, d: &Digest) -> bool {
         self.has_blob(d, None)
+    }
+    fn size_of(&self, d: &Digest) -> Option<u64> {
+        std::fs::symlink_metadata(self.blob_path(d)).ok().filter(|m| m.is_file()).map(|m| m.len())
     }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let f = self.open_blob(&desc.digest)?;
@@ -120,6 +152,9 @@ impl Source for Bundle {
     fn has(&self, d: &Digest) -> bool {
         self.entry(d).is_some()
     }
+    fn size_of(&self, d: &Digest) -> Option<u64> {
+        self.entry(d).map(|e| e.size)
+    }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let e = self.sized_entry(desc)?;
         Ok(Box::new(VerifyingReader::new(self.vols.range(e.offset, e.size), desc.digest.clone(), desc.size, "bundle blob")))
@@ -166,6 +201,9 @@ impl Source for BundleOverStore<'_> {
     }
     fn has(&self, d: &Digest) -> bool {
         self.bundle.has(d) || self.store.is_some_and(|s| s.has(d))
+    }
+    fn size_of(&self, d: &Digest) -> Option<u64> {
+        self.bundle.size_of(d).or_else(|| self.store.and_then(|s| s.size_of(d)))
     }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         if self.bundle.has(&desc.digest) {

@@ -59,6 +59,14 @@ impl Files {
         }
     }
 
+    /// The length of the regular file `rel`, if it is one.
+    fn len(&self, rel: &str) -> Option<u64> {
+        match self {
+            Files::Dir(d) => regular(&d.join(rel)).ok(),
+            Files::Tar(m) => m.find(rel).ok().map(|(_, n)| n),
+        }
+    }
+
     /// Whether anything is there under `rel` (what it is, `open` checks).
     fn exists(&self, rel: &str) -> bool {
         match self {
@@ -183,6 +191,9 @@ impl Source for Layout {
     }
     fn has(&self, d: &Digest) -> bool {
         self.files.exists(&blob_name(d))
+    }
+    fn size_of(&self, d: &Digest) -> Option<u64> {
+        self.files.len(&blob_name(d))
     }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let r = self.open_blob(desc, 0)?;

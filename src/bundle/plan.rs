@@ -1,5 +1,5 @@
-//! Planning a bundle from the store: which images, which blobs once each, in what order, what a
-//! delta leaves to its base — and from that, the exact index and size before a byte is written.
+//! Planning a bundle from any `Source` (the store, an archive, a layout): which images, which
+//! blobs once each, in what order, what a delta leaves to its base — and from that, the exact index and size before a byte is written.
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
@@ -10,7 +10,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest};
 use crate::limits;
-use crate::store::{Store, ANNOTATION_INDEX_DIGEST};
+use crate::source::Source;
+use crate::store::ANNOTATION_INDEX_DIGEST;
 
 /// What a delta bundle may leave out: blobs the other side already holds.
 #[derive(Debug, Clone)]
@@ -38,27 +39,27 @@ pub struct BundlePlan {
     pub volume_payload: Option<u64>,
 }
 
-/// Walks one image in the store, collecting every blob it needs.
-pub fn image_blobs(store: &Store, name: &str, desc: &Descriptor) -> Result<BTreeMap<Digest, Descriptor>> {
+/// Walks one image of `source`, collecting every blob it needs.
+pub fn image_blobs(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<BTreeMap<Digest, Descriptor>> {
+    let missing = |d: &Digest| Error::Other(format!("{name}: blob {d} is missing from the {} (fetch it again, or run store fsck)", source.name()));
     let mut out = BTreeMap::new();
     if let Some(idx) = desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
         // The index one platform was picked from travels along (not its other children).
         let d: Digest = idx.parse()?;
-        if !store.has_blob(&d, None) {
-            return Err(Error::Other(format!("{name}: index {d} is missing from the store (fetch it again, or run store fsck)")));
-        }
-        let m = Manifest::parse(store.read_blob_capped(&d, limits::MANIFEST)?, None, name)?;
-        out.insert(d.clone(), Descriptor { media_type: m.media_type, digest: d, size: m.bytes.len() as u64, platform: None, annotations: None });
+        let size = source.size_of(&d).ok_or_else(|| missing(&d))?;
+        let probe = Descriptor { media_type: String::new(), digest: d.clone(), size, platform: None, annotations: None };
+        let m = Manifest::parse(source.read_small(&probe, limits::MANIFEST)?, None, name)?;
+        out.insert(d.clone(), Descriptor { media_type: m.media_type, digest: d, size, platform: None, annotations: None });
     }
     crate::graph::walk(desc, |d| {
-        if !store.has_blob(&d.digest, Some(d.size)) {
-            return Err(Error::Other(format!("{name}: blob {} is missing from the store (fetch it again, or run store fsck)", d.digest)));
+        if !source.has(&d.digest) || source.size_of(&d.digest).is_some_and(|n| n != d.size) {
+            return Err(missing(&d.digest));
         }
         let mut clean = d.clone();
         clean.platform = None;
         clean.annotations = None;
         out.insert(d.digest.clone(), clean);
-        crate::graph::is_node(d).then(|| Manifest::parse(store.read_blob_capped(&d.digest, limits::MANIFEST)?, Some(&d.media_type), name)).transpose()
+        crate::graph::is_node(d).then(|| Manifest::parse(source.read_small(d, limits::MANIFEST)?, Some(&d.media_type), name)).transpose()
     })?;
     Ok(out)
 }
@@ -75,14 +76,14 @@ fn rank(d: &Descriptor) -> u8 {
     }
 }
 
-/// Plans a bundle of `refs` (full reference names in the store). `volume_size` is the split
-/// size of each volume file, if any.
-pub fn plan(store: &Store, refs: &[String], base: Option<&BaseSet>, split_size: Option<u64>) -> Result<BundlePlan> {
-    let stored: BTreeMap<String, Descriptor> = store.refs()?.into_iter().map(|e| (e.name, e.descriptor)).collect();
+/// Plans a bundle of `refs` (full reference names in `source`). `split_size` is the size of
+/// each volume file, if any.
+pub fn plan(source: &dyn Source, refs: &[String], base: Option<&BaseSet>, split_size: Option<u64>) -> Result<BundlePlan> {
+    let stored: BTreeMap<String, Descriptor> = source.refs()?.into_iter().collect();
     let missing: Vec<&String> = refs.iter().filter(|r| !stored.contains_key(*r)).collect();
     if !missing.is_empty() {
         let list: Vec<&str> = missing.iter().map(|s| s.as_str()).collect();
-        return Err(Error::Other(format!("not in the store {}: {} (fetch them first, or pass --fetch)", store.root().display(), list.join(", "))));
+        return Err(Error::Other(format!("not in the {}: {} (fetch them first, or pass --fetch)", source.name(), list.join(", "))));
     }
     let mut names: Vec<&String> = refs.iter().collect();
     names.sort();
@@ -91,7 +92,7 @@ pub fn plan(store: &Store, refs: &[String], base: Option<&BaseSet>, split_size: 
     let mut all: BTreeMap<Digest, Descriptor> = BTreeMap::new();
     for name in names {
         let desc = stored[name].clone();
-        let blobs = image_blobs(store, name, &desc)?;
+        let blobs = image_blobs(source, name, &desc)?;
         for (d, b) in &blobs {
             all.entry(d.clone()).or_insert_with(|| b.clone());
         }

@@ -1,6 +1,6 @@
-//! Writing a planned bundle in one pass: header, each blob once (re-verified as it is copied out
-//! of the store), index, trailer; into stdout, a file or volumes, committed only when complete.
-use std::io::Write;
+//! Writing a planned bundle in one pass from any `Source`: header, each blob once (verified as
+//! it is copied), index, trailer; into stdout, a file or volumes, committed only when complete.
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
@@ -13,9 +13,10 @@ use super::plan::BundlePlan;
 use super::volumes::{Target, VolumeWriter};
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
-use crate::mapped::{Chunk, Mapped, Shared};
+use crate::image::Descriptor;
+use crate::mapped::{Chunk, Shared};
 use crate::progress::Progress;
-use crate::store::Store;
+use crate::source::Source;
 
 #[derive(Debug, Serialize)]
 pub struct WriteReport {
@@ -75,7 +76,7 @@ impl BlobChecker {
     }
 }
 
-pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -> Result<WriteReport> {
+pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, progress: bool) -> Result<WriteReport> {
     let mut w = VolumeWriter::new(target, plan.bundle_id)?;
     let bar = Progress::new(progress, plan.stream_len, "bundle");
     let total = bar.blob("", 0);
@@ -83,22 +84,43 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
     // Three threads share the work: this one reads and writes, one verifies each blob against
     // its digest, one hashes the output for FILE.sha256.
     let checker = BlobChecker::new();
-    let what = format!("store {}: blob", store.root().display());
+    let what = format!("{}: blob", source.name());
     let copied = (|| -> Result<()> {
         for e in &plan.index.entries {
             w.write_all(&encode_entry(KIND_BLOB, e.size, &e.digest)).map_err(io_err)?;
             debug_assert_eq!(w.position, e.offset);
-            // Mapped a window at a time: the output and both hash threads read the same pages,
-            // with no copy into a buffer.
-            let blob = store.map_blob(&e.digest, e.size)?;
+            // Mapped a window at a time where the source has local files: the output and both
+            // hash threads read the same pages, with no copy into a buffer. Else the source's
+            // (verified) stream, a window at a time.
+            let desc = Descriptor { media_type: e.media_type.clone(), digest: e.digest.clone(), size: e.size, platform: None, annotations: None };
+            let mapped = match source.local() {
+                Some(l) => l.mapped(&desc)?,
+                None => None,
+            };
+            // The stream fails before its last byte on a mismatch; the checker hashes both kinds.
+            let mut stream = match mapped {
+                Some(_) => None,
+                None => Some(source.blob(&desc)?),
+            };
             let mut at = 0u64;
             while at < e.size {
                 if crate::cancel::requested() {
                     return Err(Error::Interrupted);
                 }
-                let window = blob.window(at, WINDOW as usize)?;
-                let n = window.as_ref().len();
-                let window: Shared = Arc::new(window);
+                let (window, n): (Shared, usize) = match (&mapped, &mut stream) {
+                    (Some(m), _) => {
+                        let w = m.window(at, WINDOW as usize)?;
+                        let n = w.as_ref().len();
+                        (Arc::new(w), n)
+                    }
+                    (None, Some(r)) => {
+                        let mut buf = vec![0u8; WINDOW.min(e.size - at) as usize];
+                        r.read_exact(&mut buf).map_err(|x| Error::Other(format!("{what} {}: {x}", e.digest)))?;
+                        let n = buf.len();
+                        (Arc::new(buf), n)
+                    }
+                    (None, None) => unreachable!("one of the two is set"),
+                };
                 w.write_shared(window.clone(), 0..n)?;
                 checker.send(Check::Data((window, 0..n)));
                 total.inc(n as u64);
@@ -111,7 +133,7 @@ pub fn write(store: &Store, plan: &BundlePlan, target: Target, progress: bool) -
     // A store blob that no longer matches its name never reaches a committed bundle.
     let checked = checker.finish();
     copied?;
-    checked.map_err(|x| Error::Other(format!("{x} (the store is damaged: run `ocibundle store fsck`)")))?;
+    checked.map_err(|x| Error::Other(format!("{x} (the source is damaged{})", if what.starts_with("store ") { ": run `ocibundle store fsck`" } else { "" })))?;
     let index = plan.index.to_bytes();
     let index_offset = w.position;
     w.write_all(&index).map_err(io_err)?;

@@ -1,10 +1,11 @@
-//! `ocibundle bundle` and `ocibundle size`: plan a bundle from the store, then write it or
-//! report its exact size.
+//! `ocibundle bundle` and `ocibundle size`: plan a bundle from the store (or any source given
+//! with `--from`), then write it or report its exact size.
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use clap::Args;
 use ocibundle::bundle::{self, format::parse_size, Bundle, Target};
+use ocibundle::source::Source;
 use ocibundle::Store;
 
 use super::fetch::{collect_refs, ImageArgs, PullArgs};
@@ -13,9 +14,13 @@ use super::fetch::{collect_refs, ImageArgs, PullArgs};
 pub struct Selection {
     #[command(flatten)]
     images: ImageArgs,
-    /// Every reference in the store
+    /// Every reference in the store (or in the --from source)
     #[arg(long, conflicts_with_all = ["refs", "images"])]
     all: bool,
+    /// Read images from SOURCE instead of the store: docker-archive:FILE (e.g. a directory of
+    /// `docker save` tars, one --from at a time), oci:DIR[:REF], oci-archive:FILE[:REF], or a bundle
+    #[arg(long, value_name = "SOURCE")]
+    from: Option<PathBuf>,
     /// Volumes of at most SIZE bytes each (4G = 4e9, 4.7G, 25G, 4Gi = 2^32)
     #[arg(long, value_name = "SIZE")]
     split_size: Option<String>,
@@ -53,24 +58,28 @@ pub struct SizeArgs {
     json: bool,
 }
 
-/// The store references a selection names (normalised), checked to exist unless `fetch`.
-fn selected(root: &Path, sel: &Selection) -> anyhow::Result<Vec<String>> {
-    if sel.all {
-        let store = Store::open_existing(root)?;
-        let names: Vec<String> = store.refs()?.into_iter().map(|e| e.name).collect();
-        if names.is_empty() {
-            bail!("the store {} holds no images", root.display());
-        }
-        return Ok(names);
+/// The references a selection names (normalised), or every one in the source with `--all`.
+fn selected(source: &dyn Source, sel: &Selection) -> anyhow::Result<Vec<String>> {
+    let names = super::names_in(source, sel.all, &sel.images)?;
+    if names.is_empty() {
+        bail!("the {} holds no images", source.name());
     }
-    Ok(collect_refs(&sel.images.refs, sel.images.images.as_deref())?.iter().map(|r| r.to_string()).collect())
+    Ok(names)
 }
 
-fn plan(root: &Path, sel: &Selection, names: &[String]) -> anyhow::Result<bundle::BundlePlan> {
-    let store = Store::open_existing(root)?;
+fn plan(source: &dyn Source, sel: &Selection, names: &[String]) -> anyhow::Result<bundle::BundlePlan> {
     let base = sel.since.as_deref().map(bundle::load_base).transpose()?;
     let split = sel.split_size.as_deref().map(parse_size).transpose()?;
-    Ok(bundle::plan(&store, names, base.as_ref(), split)?)
+    Ok(bundle::plan(source, names, base.as_ref(), split)?)
+}
+
+/// The store, or the `--from` source over it.
+fn sources(root: &Path, sel: &Selection) -> anyhow::Result<super::Sources> {
+    if sel.from.is_none() {
+        // Without --from the store must be there (a missing one is named as such).
+        Store::open_existing(root)?;
+    }
+    super::Sources::open(root, sel.from.as_deref())
 }
 
 fn exists_any(target: &Target) -> Option<PathBuf> {
@@ -85,16 +94,24 @@ fn exists_any(target: &Target) -> Option<PathBuf> {
 }
 
 pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
-    let names = selected(root, &a.sel)?;
     if a.fetch && !a.sel.all {
+        if a.sel.from.is_some() {
+            bail!("--fetch fills the store from registries; it does not go with --from");
+        }
         let store = Store::open(root)?;
         let have: Vec<String> = store.refs()?.into_iter().map(|e| e.name).collect();
-        let missing: Vec<ocibundle::Reference> = names.iter().filter(|n| !have.contains(n)).map(|n| n.parse()).collect::<Result<_, _>>()?;
+        let names = collect_refs(&a.sel.images.refs, a.sel.images.images.as_deref())?;
+        let missing: Vec<ocibundle::Reference> = names.into_iter().filter(|n| !have.contains(&n.to_string())).collect();
         if !missing.is_empty() {
             a.pull.fetch(root, &missing, !a.json)?;
         }
     }
-    let plan = plan(root, &a.sel, &names)?;
+    sources(root, &a.sel)?.with(|source| write_bundle(source, &a))
+}
+
+fn write_bundle(source: &dyn Source, a: &BundleArgs) -> anyhow::Result<i32> {
+    let names = selected(source, &a.sel)?;
+    let plan = plan(source, &a.sel, &names)?;
     let stdout = a.output.as_os_str() == "-";
     let target = match (&a.sel.split_size, stdout) {
         (Some(_), true) => bail!("--split-size needs a file name, not -"),
@@ -106,8 +123,7 @@ pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
         && !a.force {
         bail!("{} exists (use --force to replace it)", p.display());
     }
-    let store = Store::open_existing(root)?;
-    let report = bundle::writer::write(&store, &plan, target, !a.json && !stdout)?;
+    let report = bundle::writer::write(source, &plan, target, !a.json && !stdout)?;
     let size = plan.size_report();
     if a.json {
         let files: Vec<serde_json::Value> = report.files.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect();
@@ -144,9 +160,11 @@ pub fn run_size(root: &Path, a: SizeArgs) -> anyhow::Result<i32> {
             return print_size(&existing_report(&b), a.json);
         }
     }
-    let names = selected(root, &a.sel)?;
-    let plan = plan(root, &a.sel, &names)?;
-    print_size(&serde_json::to_value(plan.size_report())?, a.json)
+    sources(root, &a.sel)?.with(|source| {
+        let names = selected(source, &a.sel)?;
+        let plan = plan(source, &a.sel, &names)?;
+        print_size(&serde_json::to_value(plan.size_report())?, a.json)
+    })
 }
 
 /// The size figures of a bundle already written, from its index.

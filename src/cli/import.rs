@@ -67,28 +67,9 @@ fn print_archive_import(doc: &impl serde::Serialize, json: bool, lines: impl Ite
     Ok(0)
 }
 
-/// `PATH[:REF]`: the reference is what follows the first `:` after the last `/`.
-fn split_layout_arg(rest: &str) -> (&str, Option<&str>) {
-    let from = rest.rfind('/').map_or(0, |i| i + 1);
-    match rest[from..].find(':') {
-        Some(i) => (&rest[..from + i], Some(&rest[from + i + 1..])),
-        None => (rest, None),
-    }
-}
-
 fn import_layout(store: &Store, rest: &str, archive: bool, json: bool) -> anyhow::Result<i32> {
-    let (path, only) = split_layout_arg(rest);
+    let (path, only) = ocibundle::transport::split_layout_arg(rest);
     let r = ocibundle::archive::oci::import(Path::new(path), archive, only, store)?;
     let lines = r.images.iter().map(|i| format!("{} ({})", i.reference, i.digest));
     print_archive_import(&r, json, lines, &r.copied, &r.notes)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn layout_arguments_split_at_the_tag() {
-        assert_eq!(super::split_layout_arg("/srv/img:v1"), ("/srv/img", Some("v1")));
-        assert_eq!(super::split_layout_arg("/srv/img"), ("/srv/img", None));
-        assert_eq!(super::split_layout_arg("rel:v1.2"), ("rel", Some("v1.2")));
-    }
 }

@@ -111,28 +111,34 @@ pub fn stream_input(path: &std::path::Path) -> anyhow::Result<Option<(Box<dyn st
     }
 }
 
-/// What `export` and `push` read: `--from BUNDLE` (over the store, which may hold a delta's
-/// base) or the store alone.
+/// What `export`, `push`, `bundle` and `size` read: `--from SOURCE` (a bundle, read over the
+/// store, which may hold a delta's base; a docker-archive; an OCI layout or archive) or the
+/// store alone.
 pub struct Sources {
     pub store: Option<ocibundle::Store>,
-    bundle: Option<ocibundle::bundle::Bundle>,
+    from: Option<ocibundle::transport::Opened>,
 }
 
 impl Sources {
     pub fn open(root: &std::path::Path, from: Option<&std::path::Path>) -> anyhow::Result<Sources> {
         // No layout at all means "no store"; a layout that is there but broken is an error.
         let store = if root.join("oci-layout").exists() { Some(ocibundle::Store::open_existing(root)?) } else { None };
-        let bundle = from.map(ocibundle::bundle::Bundle::open).transpose()?;
-        if store.is_none() && bundle.is_none() {
-            anyhow::bail!("no store at {} (fetch or import images first, or pass --from BUNDLE)", root.display());
+        let from = from.map(ocibundle::transport::open).transpose()?;
+        if store.is_none() && from.is_none() {
+            anyhow::bail!("no store at {} (fetch or import images first, or pass --from SOURCE)", root.display());
         }
-        Ok(Sources { store, bundle })
+        if let Some(o) = &from {
+            for n in o.notes() {
+                eprintln!("note: {n}");
+            }
+        }
+        Ok(Sources { store, from })
     }
 
     /// Runs `f` on the source.
     pub fn with<T>(&self, f: impl FnOnce(&dyn ocibundle::source::Source) -> T) -> T {
-        match (&self.bundle, &self.store) {
-            (Some(b), s) => f(&ocibundle::source::BundleOverStore { bundle: b, store: s.as_ref() }),
+        match (&self.from, &self.store) {
+            (Some(o), s) => f(&*o.source(s.as_ref())),
             (None, Some(s)) => f(s),
             (None, None) => unreachable!("Sources::open checks there is one"),
         }
@@ -142,8 +148,9 @@ impl Sources {
 /// Where `export` and `push` read images from, and which.
 #[derive(clap::Args)]
 pub struct SourceArgs {
-    /// Read images from this bundle (any of its volumes) instead of the store
-    #[arg(long, value_name = "BUNDLE")]
+    /// Read images from SOURCE instead of the store: a bundle (any of its volumes),
+    /// docker-archive:FILE, oci:DIR[:REF] or oci-archive:FILE[:REF]
+    #[arg(long, value_name = "SOURCE")]
     pub from: Option<PathBuf>,
     #[command(flatten)]
     pub images: fetch::ImageArgs,
@@ -154,10 +161,15 @@ pub struct SourceArgs {
 
 /// The references a selection names in `source`: every one with `--all`.
 pub fn selected_names(source: &dyn ocibundle::source::Source, sel: &SourceArgs) -> anyhow::Result<Vec<String>> {
-    let names: Vec<String> = if sel.all {
+    names_in(source, sel.all, &sel.images)
+}
+
+/// The references `images` names (normalised), or every one in `source` with `all`.
+pub fn names_in(source: &dyn ocibundle::source::Source, all: bool, images: &fetch::ImageArgs) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = if all {
         source.refs()?.into_iter().map(|(n, _)| n).collect()
     } else {
-        fetch::collect_refs(&sel.images.refs, sel.images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
+        fetch::collect_refs(&images.refs, images.images.as_deref())?.iter().map(|r| r.to_string()).collect()
     };
     if names.is_empty() {
         anyhow::bail!("the {} holds no images", source.name());

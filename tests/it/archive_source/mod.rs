@@ -1,6 +1,7 @@
 //! Owns the tests of docker-archive as a source (`import docker-archive:FILE`): archives written
 //! by the real tools (skopeo, podman save -m) imported with their image IDs and diff_ids kept,
 //! and hostile archives refused in one line with nothing stored.
+mod direct;
 mod hostile;
 mod layouts;
 mod real;
