@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/ensure-tools.sh
 source scripts/lib/ensure-tools.sh
 
-ensure_tools docker-registry=docker-registry skopeo=skopeo podman=podman umoci=umoci \
+ensure_tools docker-registry=docker-registry skopeo=skopeo podman=podman umoci=umoci oci-image-tool=oci-image-tool \
   htpasswd=apache2-utils openssl=openssl curl=curl jq=jq zstd=zstd /usr/bin/time=time \
   python3=python3 sha256sum=coreutils containerd=containerd ctr=containerd
 # ISA-L for src/codec/gunzip.rs: libisal-dev (the header build.rs looks for) and libisal2 (loaded at

@@ -6,7 +6,7 @@
 //! Tar headers need sizes first: into a file, the sizes the blobs announce reserve each layer's
 //! place and every core decompresses straight into it (see `write_placed`); into a pipe,
 //! layers are spooled a few ahead of the writer. Configs and the JSON files come last.
-// Failures hand the output back as `(Sink, Error)` so the caller removes the temp file; that
+// Failures hand the output back as `(Output, Error)` so the caller removes the temp file; that
 // pair is large, but there is one per export.
 #![allow(clippy::result_large_err)]
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::tarw::TarWriter;
-use super::{manifest, ExportOptions, ExportReport, ExportedImage, Sink};
+use super::{manifest, ExportOptions, ExportReport, ExportedImage, Output};
 use super::layers::{size_hint, spool_layer, Layer, Placed, Region};
 use crate::digest::{DiffId, Digest};
 use crate::error::{Error, Result};
@@ -123,7 +123,7 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
     let bar = progress.blob("", 0);
     let ctx = Ctx { source, layers: &layers, spool_dir: &spool_dir, jobs: opts.jobs.max(1), bar: &bar };
     let layout = Layout::new(&ctx)?;
-    let sink = Sink::create(&opts.output, opts.force)?;
+    let sink = Output::create(&opts.output, opts.force)?;
     let result = if sink.file().is_some() { write_placed(sink, &ctx, &layout) } else { write_streamed(sink, &ctx, &layout) };
     let result = result.and_then(|(sink, start, sizes)| {
         let mut tw = TarWriter::at(sink, start);
@@ -171,7 +171,7 @@ struct Ctx<'a> {
 }
 
 /// The sink and how far the archive got, plus each layer's size; or the sink to abort.
-type LayersResult = std::result::Result<(Sink, u64, BTreeMap<DiffId, u64>), (Sink, Error)>;
+type LayersResult = std::result::Result<(Output, u64, BTreeMap<DiffId, u64>), (Output, Error)>;
 
 fn entry_name(d: &Digest) -> String {
     format!("blobs/sha256/{}", d.hex())
@@ -222,7 +222,7 @@ fn padding_name(i: usize) -> String {
 }
 
 /// Appends the layers that were not placed (unknown size or a wrong hint), in image order.
-fn append_rest(mut tw: TarWriter<Sink>, ctx: &Ctx, mut rest: BTreeMap<usize, (File, u64)>, mut sizes: BTreeMap<DiffId, u64>) -> LayersResult {
+fn append_rest(mut tw: TarWriter<Output>, ctx: &Ctx, mut rest: BTreeMap<usize, (File, u64)>, mut sizes: BTreeMap<DiffId, u64>) -> LayersResult {
     for (i, (f, size)) in rest.iter_mut() {
         let layer = &ctx.layers[*i];
         if let Err(e) = tw.add_file(&entry_name(layer.diff_id.as_digest()), f, *size) {
@@ -236,7 +236,7 @@ fn append_rest(mut tw: TarWriter<Sink>, ctx: &Ctx, mut rest: BTreeMap<usize, (Fi
 
 /// Into a file: every core decompresses placed layers straight into their places at once (no
 /// spool copy, no waiting on one another); the rest is spooled and appended after them.
-fn write_placed(mut sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
+fn write_placed(mut sink: Output, ctx: &Ctx, layout: &Layout) -> LayersResult {
     let tasks: Vec<(usize, Option<(u64, u64)>)> =
         layout.placed.iter().map(|&(i, h, at)| (i, Some((h, at)))).chain(layout.rest.iter().map(|&i| (i, None))).collect();
     let sizes: Mutex<BTreeMap<DiffId, u64>> = Mutex::new(BTreeMap::new());
@@ -255,11 +255,11 @@ fn write_placed(mut sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
             let header = match placed {
                 Placed::InPlace(size) => {
                     sizes.lock().unwrap().insert(layer.diff_id.clone(), size);
-                    TarWriter::<Sink>::header(&entry_name(layer.diff_id.as_digest()), size)
+                    TarWriter::<Output>::header(&entry_name(layer.diff_id.as_digest()), size)
                 }
                 Placed::Spilled(f, size) => {
                     rest.lock().unwrap().insert(i, (f, size));
-                    zero_range(file, at + 512, round_up(hint)).and_then(|()| TarWriter::<Sink>::header(&padding_name(i), round_up(hint)))
+                    zero_range(file, at + 512, round_up(hint)).and_then(|()| TarWriter::<Output>::header(&padding_name(i), round_up(hint)))
                 }
             };
             header
@@ -309,7 +309,7 @@ struct SpoolState {
 
 /// Into a pipe, where a tar header must precede its data: workers decompress layers, in the
 /// layout's order, into spool files a few ahead of the writer, which appends them in order.
-fn write_streamed(sink: Sink, ctx: &Ctx, layout: &Layout) -> LayersResult {
+fn write_streamed(sink: Output, ctx: &Ctx, layout: &Layout) -> LayersResult {
     let order: Vec<usize> = layout.placed.iter().map(|p| p.0).chain(layout.rest.iter().copied()).collect();
     let spool = Spool { state: Mutex::new(SpoolState { next: 0, written: 0, done: BTreeMap::new() }), cv: Condvar::new() };
     let stop = AtomicBool::new(false);
@@ -424,7 +424,7 @@ fn generated_manifest(p: &Planned, sizes: &BTreeMap<DiffId, u64>) -> (Vec<u8>, D
 /// Writes configs, generated manifests, `index.json`, `manifest.json`, `repositories` and
 /// `oci-layout` after the layers (whose sizes the generated manifests need), then ends the
 /// archive. Returns each image's generated manifest digest.
-fn write_metadata(tw: &mut TarWriter<Sink>, planned: &[Planned], sizes: &BTreeMap<DiffId, u64>) -> Result<BTreeMap<String, Digest>> {
+fn write_metadata(tw: &mut TarWriter<Output>, planned: &[Planned], sizes: &BTreeMap<DiffId, u64>) -> Result<BTreeMap<String, Digest>> {
     let io = |e: std::io::Error| Error::Other(format!("writing the archive: {e}"));
     let mut written_blobs: BTreeSet<Digest> = BTreeSet::new();
     let mut index_entries = Vec::new();

@@ -103,24 +103,24 @@ pub fn reachable(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<V
 }
 
 /// Where the output goes: a temp name beside the final one, renamed on commit.
-pub(crate) enum Sink {
+pub(crate) enum Output {
     File { file: File, tmp: PathBuf, fin: PathBuf, written: u64, drop_behind: crate::writeback::DropBehind },
     Stdout(io::Stdout),
 }
 
-impl Sink {
-    pub fn create(output: &Option<PathBuf>, force: bool) -> Result<Sink> {
-        let Some(fin) = output else { return Ok(Sink::Stdout(io::stdout())) };
+impl Output {
+    pub fn create(output: &Option<PathBuf>, force: bool) -> Result<Output> {
+        let Some(fin) = output else { return Ok(Output::Stdout(io::stdout())) };
         refuse_existing(fin, force)?;
         let tmp = crate::litter::claim_temp(fin);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp).at(fin)?;
-        Ok(Sink::File { file, tmp, fin: fin.clone(), written: 0, drop_behind: crate::writeback::DropBehind::at(0) })
+        Ok(Output::File { file, tmp, fin: fin.clone(), written: 0, drop_behind: crate::writeback::DropBehind::at(0) })
     }
     /// fsync and rename into place.
     pub fn commit(self) -> Result<()> {
         match self {
-            Sink::Stdout(mut s) => s.flush().map_err(|e| Error::io("stdout", e)),
-            Sink::File { file, tmp, fin, .. } => {
+            Output::Stdout(mut s) => s.flush().map_err(|e| Error::io("stdout", e)),
+            Output::File { file, tmp, fin, .. } => {
                 file.sync_all().at(&tmp)?;
                 drop(file);
                 fs::rename(&tmp, &fin).at(&fin)?;
@@ -131,13 +131,13 @@ impl Sink {
     /// The output file, for positioned writes (none for stdout).
     pub fn file(&self) -> Option<&File> {
         match self {
-            Sink::File { file, .. } => Some(file),
-            Sink::Stdout(_) => None,
+            Output::File { file, .. } => Some(file),
+            Output::Stdout(_) => None,
         }
     }
     /// Carries on writing at `offset`, everything before it having been written in place.
     pub fn skip_to(&mut self, offset: u64) -> io::Result<()> {
-        if let Sink::File { file, written, drop_behind, .. } = self {
+        if let Output::File { file, written, drop_behind, .. } = self {
             io::Seek::seek(file, io::SeekFrom::Start(offset))?;
             *written = offset;
             *drop_behind = crate::writeback::DropBehind::at(offset);
@@ -145,52 +145,52 @@ impl Sink {
         Ok(())
     }
     pub fn abort(self) {
-        if let Sink::File { tmp, .. } = self {
+        if let Output::File { tmp, .. } = self {
             let _ = fs::remove_file(tmp);
         }
     }
 }
 
-impl Write for Sink {
+impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::File { file, written, drop_behind, .. } => {
+            Output::File { file, written, drop_behind, .. } => {
                 let n = file.write(buf)?;
                 *written += n as u64;
                 drop_behind.kick_and_drop(file, *written);
                 Ok(n)
             }
-            Sink::Stdout(s) => s.write(buf),
+            Output::Stdout(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Sink::File { file, .. } => file.flush(),
-            Sink::Stdout(s) => s.flush(),
+            Output::File { file, .. } => file.flush(),
+            Output::Stdout(s) => s.flush(),
         }
     }
 }
 
-impl tarw::AsFile for Sink {
+impl tarw::AsFile for Output {
     fn copy_from(&mut self, f: &mut File, size: u64) -> io::Result<u64> {
         match self {
-            Sink::File { file, written, drop_behind, .. } => {
+            Output::File { file, written, drop_behind, .. } => {
                 let n = file.copy_from(f, size)?;
                 *written += n;
                 drop_behind.kick_and_drop(file, *written);
                 Ok(n)
             }
-            Sink::Stdout(s) => s.copy_from(f, size),
+            Output::Stdout(s) => s.copy_from(f, size),
         }
     }
     fn write_at_offset(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         match self {
-            Sink::File { file, .. } => file.write_at_offset(offset, data),
-            Sink::Stdout(s) => s.write_at_offset(offset, data),
+            Output::File { file, .. } => file.write_at_offset(offset, data),
+            Output::Stdout(s) => s.write_at_offset(offset, data),
         }
     }
     fn seekable(&self) -> bool {
-        matches!(self, Sink::File { .. })
+        matches!(self, Output::File { .. })
     }
 }
 

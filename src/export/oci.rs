@@ -1,13 +1,15 @@
-//! OCI image layout export (a directory, or one tar of it): blobs and manifests byte-identical
-//! to the registry's, indexes kept, `index.json` naming every reference.
-use std::collections::{BTreeMap, BTreeSet};
+//! OCI image layout export (a directory, or one tar of it) as two `copy::Sink`s: blobs and
+//! manifests byte-identical to the registry's, indexes kept, `index.json` naming every
+//! reference. The one copy (`copy::execute`) moves the bytes; these files only place them.
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::tarw::TarWriter;
-use super::{reachable, refuse_existing, ExportOptions, ExportReport, ExportedImage, Format, Sink};
-use crate::digest::Digest;
+use super::{refuse_existing, ExportOptions, ExportReport, ExportedImage, Format, Output};
+use crate::copy::{self, CopyOptions, Sink};
 use crate::error::{Error, IoContext, Result};
 use crate::image::{media, ConfigInfo, Descriptor, ManifestKind};
 use crate::limits;
@@ -36,12 +38,12 @@ fn index_json(images: &[(String, Descriptor)]) -> Vec<u8> {
     v
 }
 
-fn describe(source: &dyn Source, name: &str, desc: &Descriptor, blobs: &[Descriptor]) -> Result<ExportedImage> {
+fn describe(source: &dyn Source, name: &str, desc: &Descriptor, manifests: &[Descriptor]) -> Result<ExportedImage> {
     // The first image manifest's config stands for the image (an index's first child).
     let mut image_id = None;
     let mut layers = 0;
     let mut platform = String::from("multi");
-    for b in blobs {
+    for b in manifests {
         if crate::image::is_manifest_type(&b.media_type)
             && let ManifestKind::Image(im) = super::manifest(source, b, name)?.kind
             && image_id.is_none() {
@@ -65,106 +67,151 @@ fn describe(source: &dyn Source, name: &str, desc: &Descriptor, blobs: &[Descrip
 }
 
 pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptions) -> Result<ExportReport> {
-    // Plan: every blob once, in a fixed order (images by name, blobs depth-first).
-    let mut order: Vec<Descriptor> = Vec::new();
-    let mut seen: BTreeSet<Digest> = BTreeSet::new();
-    let mut reports = Vec::new();
-    let mut sorted: Vec<&(String, Descriptor)> = images.iter().collect();
+    // Images by name: the plan's order, and so the output's, does not depend on the caller's.
+    let mut sorted = images.to_vec();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, desc) in sorted {
-        let blobs = reachable(source, name, desc)?;
-        reports.push(describe(source, name, desc, &blobs)?);
-        for b in blobs {
-            if seen.insert(b.digest.clone()) {
-                order.push(b);
-            }
-        }
-    }
-    let index = index_json(images);
-    let bytes = match (opts.format, &opts.output) {
-        (Format::OciLayout, Some(dir)) => write_dir(source, &order, &index, dir, opts.force)?,
+    let plan = copy::plan(source, &sorted)?;
+    let reports = plan.images.iter().map(|i| describe(source, &i.reference, &i.descriptor, &i.manifests)).collect::<Result<Vec<_>>>()?;
+    let sink: Box<dyn Sink> = match (opts.format, &opts.output) {
+        (Format::OciLayout, Some(dir)) => Box::new(DirSink::create(dir, opts.force)?),
         (Format::OciLayout, None) => return Err(Error::Other("--oci-layout needs a directory".into())),
-        _ => write_tar(source, &order, &index, opts)?,
+        _ => Box::new(TarSink::create(&opts.output, opts.force)?),
     };
+    let done = copy::execute(source, sink, &plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "export" })?;
     let output = opts.output.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
-    Ok(ExportReport { output, format: if opts.format == Format::OciLayout { "oci-layout" } else { "oci-archive" }.into(), bytes, images: reports, notes: vec![] })
+    Ok(ExportReport { output, format: if opts.format == Format::OciLayout { "oci-layout" } else { "oci-archive" }.into(), bytes: done.output_bytes, images: reports, notes: vec![] })
 }
 
-fn write_tar(source: &dyn Source, order: &[Descriptor], index: &[u8], opts: &ExportOptions) -> Result<u64> {
-    let sink = Sink::create(&opts.output, opts.force)?;
-    let mut tw = TarWriter::new(sink);
-    let res = (|| -> Result<()> {
-        tw.add_bytes("oci-layout", OCI_LAYOUT).map_err(|e| Error::Other(format!("writing the archive: {e}")))?;
-        for b in order {
-            let mut r = source.blob(b)?;
-            tw.add_reader(&format!("blobs/sha256/{}", b.digest.hex()), b.size, &mut r)
-                .map_err(|e| Error::Other(format!("blob {}: {e}", b.digest)))?;
-        }
-        tw.add_bytes("index.json", index).map_err(|e| Error::Other(format!("writing the archive: {e}")))?;
-        Ok(())
-    })();
-    let res = res.and_then(|_| tw.end().map_err(|e| Error::Other(format!("writing the archive: {e}"))));
-    let written = tw.written;
-    match res {
-        Ok(()) => {
-            tw.into_inner().commit()?;
-            Ok(written)
-        }
-        Err(e) => {
+fn blob_name(d: &Descriptor) -> String {
+    format!("blobs/sha256/{}", d.digest.hex())
+}
+
+/// An OCI archive: one tar written in order (oci-layout, blobs, manifests, index.json) to a
+/// temp file renamed at the commit, or to stdout; dropped uncommitted, the temp file goes.
+struct TarSink {
+    tw: Mutex<Option<TarWriter<Output>>>,
+}
+
+impl TarSink {
+    fn create(output: &Option<PathBuf>, force: bool) -> Result<TarSink> {
+        let mut tw = TarWriter::new(Output::create(output, force)?);
+        if let Err(e) = tw.add_bytes("oci-layout", OCI_LAYOUT) {
             tw.into_inner().abort();
-            Err(e)
+            return Err(Error::Other(format!("writing the archive: {e}")));
+        }
+        Ok(TarSink { tw: Mutex::new(Some(tw)) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut TarWriter<Output>) -> std::io::Result<T>, what: &str) -> Result<T> {
+        let mut g = self.tw.lock().unwrap();
+        f(g.as_mut().expect("open until commit")).map_err(|e| Error::Other(format!("{what}: {e}")))
+    }
+}
+
+impl Sink for TarSink {
+    fn parallel(&self) -> bool {
+        false
+    }
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool> {
+        let mut r = from.blob(desc)?;
+        self.with(|tw| tw.add_reader(&blob_name(desc), desc.size, &mut r), &format!("blob {}", desc.digest))?;
+        progress(desc.size);
+        Ok(true)
+    }
+    fn put_manifest(&self, desc: &Descriptor, bytes: &[u8]) -> Result<bool> {
+        copy::check_bytes("manifest", desc, bytes)?;
+        self.with(|tw| tw.add_bytes(&blob_name(desc), bytes), "writing the archive")?;
+        Ok(true)
+    }
+    fn commit(self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64> {
+        self.with(|tw| tw.add_bytes("index.json", &index_json(refs)).and_then(|()| tw.end()), "writing the archive")?;
+        let tw = self.tw.lock().unwrap().take().expect("committed once");
+        let written = tw.written;
+        tw.into_inner().commit()?;
+        Ok(written)
+    }
+}
+
+impl Drop for TarSink {
+    fn drop(&mut self) {
+        if let Some(tw) = self.tw.get_mut().unwrap().take() {
+            tw.into_inner().abort();
         }
     }
 }
 
-fn write_dir(source: &dyn Source, order: &[Descriptor], index: &[u8], dir: &Path, force: bool) -> Result<u64> {
-    refuse_existing(dir, force)?;
-    let tmp = crate::litter::claim_temp(dir);
-    let _ = fs::remove_dir_all(&tmp);
-    let res = (|| -> Result<u64> {
-        let blobs = tmp.join("blobs/sha256");
-        fs::create_dir_all(&blobs).at(dir)?;
-        // Blobs are copied (and verified) on every core, largest first.
-        let mut queue: Vec<&Descriptor> = order.iter().collect();
-        queue.sort_by_key(|d| std::cmp::Reverse(d.size));
-        // Errors name the final path: the temp one is gone by the time the user reads them.
-        let shown = dir.join("blobs/sha256");
-        crate::pool::try_each(&queue, |b, _| copy_blob(source, b, &blobs, &shown))?;
-        let total: u64 = order.iter().map(|b| b.size).sum();
+/// An OCI layout directory, built under a temp name beside the final one (blobs copied on every
+/// core, each durable as it completes) and renamed into place at the commit; dropped
+/// uncommitted, the temp directory goes.
+struct DirSink {
+    dir: PathBuf,
+    tmp: PathBuf,
+    /// Where blobs will be once the layout is renamed into place: errors name that.
+    shown: PathBuf,
+    bytes: std::sync::atomic::AtomicU64,
+    done: bool,
+}
+
+impl DirSink {
+    fn create(dir: &Path, force: bool) -> Result<DirSink> {
+        refuse_existing(dir, force)?;
+        let tmp = crate::litter::claim_temp(dir);
+        let _ = fs::remove_dir_all(&tmp);
+        let sink = DirSink { dir: dir.to_path_buf(), shown: dir.join("blobs/sha256"), tmp, bytes: Default::default(), done: false };
+        fs::create_dir_all(sink.tmp.join("blobs/sha256")).at(dir)?;
+        Ok(sink)
+    }
+
+    fn count(&self, n: u64) {
+        self.bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Sink for DirSink {
+    fn parallel(&self) -> bool {
+        true
+    }
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool> {
+        let shown = self.shown.join(desc.digest.hex());
+        let mut f = fs::File::create(self.tmp.join(blob_name(desc))).at(&shown)?;
+        crate::source::copy_verified(from, desc, &mut f, &shown, progress)?;
+        f.sync_data().at(&shown)?;
+        crate::writeback::drop_synced(&f);
+        self.count(desc.size);
+        Ok(true)
+    }
+    fn put_manifest(&self, desc: &Descriptor, bytes: &[u8]) -> Result<bool> {
+        copy::check_bytes("manifest", desc, bytes)?;
+        let shown = self.shown.join(desc.digest.hex());
+        let mut f = fs::File::create(self.tmp.join(blob_name(desc))).at(&shown)?;
+        f.write_all(bytes).and_then(|()| f.sync_data()).at(&shown)?;
+        self.count(desc.size);
+        Ok(true)
+    }
+    fn commit(mut self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64> {
+        let (dir, tmp) = (&self.dir, &self.tmp);
+        let index = index_json(refs);
         fs::write(tmp.join("oci-layout"), OCI_LAYOUT).at(dir.join("oci-layout"))?;
         let mut f = fs::File::create(tmp.join("index.json")).at(dir.join("index.json"))?;
-        f.write_all(index).at(dir.join("index.json"))?;
-        f.sync_all().at(dir.join("index.json"))?;
-        fs::File::open(&blobs).and_then(|d| d.sync_all()).at(&shown)?;
-        Ok(total + index.len() as u64)
-    })();
-    match res {
-        Ok(total) => {
-            if dir.exists() {
-                let old = dir.with_extension(format!("old-{}", std::process::id()));
-                fs::rename(dir, &old).at(dir)?;
-                fs::rename(&tmp, dir).at(dir)?;
-                let _ = fs::remove_dir_all(&old);
-            } else {
-                fs::rename(&tmp, dir).at(dir)?;
-            }
-            Ok(total)
+        f.write_all(&index).and_then(|()| f.sync_all()).at(dir.join("index.json"))?;
+        fs::File::open(tmp.join("blobs/sha256")).and_then(|d| d.sync_all()).at(&self.shown)?;
+        if dir.exists() {
+            let old = dir.with_extension(format!("old-{}", std::process::id()));
+            fs::rename(dir, &old).at(dir)?;
+            fs::rename(tmp, dir).at(dir)?;
+            let _ = fs::remove_dir_all(&old);
+        } else {
+            fs::rename(tmp, dir).at(dir)?;
         }
-        Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
-            Err(e)
-        }
+        self.done = true;
+        Ok(self.bytes.load(std::sync::atomic::Ordering::Relaxed) + index.len() as u64)
     }
 }
 
-/// Copies one blob into `dir/<hex>`, verified on the way, durable when this returns; errors name
-/// `shown/<hex>` (where it will be once the layout is renamed into place).
-fn copy_blob(source: &dyn Source, b: &Descriptor, dir: &Path, shown: &Path) -> Result<()> {
-    let path = dir.join(b.digest.hex());
-    let shown = shown.join(b.digest.hex());
-    let mut f = fs::File::create(&path).at(&shown)?;
-    crate::source::copy_verified(source, b, &mut f, &shown, &|_| {})?;
-    f.sync_data().at(&shown)?;
-    crate::writeback::drop_synced(&f);
-    Ok(())
+impl Drop for DirSink {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
 }
