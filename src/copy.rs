@@ -13,6 +13,7 @@ use crate::graph;
 use crate::image::{Descriptor, Manifest};
 use crate::limits;
 use crate::source::Source;
+use crate::store::ANNOTATION_INDEX_DIGEST;
 
 /// One image of a plan: its name, the descriptor the name points at, and what it reaches.
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +34,9 @@ pub struct Plan {
     pub blobs: Vec<Descriptor>,
     /// Every manifest and index once, children before the index that lists them.
     pub manifests: Vec<Descriptor>,
+    /// The indexes single platforms were picked from (a store reference's annotation), where
+    /// the source holds them: context that the store keeps beside the image, not part of it.
+    pub picked_from: Vec<Descriptor>,
 }
 
 impl Plan {
@@ -59,7 +63,16 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan
     let mut seen_nodes = BTreeSet::new();
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
+    let mut picked_from = Vec::new();
     for (name, desc) in images {
+        if let Some(d) = desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
+            let d: Digest = d.parse().map_err(|e: Error| e.context(name))?;
+            if let Some(size) = source.size_of(&d).filter(|_| !picked_from.iter().any(|p: &Descriptor| p.digest == d)) {
+                let probe = Descriptor { media_type: String::new(), digest: d.clone(), size, platform: None, annotations: None };
+                let m = Manifest::parse(source.read_small(&probe, limits::MANIFEST)?, None, name)?;
+                picked_from.push(Descriptor { media_type: m.media_type, ..probe });
+            }
+        }
         let mut img = PlanImage { reference: name.clone(), descriptor: desc.clone(), manifests: Vec::new(), blobs: Vec::new() };
         graph::walk(desc, |d| {
             if !source.has(&d.digest) {
@@ -87,7 +100,7 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan
         out.push(img);
     }
     blobs.sort_by(|a: &Descriptor, b: &Descriptor| b.size.cmp(&a.size).then(a.digest.cmp(&b.digest)));
-    Ok(Plan { images: out, blobs, manifests })
+    Ok(Plan { images: out, blobs, manifests, picked_from })
 }
 
 /// Where a copy goes: the store, an OCI layout or archive, a registry. Blobs come first (from
@@ -100,10 +113,15 @@ pub trait Sink: Sync {
     fn parallel(&self) -> bool;
     /// Stores one config or layer read from `from`, verified before it can be seen under its
     /// name; false when the sink held it already (nothing was read).
-    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool>;
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &(dyn Fn(u64) + Sync)) -> Result<bool>;
     /// Stores one manifest or index (its bytes already checked against `desc`); false when the
     /// sink held it already.
     fn put_manifest(&self, desc: &Descriptor, bytes: &[u8]) -> Result<bool>;
+    /// Whether the sink keeps the indexes single platforms were picked from (`Plan::picked_from`);
+    /// only a store does, for its references' annotations.
+    fn keeps_picked_from(&self) -> bool {
+        false
+    }
     /// Points the references at their descriptors and makes the result durable and visible.
     /// Returns the bytes the output holds, as the sink counts them.
     fn commit(self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64>;
@@ -172,7 +190,8 @@ pub fn execute(source: &dyn Source, sink: Box<dyn Sink + '_>, plan: &Plan, opts:
     progress.finish();
     moved?;
     let mut copied = copied.into_inner().unwrap();
-    for m in &plan.manifests {
+    let context = if sink.keeps_picked_from() { &plan.picked_from[..] } else { &[] };
+    for m in plan.manifests.iter().chain(context) {
         let bytes = source.read_small(m, limits::MANIFEST)?;
         copied.add(!sink.put_manifest(m, &bytes)?, m.size);
     }

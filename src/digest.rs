@@ -208,7 +208,8 @@ impl<R: Read> Read for VerifyingReader<R> {
         // The last byte (or the end of the source) is here: check before handing it out, so
         // a consumer that stops at the declared size never gets unverified bytes.
         let h = self.hasher.take().unwrap();
-        h.verify(&self.what, &self.expected, Some(self.size)).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        // The typed error rides inside the io::Error: `Error::from_read` takes it back out.
+        h.verify(&self.what, &self.expected, Some(self.size)).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.done = true;
         Ok(n)
     }

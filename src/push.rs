@@ -1,19 +1,17 @@
 //! `push`: plan (name each image in the target registry, list what each target repository
 //! needs) then execute (blobs: skip, mount or upload, in parallel; then manifests children
 //! first, tags last; then read every tag back).
-use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::export::reachable;
-use crate::image::{is_index_type, is_manifest_type, Descriptor};
-use crate::limits;
-use crate::progress::Progress;
+use crate::copy::{self, CopyOptions, Plan};
+use crate::image::Descriptor;
 use crate::reference::Reference;
+use crate::registry::sink::{repo_key, Outcomes, RegistrySink};
 use crate::registry::{BlobOutcome, Registry, UploadState};
 use crate::source::Source;
 
@@ -64,14 +62,10 @@ pub struct PushReport {
 }
 
 /// One image to push.
-pub struct PlannedPush {
-    pub source: String,
-    pub target: Reference,
-    pub entry: Descriptor,
-    /// Configs and layers.
-    pub content: Vec<Descriptor>,
-    /// Manifests and indexes, children before the index that lists them.
-    pub manifests: Vec<(Descriptor, Vec<u8>)>,
+/// What a push does: the one copy's plan, and each image's name in the target registry.
+pub struct PushPlan {
+    pub copy: Plan,
+    pub targets: BTreeMap<String, Reference>,
 }
 
 fn looks_like_registry(host: &str) -> bool {
@@ -111,132 +105,36 @@ pub fn target_for(name: &str, opts: &PushOptions) -> Result<(Reference, MappingR
 }
 
 /// Names every image in the target registry and lists its blobs and manifests.
-pub fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &PushOptions) -> Result<(Vec<PlannedPush>, Vec<MappingRule>)> {
-    let mut out = Vec::new();
+pub fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &PushOptions) -> Result<(PushPlan, Vec<MappingRule>)> {
+    let mut targets = BTreeMap::new();
     let mut rules: Vec<MappingRule> = Vec::new();
-    for (name, entry) in images {
+    for (name, _) in images {
         let (target, rule) = target_for(name, opts)?;
         if !rules.iter().any(|r| r.from == rule.from && r.to == rule.to) {
             rules.push(rule);
         }
-        let blobs = reachable(source, name, entry)?;
-        let mut content = Vec::new();
-        let mut manifests = Vec::new();
-        for b in blobs {
-            if is_manifest_type(&b.media_type) || is_index_type(&b.media_type) {
-                let bytes = source.read_small(&b, limits::MANIFEST)?;
-                manifests.push((b, bytes));
-            } else {
-                content.push(b);
-            }
-        }
-        // Discovery goes parent first: push in reverse, children before their index.
-        manifests.reverse();
-        out.push(PlannedPush { source: name.clone(), target, entry: entry.clone(), content, manifests });
+        targets.insert(name.clone(), target);
     }
-    Ok((out, rules))
+    Ok((PushPlan { copy: copy::plan(source, images)?, targets }, rules))
 }
 
-/// Pushes the plan. With `dry_run`, only asks the registry what it has.
-pub fn execute(reg: &Registry, source: &dyn Source, plan: &[PlannedPush], rules: Vec<MappingRule>, opts: &PushOptions) -> Result<PushReport> {
-    // Each digest with the repositories that need it, in plan order.
-    let mut by_digest: BTreeMap<Digest, (Descriptor, Vec<Reference>)> = BTreeMap::new();
-    for p in plan {
-        for d in &p.content {
-            let e = by_digest.entry(d.digest.clone()).or_insert_with(|| (d.clone(), Vec::new()));
-            if !e.1.iter().any(|r| r.registry == p.target.registry && r.repository == p.target.repository) {
-                e.1.push(p.target.clone());
-            }
-        }
-    }
-    let mut work: Vec<&(Descriptor, Vec<Reference>)> = by_digest.values().collect();
-    work.sort_by_key(|w| std::cmp::Reverse(w.0.size));
-    let total: u64 = work.iter().map(|(d, repos)| d.size * repos.len() as u64).sum();
-    let progress = Progress::new(opts.progress && !opts.dry_run, total, "push");
-    let bar = progress.blob("", 0);
-    let outcomes: Mutex<HashMap<(String, Digest), BlobOutcome>> = Mutex::new(HashMap::new());
-    let failure: Mutex<Option<Error>> = Mutex::new(None);
-    let queue = Mutex::new(work.into_iter());
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1) {
-            s.spawn(|| loop {
-                if failure.lock().unwrap().is_some() || crate::cancel::requested() {
-                    break;
-                }
-                let Some((desc, repos)) = queue.lock().unwrap().next() else { break };
-                let mut holder: Option<&Reference> = None;
-                for repo in repos {
-                    let r = (|| -> Result<BlobOutcome> {
-                        if reg.blob_exists(repo, &desc.digest)? {
-                            return Ok(BlobOutcome::Present);
-                        }
-                        if let Some(h) = holder
-                            && (opts.dry_run || reg.mount_blob(repo, &desc.digest, &h.repository)?) {
-                            return Ok(BlobOutcome::Mounted);
-                        }
-                        if !opts.dry_run {
-                            let open = |off: u64| -> Result<Box<dyn Read + Send + '_>> {
-                                let mut r = source.blob(desc)?;
-                                std::io::copy(&mut (&mut r).take(off), &mut std::io::sink()).map_err(|e| Error::Other(format!("{}: blob {}: {e}", source.name(), desc.digest)))?;
-                                Ok(r)
-                            };
-                            reg.upload_blob(repo, desc, &open, opts.uploads.as_ref(), &|n| bar.inc(n))?;
-                        }
-                        Ok(BlobOutcome::Uploaded)
-                    })();
-                    match r {
-                        Ok(o) => {
-                            holder.get_or_insert(repo);
-                            outcomes.lock().unwrap().insert((repo_key(repo), desc.digest.clone()), o);
-                        }
-                        Err(e) => {
-                            failure.lock().unwrap().get_or_insert(e);
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    progress.finish();
-    if let Some(e) = failure.into_inner().unwrap() {
-        return Err(e);
-    }
-    if crate::cancel::requested() {
-        return Err(Error::Interrupted);
-    }
+/// Copies the plan into the registry (`dry_run`: asks what it would send, sends nothing) and
+/// reports per image what was pushed, mounted or found present.
+pub fn execute(reg: &Registry, source: &dyn Source, plan: &PushPlan, rules: Vec<MappingRule>, opts: &PushOptions) -> Result<PushReport> {
+    let outcomes = Mutex::new(Outcomes::new());
+    let sink = RegistrySink::new(reg, &plan.copy, plan.targets.clone(), opts.uploads.as_ref(), opts.dry_run, &outcomes);
+    let copy_opts = CopyOptions { jobs: opts.jobs, progress: opts.progress && !opts.dry_run, label: "push" };
+    copy::execute(source, Box::new(sink), &plan.copy, &copy_opts)?;
     let outcomes = outcomes.into_inner().unwrap();
 
     let mut images = Vec::new();
     let mut totals = PushCounts::default();
     let mut counted: std::collections::HashSet<(String, Digest)> = Default::default();
-    for p in plan {
-        if !opts.dry_run {
-            for (desc, bytes) in &p.manifests {
-                if reg.head_manifest(&p.target, &desc.digest.to_string())?.as_ref() != Some(&desc.digest) {
-                    reg.put_manifest(&p.target, &desc.digest.to_string(), &desc.media_type, bytes)?;
-                }
-            }
-            if let Some(tag) = &p.target.tag {
-                let entry_bytes = &p.manifests.iter().find(|(d, _)| d.digest == p.entry.digest).expect("entry manifest planned").1;
-                if reg.head_manifest(&p.target, tag)?.as_ref() != Some(&p.entry.digest) {
-                    reg.put_manifest(&p.target, tag, &p.entry.media_type, entry_bytes)?;
-                }
-                // Read back what the tag now names.
-                let got = reg.head_manifest(&p.target, tag)?;
-                if got.as_ref() != Some(&p.entry.digest) {
-                    return Err(Error::Other(format!(
-                        "{}: after the push the registry serves {} for it, not {}",
-                        p.target,
-                        got.map(|d| d.to_string()).unwrap_or_else(|| "nothing".into()),
-                        p.entry.digest
-                    )));
-                }
-            }
-        }
+    for p in &plan.copy.images {
+        let target = &plan.targets[&p.reference];
         let mut c = PushCounts::default();
-        for d in &p.content {
-            let key = (repo_key(&p.target), d.digest.clone());
+        for d in &p.blobs {
+            let key = (repo_key(target), d.digest.clone());
             let first = counted.insert(key.clone());
             match (first, outcomes.get(&key)) {
                 (true, Some(BlobOutcome::Uploaded)) => {
@@ -254,13 +152,9 @@ pub fn execute(reg: &Registry, source: &dyn Source, plan: &[PlannedPush], rules:
             }
         }
         add(&mut totals, &c);
-        images.push(PushedImage { source: p.source.clone(), target: p.target.to_string(), digest: p.entry.digest.clone(), counts: c });
+        images.push(PushedImage { source: p.reference.clone(), target: target.to_string(), digest: p.descriptor.digest.clone(), counts: c });
     }
     Ok(PushReport { dry_run: opts.dry_run, mapping: rules, images, counts: totals })
-}
-
-fn repo_key(r: &Reference) -> String {
-    format!("{}/{}", r.registry, r.repository)
 }
 
 fn add(t: &mut PushCounts, c: &PushCounts) {

@@ -132,12 +132,14 @@ impl LocalBlobs for Store {
 }
 
 impl Bundle {
-    /// The entry of `desc`, checked to have the descriptor's size.
+    /// The entry of `desc`, checked to have the descriptor's size and an entry header in the
+    /// bundle that names it.
     fn sized_entry(&self, desc: &Descriptor) -> Result<&crate::bundle::format::IndexEntry> {
         let e = self.entry(&desc.digest).ok_or_else(|| Error::Other(format!("{}: blob {} is not in the bundle", self.name, desc.digest)))?;
         if e.size != desc.size {
             return Err(Error::SizeMismatch { what: format!("{}: blob", self.name), digest: desc.digest.clone(), expected: desc.size, found: e.size });
         }
+        self.check_entry_header(e).map_err(|x| Error::Other(format!("{}: blob {}: {x}", self.name, desc.digest)))?;
         Ok(e)
     }
 }
@@ -157,7 +159,7 @@ impl Source for Bundle {
     }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let e = self.sized_entry(desc)?;
-        Ok(Box::new(VerifyingReader::new(self.vols.range(e.offset, e.size), desc.digest.clone(), desc.size, "bundle blob")))
+        Ok(Box::new(VerifyingReader::new(self.vols.range(e.offset, e.size), desc.digest.clone(), desc.size, format!("{}: blob {}", self.name, desc.digest))))
     }
     fn local(&self) -> Option<&dyn LocalBlobs> {
         Some(self)

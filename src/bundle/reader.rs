@@ -1,9 +1,8 @@
 //! Reading a bundle: structure checks (magic, version, trailer, index checksum, volumes), verified
 //! blob reads, `verify` (re-hash everything, check completeness) and `import` into a store.
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -13,7 +12,7 @@ use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, Manifest};
 use crate::limits;
-use crate::store::{PartialBlob, Store, ANNOTATION_INDEX_DIGEST};
+use crate::store::{Store, ANNOTATION_INDEX_DIGEST};
 
 /// An opened bundle: its volumes and its checked index.
 /// One image of a bundle walked: its name, every blob it needs, and the blobs found missing
@@ -215,7 +214,7 @@ impl Bundle {
     }
 
     /// Checks an entry's inline header against the index.
-    fn check_entry_header(&self, e: &IndexEntry) -> Result<(), String> {
+    pub(crate) fn check_entry_header(&self, e: &IndexEntry) -> Result<(), String> {
         let mut eh = [0u8; 48];
         self.vols.read_exact_at(&mut eh, e.offset - ENTRY_HEADER_LEN).map_err(|x| x.to_string())?;
         match decode_entry(&eh, &self.name) {
@@ -270,29 +269,6 @@ impl Bundle {
         report
     }
 
-    /// Copies one entry into the store (verified at commit); false if it was already there.
-    fn import_entry(&self, store: &Store, e: &IndexEntry, buf: &mut [u8], progress: &(dyn Fn(u64) + Sync)) -> Result<bool> {
-        let what = format!("{}: blob {}", self.name, e.digest);
-        self.check_entry_header(e).map_err(|x| Error::Other(format!("{what}: {x}")))?;
-        let Some(mut part) = PartialBlob::open(store, &e.digest, Some(e.size), &what)? else { return Ok(false) };
-        let start = part.offset();
-        let mut r = self.vols.range(e.offset + start, e.size - start);
-        loop {
-            if crate::cancel::requested() {
-                part.flush()?;
-                return Err(Error::Interrupted);
-            }
-            let n = r.read(buf).map_err(|x| Error::Other(format!("{what}: {x}")))?;
-            if n == 0 {
-                break;
-            }
-            part.writer().write_all(&buf[..n]).map_err(|x| Error::Other(format!("{what}: writing to the store: {x}")))?;
-            progress(n as u64);
-        }
-        part.commit()?;
-        Ok(true)
-    }
-
     /// Copies every blob into `store`, verifying each, then points the references at them.
     /// Blobs already stored are skipped; an interrupted import resumes.
     pub fn import(&self, store: &Store, progress: bool) -> Result<ImportReport> {
@@ -312,36 +288,13 @@ impl Bundle {
                 self.index.requires.len()
             )));
         }
-        let mut report = ImportReport { images: self.index.images.iter().map(|i| i.reference.clone()).collect(), ..Default::default() };
-        let todo: u64 = self.index.entries.iter().filter(|e| !store.has_blob(&e.digest, Some(e.size))).map(|e| e.size).sum();
-        let bar = crate::progress::Progress::new(progress, todo, "import");
-        let total = bar.blob("", 0);
-        // Blobs are copied on every core, largest first; the first failure stops the others.
-        let mut order: Vec<&IndexEntry> = self.index.entries.iter().collect();
-        order.sort_by(|a, b| b.size.cmp(&a.size).then(a.offset.cmp(&b.offset)));
-        let counts = Mutex::new(&mut report);
-        crate::pool::try_each(&order, |e, buf| {
-            let fresh = self.import_entry(store, e, buf, &|n| total.inc(n))?;
-            let mut c = counts.lock().unwrap();
-            if fresh {
-                c.blobs_imported += 1;
-                c.bytes_imported += e.size;
-            } else {
-                c.blobs_present += 1;
-                c.bytes_present += e.size;
-            }
-            Ok(())
-        })?;
-        bar.finish();
-        // Every image must be complete in the store before its reference appears.
-        let walk = self.walk_images(Some(store));
-        for (name, _, missing) in &walk {
-            if let Some((d, why)) = missing.first() {
-                return Err(Error::Other(format!("{}: image {name} is incomplete: blob {d}: {why}", self.name)));
-            }
-        }
-        let updates: Vec<(String, Descriptor)> = self.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect();
-        store.set_refs(&updates)?;
-        Ok(report)
+        // One copy from the bundle (a delta's base read from the store) into the store.
+        let source = crate::source::BundleOverStore { bundle: self, store: Some(store) };
+        let refs: Vec<(String, Descriptor)> = self.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect();
+        let plan = crate::copy::plan(&source, &refs)?;
+        let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let done = crate::copy::execute(&source, store.sink()?, &plan, &crate::copy::CopyOptions { jobs, progress, label: "import" })?;
+        let c = done.copied;
+        Ok(ImportReport { images: refs.into_iter().map(|(n, _)| n).collect(), blobs_imported: c.blobs_imported, bytes_imported: c.bytes_imported, blobs_present: c.blobs_present, bytes_present: c.bytes_present })
     }
 }

@@ -112,7 +112,7 @@ impl Sink for TarSink {
     fn parallel(&self) -> bool {
         false
     }
-    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool> {
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &(dyn Fn(u64) + Sync)) -> Result<bool> {
         let mut r = from.blob(desc)?;
         self.with(|tw| tw.add_reader(&blob_name(desc), desc.size, &mut r), &format!("blob {}", desc.digest))?;
         progress(desc.size);
@@ -171,7 +171,7 @@ impl Sink for DirSink {
     fn parallel(&self) -> bool {
         true
     }
-    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool> {
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &(dyn Fn(u64) + Sync)) -> Result<bool> {
         let shown = self.shown.join(desc.digest.hex());
         let mut f = fs::File::create(self.tmp.join(blob_name(desc))).at(&shown)?;
         crate::source::copy_verified(from, desc, &mut f, &shown, progress)?;

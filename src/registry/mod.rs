@@ -3,6 +3,7 @@
 pub mod auth;
 mod push;
 pub mod retry;
+pub mod sink;
 mod tls;
 
 pub use push::{BlobOutcome, UploadState, CHUNKED_FROM};

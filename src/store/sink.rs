@@ -49,7 +49,7 @@ impl StoreSink<'_> {
                 part.flush()?;
                 return Err(Error::Interrupted);
             }
-            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+            let n = r.read(&mut buf).map_err(|e| Error::from_read(what, e))?;
             if n == 0 {
                 return Ok(());
             }
@@ -64,7 +64,7 @@ impl Sink for StoreSink<'_> {
         true
     }
 
-    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &dyn Fn(u64)) -> Result<bool> {
+    fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &(dyn Fn(u64) + Sync)) -> Result<bool> {
         let what = format!("{}: blob {}", from.name(), desc.digest);
         for attempt in 0..2 {
             let Some(mut part) = PartialBlob::open(self.store, &desc.digest, Some(desc.size), &what)? else { return Ok(false) };
@@ -90,6 +90,10 @@ impl Sink for StoreSink<'_> {
         crate::copy::check_bytes("manifest", desc, bytes)?;
         self.manifests.lock().unwrap().push((desc.digest.clone(), bytes.to_vec()));
         Ok(true)
+    }
+
+    fn keeps_picked_from(&self) -> bool {
+        true
     }
 
     fn commit(self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64> {
