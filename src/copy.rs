@@ -1,8 +1,9 @@
 //! The one copy between formats: `plan` lists what a set of images needs from a `Source` (every
 //! blob once), and `execute` moves it into a `Sink` in the Sink's fixed order — content blobs,
 //! then manifests (children before the index that lists them), then references and commit. A
-//! Sink dropped before its commit leaves nothing a reader would take for a result.
-use std::collections::BTreeSet;
+//! Sink dropped before its commit leaves nothing a reader would take for a result. With
+//! `keep_going` a failed blob costs only the images that need it: the others are committed.
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -24,6 +25,9 @@ pub struct PlanImage {
     pub manifests: Vec<Descriptor>,
     /// Its configs and layers, in the walk's order.
     pub blobs: Vec<Descriptor>,
+    /// The index its platform was picked from (a store reference's annotation), where the
+    /// source holds it: context the store keeps beside the image, not part of it.
+    pub picked_from: Option<Descriptor>,
 }
 
 /// What a copy moves (serialisable: it is what `--dry-run` and progress totals read).
@@ -34,9 +38,6 @@ pub struct Plan {
     pub blobs: Vec<Descriptor>,
     /// Every manifest and index once, children before the index that lists them.
     pub manifests: Vec<Descriptor>,
-    /// The indexes single platforms were picked from (a store reference's annotation), where
-    /// the source holds them: context that the store keeps beside the image, not part of it.
-    pub picked_from: Vec<Descriptor>,
 }
 
 impl Plan {
@@ -63,17 +64,17 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan
     let mut seen_nodes = BTreeSet::new();
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
-    let mut picked_from = Vec::new();
     for (name, desc) in images {
+        let mut picked_from = None;
         if let Some(d) = desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
             let d: Digest = d.parse().map_err(|e: Error| e.context(name))?;
-            if let Some(size) = source.size_of(&d).filter(|_| !picked_from.iter().any(|p: &Descriptor| p.digest == d)) {
+            if let Some(size) = source.size_of(&d) {
                 let probe = Descriptor { media_type: String::new(), digest: d.clone(), size, platform: None, annotations: None };
                 let m = Manifest::parse(source.read_small(&probe, limits::MANIFEST)?, None, name)?;
-                picked_from.push(Descriptor { media_type: m.media_type, ..probe });
+                picked_from = Some(Descriptor { media_type: m.media_type, ..probe });
             }
         }
-        let mut img = PlanImage { reference: name.clone(), descriptor: desc.clone(), manifests: Vec::new(), blobs: Vec::new() };
+        let mut img = PlanImage { reference: name.clone(), descriptor: desc.clone(), manifests: Vec::new(), blobs: Vec::new(), picked_from };
         graph::walk(desc, |d| {
             if !source.has(&d.digest) {
                 return Err(Error::Other(format!("{name}: blob {} is missing from the {} (a delta bundle needs its base in the store)", d.digest, source.name())));
@@ -100,7 +101,7 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan
         out.push(img);
     }
     blobs.sort_by(|a: &Descriptor, b: &Descriptor| b.size.cmp(&a.size).then(a.digest.cmp(&b.digest)));
-    Ok(Plan { images: out, blobs, manifests, picked_from })
+    Ok(Plan { images: out, blobs, manifests })
 }
 
 /// Where a copy goes: the store, an OCI layout or archive, a registry. Blobs come first (from
@@ -155,48 +156,103 @@ pub struct CopyOptions {
     pub progress: bool,
     /// The progress bar's label (`import`, `export`).
     pub label: &'static str,
+    /// Go on past a failed blob: every image whose blobs all arrived is committed, and the
+    /// failures come back per image (fetch). Else the first failure ends the copy.
+    pub keep_going: bool,
 }
 
 /// What `execute` did: the counts, and the bytes the sink's output holds.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Executed {
     #[serde(flatten)]
     pub copied: Copied,
     pub output_bytes: u64,
+    /// Content blobs this copy moved (the rest the sink held already).
+    #[serde(skip)]
+    pub moved: BTreeSet<Digest>,
+    /// With `keep_going`: the images left out, each with its first failed blob, in plan order.
+    #[serde(skip)]
+    pub failed_images: Vec<(String, Digest)>,
+    /// The error of each failed blob.
+    #[serde(skip)]
+    pub errors: BTreeMap<Digest, Error>,
+}
+
+impl Executed {
+    /// Whether `reference` was committed.
+    pub fn committed(&self, reference: &str) -> bool {
+        !self.failed_images.iter().any(|(r, _)| r == reference)
+    }
 }
 
 /// Runs `plan` from `source` into `sink`: every blob, then every manifest, then the commit.
-/// The first failure stops the copy and drops the sink uncommitted.
+/// The first failure stops the copy and drops the sink uncommitted, unless `keep_going`: then
+/// only the images a failed blob belongs to are left out (nothing is committed when that is
+/// every image), and `Executed` says which and why. Ctrl-C always stops everything.
 pub fn execute(source: &dyn Source, sink: Box<dyn Sink + '_>, plan: &Plan, opts: &CopyOptions) -> Result<Executed> {
     let progress = crate::progress::Progress::new(opts.progress, plan.blob_bytes(), opts.label);
     let bar = progress.blob("", 0);
     let copied = Mutex::new(Copied::default());
+    let moved = Mutex::new(BTreeSet::new());
+    let errors: Mutex<BTreeMap<Digest, Error>> = Mutex::new(BTreeMap::new());
     let one = |d: &Descriptor| -> Result<()> {
         if crate::cancel::requested() {
             return Err(Error::Interrupted);
         }
-        let fresh = sink.put_blob(d, source, &|n| bar.inc(n))?;
-        if !fresh {
-            bar.inc(d.size);
+        match sink.put_blob(d, source, &|n| bar.inc(n)) {
+            Ok(fresh) => {
+                if fresh {
+                    moved.lock().unwrap().insert(d.digest.clone());
+                } else {
+                    bar.inc(d.size);
+                }
+                copied.lock().unwrap().add(!fresh, d.size);
+                Ok(())
+            }
+            Err(e) if opts.keep_going && !matches!(e, Error::Interrupted) => {
+                errors.lock().unwrap().insert(d.digest.clone(), e);
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
-        copied.lock().unwrap().add(!fresh, d.size);
-        Ok(())
     };
-    let moved = if sink.parallel() {
+    let ran = if sink.parallel() {
         crate::pool::try_each_on(&plan.blobs, opts.jobs.max(1), |d, _| one(d))
     } else {
         plan.blobs.iter().try_for_each(one)
     };
     progress.finish();
-    moved?;
-    let mut copied = copied.into_inner().unwrap();
-    let context = if sink.keeps_picked_from() { &plan.picked_from[..] } else { &[] };
-    for m in plan.manifests.iter().chain(context) {
-        let bytes = source.read_small(m, limits::MANIFEST)?;
-        copied.add(!sink.put_manifest(m, &bytes)?, m.size);
+    ran?;
+    let errors = errors.into_inner().unwrap();
+    let mut done = Executed { copied: copied.into_inner().unwrap(), moved: moved.into_inner().unwrap(), ..Default::default() };
+    // The images every blob of which arrived, and what they need of the manifests.
+    let mut keep: Vec<&PlanImage> = Vec::new();
+    for img in &plan.images {
+        match img.blobs.iter().find(|b| errors.contains_key(&b.digest)) {
+            Some(b) => done.failed_images.push((img.reference.clone(), b.digest.clone())),
+            None => keep.push(img),
+        }
     }
-    let output_bytes = sink.commit(&plan.refs())?;
-    Ok(Executed { copied, output_bytes })
+    done.errors = errors;
+    if keep.is_empty() {
+        return Ok(done);
+    }
+    let needed: BTreeSet<&Digest> = keep.iter().flat_map(|i| i.manifests.iter().map(|m| &m.digest)).collect();
+    let mut context: Vec<&Descriptor> = Vec::new();
+    if sink.keeps_picked_from() {
+        for p in keep.iter().filter_map(|i| i.picked_from.as_ref()) {
+            if !context.iter().any(|c| c.digest == p.digest) && !needed.contains(&p.digest) {
+                context.push(p);
+            }
+        }
+    }
+    for m in plan.manifests.iter().filter(|m| needed.contains(&m.digest)).chain(context) {
+        let bytes = source.read_small(m, limits::MANIFEST)?;
+        done.copied.add(!sink.put_manifest(m, &bytes)?, m.size);
+    }
+    let refs: Vec<(String, Descriptor)> = keep.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect();
+    done.output_bytes = sink.commit(&refs)?;
+    Ok(done)
 }
 
 /// Checks a manifest's bytes against its descriptor (for sinks handed bytes from elsewhere).

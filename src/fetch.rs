@@ -1,8 +1,6 @@
-//! `fetch`: plan (resolve references, pick platforms, list the blobs) then execute (download the
-//! missing blobs in parallel, verified, then commit manifests and references to the store).
+//! `fetch`: plan (resolve references, pick platforms, read the manifests, list the blobs) then
+//! execute: one copy from the registry (as a `Source`) into the store (as a `Sink`).
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
 
 use serde::Serialize;
 
@@ -10,10 +8,11 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, ConfigInfo, Descriptor, Manifest, ManifestKind};
 use crate::limits;
-use crate::progress::Progress;
+use crate::copy::{self, CopyOptions};
 use crate::reference::{Platform, Reference};
+use crate::registry::source::RegistrySource;
 use crate::registry::Registry;
-use crate::store::{PartialBlob, Store, ANNOTATION_INDEX_DIGEST};
+use crate::store::{Store, ANNOTATION_INDEX_DIGEST};
 
 /// Which images of an index to keep.
 #[derive(Debug, Clone)]
@@ -160,64 +159,36 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
     Ok(FetchPlan { images, blobs })
 }
 
-/// Downloads what the store lacks (largest first, `jobs` at a time), then stores manifests and
-/// points the references at them. Returns the per-image report.
+/// One copy from the registry into the store: what the store lacks is downloaded (largest
+/// first, `jobs` at a time, resumed where a partial stands), then manifests and references.
+/// A failed blob costs only the images that need it; the others are committed. Returns the
+/// per-image report.
 pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptions) -> Result<FetchReport> {
-    let _guard = store.use_guard()?;
-    let mut queue: Vec<&(Descriptor, Reference)> = plan.blobs.values().filter(|(d, _)| !store.has_blob(&d.digest, Some(d.size))).collect();
-    queue.sort_by(|a, b| b.0.size.cmp(&a.0.size).then(a.0.digest.cmp(&b.0.digest)));
-    let total: u64 = queue.iter().map(|(d, _)| d.size).sum();
-    let progress = Progress::new(opts.progress, total, "fetch");
-    let fetched: Mutex<HashSet<Digest>> = Mutex::new(HashSet::new());
-    // A blob that fails does not stop the others: every image whose blobs all arrive is
-    // committed below, whatever happened to the rest. Only Ctrl-C stops everything.
-    let failed: Mutex<BTreeMap<Digest, Error>> = Mutex::new(BTreeMap::new());
-    let abort = AtomicBool::new(false);
-    let run = crate::pool::try_each_stopping(&queue, opts.jobs.max(1), &abort, |(desc, r), _| {
-        match fetch_one(reg, store, r, desc, &progress, &abort) {
-            Ok(true) => {
-                fetched.lock().unwrap().insert(desc.digest.clone());
-                Ok(())
-            }
-            Ok(false) => Ok(()),
-            Err(Error::Interrupted) => Err(Error::Interrupted),
-            Err(e) => {
-                failed.lock().unwrap().insert(desc.digest.clone(), e);
-                Ok(())
-            }
+    let mut manifests = BTreeMap::new();
+    for img in &plan.images {
+        for m in img.manifests.iter().chain(img.picked_from.iter()) {
+            manifests.insert(m.digest.clone(), m.bytes.clone());
         }
-    });
-    progress.finish();
-    run?;
-    let fetched = fetched.into_inner().unwrap();
-    let mut failed = failed.into_inner().unwrap();
+    }
+    let through = plan.blobs.iter().map(|(d, (_, r))| (d.clone(), r.clone())).collect();
+    let refs: Vec<(String, Descriptor)> = plan.images.iter().map(|i| (i.reference.to_string(), i.entry.clone())).collect();
+    let source = RegistrySource::new(reg, refs.clone(), manifests, through);
+    let copy_plan = copy::plan(&source, &refs)?;
+    let mut done = copy::execute(&source, store.sink()?, &copy_plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "fetch", keep_going: true })?;
 
-    // Commit: manifests (children before their index), then the references.
-    let mut updates = Vec::new();
     let mut reports = Vec::new();
     let mut counted: HashSet<Digest> = HashSet::new();
     let mut totals = Counts::default();
-    // Per failed image, its first failed blob, in plan order.
-    let mut failures: Vec<Digest> = Vec::new();
     for img in &plan.images {
-        let blobs = img.manifests.iter().filter_map(|m| match &m.kind {
-            ManifestKind::Image(im) => Some(std::iter::once(&im.config).chain(&im.layers)),
-            ManifestKind::Index(_) => None,
-        });
-        if let Some(d) = blobs.flatten().find(|d| failed.contains_key(&d.digest)) {
-            failures.push(d.digest.clone());
+        if !done.committed(&img.reference.to_string()) {
             continue;
         }
-        for m in img.manifests.iter().chain(img.picked_from.iter()) {
-            store.put_bytes(&m.digest, &m.bytes)?;
-        }
-        updates.push((img.reference.to_string(), img.entry.clone()));
         let mut counts = Counts::default();
         let mut manifests = Vec::new();
         for m in &img.manifests {
             let ManifestKind::Image(im) = &m.kind else { continue };
             for d in std::iter::once(&im.config).chain(&im.layers) {
-                if fetched.contains(&d.digest) && counted.insert(d.digest.clone()) {
+                if done.moved.contains(&d.digest) && counted.insert(d.digest.clone()) {
                     counts.blobs_fetched += 1;
                     counts.bytes_fetched += d.size;
                 } else {
@@ -254,19 +225,17 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
             counts,
         });
     }
-    if !updates.is_empty() {
-        store.set_refs(&updates)?;
-    }
+    let failures: Vec<Digest> = done.failed_images.iter().map(|(_, d)| d.clone()).collect();
     match failures.as_slice() {
         [] => Ok(FetchReport { images: reports, counts: totals }),
         // One failed image: its own error, as it was.
-        [d] if reports.is_empty() => Err(failed.remove(d).expect("a failed blob")),
+        [d] if reports.is_empty() => Err(done.errors.remove(d).expect("a failed blob")),
         _ => Err(Error::Other(format!(
             "{} of {} images failed{}: {}",
             failures.len(),
             plan.images.len(),
             if reports.is_empty() { String::new() } else { format!(" ({} stored; run fetch again for the rest)", reports.len()) },
-            failures.iter().map(|d| failed[d].to_string()).collect::<Vec<_>>().join("; ")
+            failures.iter().map(|d| done.errors[d].to_string()).collect::<Vec<_>>().join("; ")
         ))),
     }
 }
@@ -280,26 +249,4 @@ fn platform_of(img: &PlannedImage, m: &Manifest) -> Option<Platform> {
         ManifestKind::Index(children) => children.iter().find(|c| c.digest == m.digest).and_then(|c| c.platform.clone()),
         _ => None,
     })
-}
-
-/// Fetches one blob unless present; true if this process downloaded it.
-fn fetch_one(reg: &Registry, store: &Store, r: &Reference, desc: &Descriptor, progress: &Progress, abort: &AtomicBool) -> Result<bool> {
-    let what = format!("{r}: blob {}", desc.digest);
-    for attempt in 0..2 {
-        let Some(mut part) = PartialBlob::open(store, &desc.digest, Some(desc.size), &what)? else { return Ok(false) };
-        let resumed = part.offset() > 0;
-        let bar = progress.blob(&desc.digest.hex()[..12], desc.size);
-        bar.skip(part.offset());
-        let res = reg.download_blob(r, desc, &mut part, &|n| bar.inc(n), abort);
-        bar.done();
-        res?;
-        match part.commit() {
-            Ok(()) => return Ok(true),
-            // A resumed download may have built on a prefix that was damaged (a crash before
-            // the data reached the disk): start once more from byte zero.
-            Err(Error::DigestMismatch { .. }) if resumed && attempt == 0 => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    unreachable!("the loop returns on its second pass")
 }

@@ -123,7 +123,7 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &PushOpt
 pub fn execute(reg: &Registry, source: &dyn Source, plan: &PushPlan, rules: Vec<MappingRule>, opts: &PushOptions) -> Result<PushReport> {
     let outcomes = Mutex::new(Outcomes::new());
     let sink = RegistrySink::new(reg, &plan.copy, plan.targets.clone(), opts.uploads.as_ref(), opts.dry_run, &outcomes);
-    let copy_opts = CopyOptions { jobs: opts.jobs, progress: opts.progress && !opts.dry_run, label: "push" };
+    let copy_opts = CopyOptions { jobs: opts.jobs, progress: opts.progress && !opts.dry_run, label: "push", keep_going: false };
     copy::execute(source, Box::new(sink), &plan.copy, &copy_opts)?;
     let outcomes = outcomes.into_inner().unwrap();
 

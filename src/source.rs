@@ -8,7 +8,7 @@ use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::mapped::Mapped;
-use crate::store::Store;
+use crate::store::{PartialBlob, Store};
 
 /// A read-only source of images and blobs: the whole required surface.
 pub trait Source: Sync {
@@ -25,6 +25,16 @@ pub trait Source: Sync {
     /// Positioned access to blobs held in local files, when the source has it (a store, a
     /// bundle, a layout on disk); `None` for streams (a registry, say).
     fn local(&self) -> Option<&dyn LocalBlobs> {
+        None
+    }
+
+    /// How errors name a blob of this source (a registry names the image it comes through).
+    fn what_blob(&self, desc: &Descriptor) -> String {
+        format!("{}: blob {}", self.name(), desc.digest)
+    }
+
+    /// Downloading into a store's partial file, when the source is remote (a registry).
+    fn remote(&self) -> Option<&dyn RemoteBlobs> {
         None
     }
 
@@ -66,6 +76,19 @@ impl<S: Source + ?Sized> Source for &S {
     fn size_of(&self, d: &Digest) -> Option<u64> {
         (**self).size_of(d)
     }
+    fn what_blob(&self, desc: &Descriptor) -> String {
+        (**self).what_blob(desc)
+    }
+    fn remote(&self) -> Option<&dyn RemoteBlobs> {
+        (**self).remote()
+    }
+}
+
+/// The optional capability of a remote Source (a registry): fills a store's partial file,
+/// resuming from what it holds (across cuts and runs) and retrying while bytes arrive. The
+/// partial's commit checks digest and size.
+pub trait RemoteBlobs: Sync {
+    fn download(&self, desc: &Descriptor, part: &mut PartialBlob, progress: &(dyn Fn(u64) + Sync)) -> Result<()>;
 }
 
 /// The optional capability of a Source whose blobs are local files: reads from an offset and

@@ -207,7 +207,7 @@ pub fn import(path: &Path, store: &Store) -> Result<ArchiveImport> {
     let ar = DockerArchive::open(path)?;
     let refs = ar.refs()?;
     let plan = crate::copy::plan(&ar, &refs)?;
-    let done = crate::copy::execute(&ar, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import" })?;
+    let done = crate::copy::execute(&ar, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import", keep_going: false })?;
     Ok(ArchiveImport { images: ar.images, copied: done.copied, notes: ar.notes })
 }
 

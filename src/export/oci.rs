@@ -77,7 +77,7 @@ pub fn write(source: &dyn Source, images: &[(String, Descriptor)], opts: &Export
         (Format::OciLayout, None) => return Err(Error::Other("--oci-layout needs a directory".into())),
         _ => Box::new(TarSink::create(&opts.output, opts.force)?),
     };
-    let done = copy::execute(source, sink, &plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "export" })?;
+    let done = copy::execute(source, sink, &plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "export", keep_going: false })?;
     let output = opts.output.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "-".into());
     Ok(ExportReport { output, format: if opts.format == Format::OciLayout { "oci-layout" } else { "oci-archive" }.into(), bytes: done.output_bytes, images: reports, notes: vec![] })
 }

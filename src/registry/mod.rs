@@ -4,6 +4,7 @@ pub mod auth;
 mod push;
 pub mod retry;
 pub mod sink;
+pub mod source;
 mod tls;
 
 pub use push::{BlobOutcome, UploadState, CHUNKED_FROM};

@@ -135,14 +135,7 @@ impl PartialBlob {
 
     /// Checks digest and size; only then fsyncs and renames into `blobs/sha256/`. On a mismatch
     /// the partial is deleted: its bytes can never become right.
-    pub fn commit(self) -> Result<()> {
-        self.seal()?.publish()
-    }
-
-    /// Checks digest and size and makes the bytes durable, without giving them their name yet
-    /// (a copy names its blobs only when all of them are there): see `Sealed`. On a mismatch
-    /// the partial is deleted.
-    pub fn seal(mut self) -> Result<Sealed> {
+    pub fn commit(mut self) -> Result<()> {
         self.flush()?;
         let hasher = std::mem::take(&mut self.out.hasher);
         if let Err(e) = hasher.verify(&self.what, &self.digest, self.size) {
@@ -150,50 +143,14 @@ impl PartialBlob {
             return Err(e);
         }
         self.out.file.get_ref().sync_data().map_err(|e| self.io(&self.path, e))?;
-        let ready = self.path.with_extension("ready");
-        fs::rename(&self.path, &ready).map_err(|e| self.io(&ready, e))?;
-        Ok(Sealed { store: self.store.clone(), what: self.what.clone(), digest: self.digest.clone(), ready: Some(ready), partial: self.path.clone() })
+        let dest = self.store.blob_path(&self.digest);
+        fs::rename(&self.path, &dest).map_err(|e| self.io(&dest, e))?;
+        Ok(())
     }
 
     /// Drops the partial file entirely.
     pub fn discard(self) {
         let _ = fs::remove_file(&self.path);
-    }
-}
-
-/// A verified, durable blob waiting for its name. `publish` renames it into `blobs/sha256/`;
-/// dropped unpublished, it goes back to being the digest's partial file, which the next copy of
-/// that blob re-hashes and finds complete (no byte read again from the source).
-pub struct Sealed {
-    store: Store,
-    what: String,
-    digest: Digest,
-    ready: Option<PathBuf>,
-    partial: PathBuf,
-}
-
-impl Sealed {
-    pub fn digest(&self) -> &Digest {
-        &self.digest
-    }
-
-    pub fn publish(mut self) -> Result<()> {
-        let ready = self.ready.take().expect("published once");
-        let dest = self.store.blob_path(&self.digest);
-        match fs::rename(&ready, &dest) {
-            Ok(()) => Ok(()),
-            // Another process sealed and published the same blob meanwhile.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.store.has_blob(&self.digest, None) => Ok(()),
-            Err(e) => Err(crate::Error::io(&dest, e).context(&self.what)),
-        }
-    }
-}
-
-impl Drop for Sealed {
-    fn drop(&mut self) {
-        if let Some(ready) = self.ready.take() {
-            let _ = fs::rename(ready, &self.partial);
-        }
     }
 }
 

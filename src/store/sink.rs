@@ -1,14 +1,14 @@
-//! The store as a `copy::Sink`: blobs through partial files (resumed from a local source) that
-//! are verified and made durable as they complete but named only at the commit, with the
-//! manifests, before the references (one index.json update). Dropped before its commit, the sink
-//! leaves nothing under `blobs/`: its verified blobs go back to being partial files, which the
-//! next copy finds complete and `store gc` clears.
-use std::sync::Mutex;
+//! The store as a `copy::Sink`: each blob through its partial file (resumed where a local or
+//! remote source can continue it), named once its digest and size check out; manifests and
+//! then the references (one index.json update) only at the commit. Dropped before its commit,
+//! the sink leaves no reference and no manifest: verified blobs keep their names (write-once
+//! content, so the next copy need not move them again; `store gc` clears them if unused).
 use std::io::{Read, Write};
+use std::sync::Mutex;
 
-use super::{PartialBlob, Sealed, Store, UseGuard};
-use crate::digest::Digest;
+use super::{PartialBlob, Store, UseGuard};
 use crate::copy::Sink;
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::source::Source;
@@ -16,21 +16,20 @@ use crate::source::Source;
 pub struct StoreSink<'a> {
     store: &'a Store,
     _guard: UseGuard,
-    sealed: Mutex<Vec<Sealed>>,
     manifests: Mutex<Vec<(Digest, Vec<u8>)>>,
 }
 
 impl<'a> StoreSink<'a> {
     /// A sink into `store`; gc waits while it lives.
     pub fn new(store: &'a Store) -> Result<StoreSink<'a>> {
-        Ok(StoreSink { store, _guard: store.use_guard()?, sealed: Mutex::default(), manifests: Mutex::default() })
+        Ok(StoreSink { store, _guard: store.use_guard()?, manifests: Mutex::default() })
     }
 }
 
 impl StoreSink<'_> {
-    /// One attempt at `desc` into an open partial: resumed from its offset when the source can
-    /// read from there, else from byte zero.
-    fn fill(&self, part: &mut PartialBlob, desc: &Descriptor, from: &dyn Source, what: &str, progress: &dyn Fn(u64)) -> Result<()> {
+    /// One attempt at `desc` into an open partial, from the source's stream: resumed from the
+    /// partial's end when the source reads from an offset, else from byte zero.
+    fn fill(&self, part: &mut PartialBlob, desc: &Descriptor, from: &dyn Source, what: &str, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
         let mut r: Box<dyn Read + Send + '_> = match (part.offset(), from.local()) {
             (0, _) => from.blob(desc)?,
             // The partial's own hash covers the prefix: its commit checks the whole blob.
@@ -65,16 +64,17 @@ impl Sink for StoreSink<'_> {
     }
 
     fn put_blob(&self, desc: &Descriptor, from: &dyn Source, progress: &(dyn Fn(u64) + Sync)) -> Result<bool> {
-        let what = format!("{}: blob {}", from.name(), desc.digest);
+        let what = from.what_blob(desc);
         for attempt in 0..2 {
             let Some(mut part) = PartialBlob::open(self.store, &desc.digest, Some(desc.size), &what)? else { return Ok(false) };
             let resumed = part.offset() > 0;
-            self.fill(&mut part, desc, from, &what, progress)?;
-            match part.seal() {
-                Ok(sealed) => {
-                    self.sealed.lock().unwrap().push(sealed);
-                    return Ok(true);
-                }
+            match from.remote() {
+                // A download resumes the partial itself (HTTP Range), across cuts and runs.
+                Some(remote) => remote.download(desc, &mut part, progress)?,
+                None => self.fill(&mut part, desc, from, &what, progress)?,
+            }
+            match part.commit() {
+                Ok(()) => return Ok(true),
                 // A partial left by a crash may hold a damaged prefix: once more from zero.
                 Err(Error::DigestMismatch { .. }) if resumed && attempt == 0 => continue,
                 Err(e) => return Err(e),
@@ -97,9 +97,6 @@ impl Sink for StoreSink<'_> {
     }
 
     fn commit(self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64> {
-        for s in self.sealed.lock().unwrap().drain(..) {
-            s.publish()?;
-        }
         // Children before the index that lists them, as they came.
         for (d, bytes) in self.manifests.lock().unwrap().iter() {
             self.store.put_bytes(d, bytes)?;
