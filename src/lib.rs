@@ -24,6 +24,7 @@ pub mod registry;
 pub mod source;
 pub mod store;
 pub mod transport;
+pub mod validate;
 pub mod writeback;
 
 pub use digest::{DiffId, Digest};

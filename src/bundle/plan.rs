@@ -64,6 +64,15 @@ pub fn image_blobs(source: &dyn Source, name: &str, desc: &Descriptor) -> Result
     Ok(out)
 }
 
+/// An image's descriptor as the bundle records it, whatever source it came from: what it
+/// points at (media type, digest, size, platform) and the index its platform was picked from;
+/// not the name annotations a store or layout keeps beside it (the reference says the name).
+/// So the same images give the same bundle from a store, a layout or another bundle.
+fn canonical(d: &Descriptor) -> Descriptor {
+    let picked = d.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)).map(|v| [(ANNOTATION_INDEX_DIGEST.to_string(), v.clone())].into_iter().collect());
+    Descriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size, platform: d.platform.clone(), annotations: picked }
+}
+
 /// Order of blobs in a bundle: content (configs, layers), then manifests, then indexes; each
 /// group by digest.
 fn rank(d: &Descriptor) -> u8 {
@@ -91,7 +100,7 @@ pub fn plan(source: &dyn Source, refs: &[String], base: Option<&BaseSet>, split_
     let mut images = Vec::new();
     let mut all: BTreeMap<Digest, Descriptor> = BTreeMap::new();
     for name in names {
-        let desc = stored[name].clone();
+        let desc = canonical(&stored[name]);
         let blobs = image_blobs(source, name, &desc)?;
         for (d, b) in &blobs {
             all.entry(d.clone()).or_insert_with(|| b.clone());

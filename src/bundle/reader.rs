@@ -26,30 +26,8 @@ pub struct Bundle {
     by_digest: BTreeMap<Digest, usize>,
 }
 
-#[derive(Debug, Serialize, Clone)]
-pub struct BlobProblem {
-    pub digest: String,
-    pub images: Vec<String>,
-    pub detail: String,
-}
-
-impl std::fmt::Display for BlobProblem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "blob {}: {}", self.digest, self.detail)?;
-        if !self.images.is_empty() {
-            write!(f, " (used by {})", self.images.join(", "))?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Serialize, Default)]
-pub struct VerifyReport {
-    pub blobs_checked: u64,
-    pub bytes_checked: u64,
-    pub images: Vec<String>,
-    pub problems: Vec<BlobProblem>,
-}
+/// A bundle's check reports as every other source's does (see `validate`).
+pub use crate::validate::{Problem as BlobProblem, Report as VerifyReport};
 
 #[derive(Debug, Serialize, Default)]
 pub struct ImportReport {

@@ -1,4 +1,5 @@
-//! `ocibundle verify`: re-hash every blob of a bundle, check completeness and required images.
+//! `ocibundle verify`: re-hash every blob of a bundle (or of a docker-archive or OCI layout),
+//! check that every image is complete and well formed, and that the required images are there.
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -7,9 +8,13 @@ use ocibundle::{Reference, Store};
 
 #[derive(Args)]
 pub struct VerifyArgs {
-    /// The bundle (or any of its volumes)
-    #[arg(value_name = "FILE")]
+    /// The bundle (or any of its volumes, or - for stdin); or docker-archive:FILE,
+    /// oci:DIR[:REF], oci-archive:FILE[:REF]: every image checked (digests, sizes, diff_ids)
+    #[arg(value_name = "SOURCE")]
     file: PathBuf,
+    /// Also inflate every compressed layer and check it against its config's diff_id
+    #[arg(long)]
+    deep: bool,
     /// References that must be in the bundle, one a line; a leading `?` marks an optional one
     #[arg(long, value_name = "LIST")]
     images: Option<PathBuf>,
@@ -19,7 +24,15 @@ pub struct VerifyArgs {
 }
 
 pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
+    let archive = a.file.to_str().filter(|s| ocibundle::transport::is_archive(s));
     let (mut report, name, bundle_id) = match super::stream_input(&a.file)? {
+        _ if archive.is_some() => {
+            let opened = ocibundle::transport::open(&a.file)?;
+            let source = opened.source(None);
+            let images = source.refs()?;
+            let r = ocibundle::validate::check(&*source, &images, ocibundle::validate::Options { deep: a.deep });
+            (r, source.name(), String::new())
+        }
         Some((reader, name)) => {
             let r = ocibundle::bundle::stream::verify(reader, &name)?;
             (r, name, String::new())
@@ -28,7 +41,14 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
             let b = Bundle::open(&a.file)?;
             // A delta's base blobs must be in the store it will be imported into.
             let store = if b.index.requires.is_empty() { None } else { Store::open_existing(root).ok() };
-            (b.verify(store.as_ref()), b.name.clone(), b.index.bundle_id.clone())
+            let mut r = b.verify(store.as_ref());
+            if a.deep && r.problems.is_empty() {
+                // Every image as any source's are checked: diff_ids, every layer inflated.
+                let source = ocibundle::source::BundleOverStore { bundle: &b, store: store.as_ref() };
+                let images = ocibundle::source::Source::refs(&source)?;
+                r.problems = ocibundle::validate::check(&source, &images, ocibundle::validate::Options { deep: true }).problems;
+            }
+            (r, b.name.clone(), b.index.bundle_id.clone())
         }
     };
     let mut missing_required = Vec::new();
@@ -55,7 +75,7 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
     }
     if a.json {
         let doc = serde_json::json!({
-            "bundle": name, "bundle_id": bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty(),
+            "bundle": name, "source": name, "bundle_id": bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty(),
             "blobs_checked": report.blobs_checked, "bytes_checked": report.bytes_checked, "images": report.images,
             "problems": report.problems, "missing_required": missing_required, "missing_optional": missing_optional,
         });

@@ -254,8 +254,8 @@ const BROKEN: &[(&str, &str, &str)] = &[
     ),
     (
         "delta-no-base.obun",
-        "error: delta-no-base.obun: 1 problem(s); first: blob sha256:6c560b6012677f22e3d3762bfa41ea5a6b1ace3f990f71e3b6bcde0c7cd9113d: left to the delta's base (bundle 0d6262fd4735d65b); no store to find it in: import the base first (used by fixtures.example/ocibundle/tiny-b:v1)",
-        "error: delta-no-base.obun: delta bundle needs blob sha256:6c560b6012677f22e3d3762bfa41ea5a6b1ace3f990f71e3b6bcde0c7cd9113d (for fixtures.example/ocibundle/tiny-b:v1) which the store lacks; 1 of 1 base blobs missing: import its base (bundle 0d6262fd4735d65b) first",
+        "error: delta-no-base.obun: 1 problem(s); first: blob sha256:6c560b6012677f22e3d3762bfa41ea5a6b1ace3f990f71e3b6bcde0c7cd9113d: left to the delta's base (bundle 19b80c0704e75fb2); no store to find it in: import the base first (used by fixtures.example/ocibundle/tiny-b:v1)",
+        "error: delta-no-base.obun: delta bundle needs blob sha256:6c560b6012677f22e3d3762bfa41ea5a6b1ace3f990f71e3b6bcde0c7cd9113d (for fixtures.example/ocibundle/tiny-b:v1) which the store lacks; 1 of 1 base blobs missing: import its base (bundle 19b80c0704e75fb2) first",
     ),
 ];
 
