@@ -176,3 +176,61 @@ fn a_100_mb_manifest_json_is_refused_by_its_size_within_64_mib() {
     let kib: u64 = err.lines().find_map(|l| l.strip_prefix("maxrss_kib=")).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no maxrss in {err}"));
     assert!(kib < 64 * 1024, "import of a 100 MB manifest.json peaked at {kib} KiB");
 }
+
+/// `ocibundle ARGS` under GNU time: (success, peak RSS in KiB).
+fn peak_rss(args: &[&str]) -> (bool, u64) {
+    let out = std::process::Command::new("/usr/bin/time").args(["-f", "maxrss_kib=%M"]).arg(env!("CARGO_BIN_EXE_ocibundle")).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let kib = err.lines().find_map(|l| l.strip_prefix("maxrss_kib=")).and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| panic!("no maxrss in {err}"));
+    (out.status.success(), kib)
+}
+
+#[test]
+fn a_gzip_bomb_layer_is_streamed_within_64_mib() {
+    use std::io::Write;
+    use sha2::Digest as _;
+    // A layer of 4 GiB of zeros in one tar member, gzipped to about 4 MB; its diff_id is right,
+    // so the import must inflate all of it to check it, in bounded memory.
+    const SIZE: u64 = 4 << 30;
+    let mut tar_head = raw_tar(&[file("zeros", b"")]);
+    tar_head.truncate(512);
+    tar_head[124..135].copy_from_slice(format!("{SIZE:011o}").as_bytes());
+    tar_head[148..156].copy_from_slice(b"        ");
+    let sum: u32 = tar_head.iter().map(|&b| b as u32).sum();
+    tar_head[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+    // Written as gzip members (legal, and what pigz-style writers emit): the tar header, one
+    // 64 MiB run of zeros compressed once and repeated, the end-of-archive blocks.
+    let member = |b: &[u8]| {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(b).unwrap();
+        gz.finish().unwrap()
+    };
+    let run = vec![0u8; 64 << 20];
+    let run_gz = member(&run);
+    let mut diff = sha2::Sha256::new();
+    let mut layer = member(&tar_head);
+    diff.update(&tar_head);
+    for _ in 0..SIZE / run.len() as u64 {
+        layer.extend_from_slice(&run_gz);
+        diff.update(&run);
+    }
+    layer.extend_from_slice(&member(&[0u8; 1024]));
+    diff.update([0u8; 1024]);
+    assert!(layer.len() < 8 << 20, "the bomb is {} bytes", layer.len());
+    let diff_id = format!("sha256:{}", hex::encode(diff.finalize()));
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#).into_bytes();
+    let cfg = cfg_name(&config);
+    let manifest = format!(r#"[{{"Config":"{cfg}","RepoTags":["example.com/bomb:1"],"Layers":["bomb/layer.tar"]}}]"#);
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "bomb.tar", &raw_tar(&[file("manifest.json", manifest.as_bytes()), file(&cfg, &config), file("bomb/layer.tar", &layer)]));
+    let env = Env::new();
+    let src = format!("docker-archive:{}", s(&p));
+    let (ok, kib) = peak_rss(&["--store", s(&env.store()), "import", &src]);
+    assert!(ok, "the bomb's diff_id is right: the import must succeed");
+    assert!(kib < 64 * 1024, "import of a 4 GiB gzip bomb peaked at {kib} KiB");
+    // Stored as the archive holds it: the small gzip blob, not 4 GiB.
+    let stored: u64 = std::fs::read_dir(env.store().join("blobs/sha256")).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum();
+    assert!(stored < 16 << 20, "the store holds {stored} bytes");
+    let (ok, kib) = peak_rss(&["verify", "--deep", &src]);
+    assert!(ok && kib < 64 * 1024, "verify --deep of the bomb: ok={ok}, peak {kib} KiB");
+}
