@@ -1,6 +1,8 @@
 //! The image graph: the one walk over what a manifest reaches (index -> manifests -> config,
-//! layers) and the one platform picker. Every command that follows edges (fetch, bundle, export,
-//! fsck and gc) goes through here, so they agree on what an image is.
+//! layers), the referrer edge that points the other way (`subject`: a signature, an SBOM or an
+//! attestation names the manifest it is about), and the one platform picker. Every command that
+//! follows edges (copy, bundle, verify, export, fsck and gc) goes through here, so they agree
+//! on what an image is.
 use std::collections::BTreeSet;
 
 use crate::digest::Digest;
@@ -13,6 +15,32 @@ pub fn children(m: &Manifest) -> Vec<&Descriptor> {
     match &m.kind {
         ManifestKind::Index(c) => c.iter().collect(),
         ManifestKind::Image(im) => std::iter::once(&im.config).chain(&im.layers).collect(),
+    }
+}
+
+/// The manifest `m` refers to, if it is a referrer (OCI 1.1 `subject`). This edge points up:
+/// the subject does not list its referrers, so what keeps a referrer is found by asking every
+/// candidate for its subject (`referrers`).
+pub fn subject(m: &Manifest) -> Option<&Descriptor> {
+    m.subject.as_ref()
+}
+
+/// Of `candidates`, the referrers that `kept` reaches through subjects, referrers of referrers
+/// included (to a fixed point), in the candidates' order; each once.
+pub fn referrers<'a>(candidates: &'a [Manifest], kept: &BTreeSet<Digest>) -> Vec<&'a Manifest> {
+    let mut reached: BTreeSet<&Digest> = kept.iter().collect();
+    let mut out: Vec<&Manifest> = Vec::new();
+    loop {
+        let before = out.len();
+        for m in candidates {
+            if !reached.contains(&m.digest) && subject(m).is_some_and(|s| reached.contains(&s.digest)) {
+                reached.insert(&m.digest);
+                out.push(m);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
     }
 }
 
@@ -71,6 +99,33 @@ mod tests {
         assert_eq!(pick_platform(&kids, &"linux/arm64".parse().unwrap()), Some(&arm), "not the nested index");
         assert_eq!(pick_platform(&kids, &"linux/s390x".parse().unwrap()), None);
         assert_eq!(platforms(&kids), ["unknown", "linux/amd64", "linux/arm64/v8"]);
+    }
+
+    fn referrer(subject: &Descriptor, tag: &str) -> Manifest {
+        let cfg = desc(media::OCI_EMPTY, b"{}", None);
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","artifactType":"application/vnd.example.{tag}","config":{},"layers":[],"subject":{}}}"#,
+            media::OCI_MANIFEST,
+            serde_json::to_string(&cfg).unwrap(),
+            serde_json::to_string(subject).unwrap()
+        );
+        Manifest::parse(m.into_bytes(), None, tag).unwrap()
+    }
+
+    #[test]
+    fn referrers_of_kept_manifests_and_of_their_referrers_are_found() {
+        let image = desc(media::OCI_MANIFEST, b"image", None);
+        let other = desc(media::OCI_MANIFEST, b"other", None);
+        let sig = referrer(&image, "sig");
+        let sig_of_sig = referrer(&sig.descriptor(), "sig-of-sig");
+        let stray = referrer(&other, "stray");
+        assert!(sig.is_artifact() && sig.artifact_type.as_deref() == Some("application/vnd.example.sig"));
+        assert_eq!(subject(&sig).map(|s| &s.digest), Some(&image.digest));
+        // Listed before its subject's referrer: found on the second pass.
+        let candidates = vec![sig_of_sig.clone(), stray, sig.clone()];
+        let kept: BTreeSet<Digest> = [image.digest.clone()].into_iter().collect();
+        let found: Vec<&Digest> = referrers(&candidates, &kept).into_iter().map(|m| &m.digest).collect();
+        assert_eq!(found, [&sig.digest, &sig_of_sig.digest]);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub mod media {
     pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
     pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
     pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    /// The config (or layer) of an artifact that has none: `{}`.
+    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
     /// What fetch asks registries for, in order of preference.
     pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 }
@@ -49,6 +51,12 @@ struct ManifestJson {
     layers: Option<Vec<Descriptor>>,
     #[serde(default)]
     manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    subject: Option<Descriptor>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
 }
 
 /// An image manifest: a config and its layers.
@@ -65,6 +73,12 @@ pub struct Manifest {
     pub digest: Digest,
     pub media_type: String,
     pub kind: ManifestKind,
+    /// OCI 1.1: what an artifact is (a signature, an SBOM, model weights), when it says so.
+    pub artifact_type: Option<String>,
+    /// OCI 1.1: the manifest this one refers to (a signature's or an SBOM's image): the
+    /// referrer edge, which points up the graph (see `graph::subject`).
+    pub subject: Option<Descriptor>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug)]
@@ -123,7 +137,14 @@ impl Manifest {
         } else {
             return Err(Error::UnsupportedMediaType { what: what.to_string(), media_type });
         };
-        Ok(Manifest { bytes, digest, media_type, kind })
+        Ok(Manifest { bytes, digest, media_type, kind, artifact_type: json.artifact_type, subject: json.subject, annotations: json.annotations.unwrap_or_default() })
+    }
+
+    /// Whether this is an artifact rather than a container image: it says it is one
+    /// (`artifactType`), or its config is not an image config (an empty one, a model's, a
+    /// Helm chart's). Indexes are not artifacts by their config; they may say so too.
+    pub fn is_artifact(&self) -> bool {
+        self.artifact_type.is_some() || matches!(&self.kind, ManifestKind::Image(im) if !is_config_type(&im.config.media_type))
     }
 
     pub fn descriptor(&self) -> Descriptor {

@@ -120,13 +120,42 @@ impl Store {
         Ok(report)
     }
 
+    /// Adds to `keep` the referrers of what it holds (signatures, SBOMs, attestations: stored
+    /// manifests whose `subject` is kept, and their referrers in turn) and all they reach. The
+    /// referrer edge points up, so the candidates are the stored blobs no reference reaches
+    /// that are small enough to be manifests and parse as one with a subject.
+    fn keep_referrers(&self, keep: &mut BTreeSet<Digest>, problems: &mut Vec<Problem>) -> Result<()> {
+        let mut candidates = Vec::new();
+        for entry in fs::read_dir(self.blobs_dir()).at(self.blobs_dir())? {
+            let entry = entry.at(self.blobs_dir())?;
+            let Ok(d) = format!("sha256:{}", entry.file_name().to_string_lossy()).parse::<Digest>() else { continue };
+            if keep.contains(&d) || entry.metadata().map_or(true, |m| !m.is_file() || m.len() > limits::MANIFEST) {
+                continue;
+            }
+            let Ok(bytes) = self.read_blob_capped(&d, limits::MANIFEST) else { continue };
+            if bytes.first() != Some(&b'{') {
+                continue;
+            }
+            if let Ok(m) = Manifest::parse(bytes, None, &format!("blob {d}"))
+                && m.subject.is_some() && m.digest == d {
+                candidates.push(m);
+            }
+        }
+        for m in crate::graph::referrers(&candidates, keep) {
+            let name = format!("referrer of {}", m.subject.as_ref().map_or(String::new(), |s| s.digest.to_string()));
+            self.walk(&m.descriptor(), &name, keep, problems);
+        }
+        Ok(())
+    }
+
     /// Removes blobs that no reference reaches and every partial download. Waits for running
     /// fetches to finish first (they may hold blobs not yet referenced).
     pub fn gc(&self) -> Result<GcReport> {
         let _exclusive = self.lock_file("gc.lock", true)?;
         let mut problems = Vec::new();
         let refs = self.refs()?;
-        let keep = self.reachable(&refs, &mut problems);
+        let mut keep = self.reachable(&refs, &mut problems);
+        self.keep_referrers(&mut keep, &mut problems)?;
         let mut report = GcReport::default();
         for entry in fs::read_dir(self.blobs_dir()).at(self.blobs_dir())? {
             let entry = entry.at(self.blobs_dir())?;

@@ -227,6 +227,53 @@ fn gc_removes_unreachable_blobs_and_keeps_reachable() {
     assert_eq!(stored_blobs(&env), before);
 }
 
+/// An OCI 1.1 referrer: an artifact manifest (empty config, one layer) whose `subject` is
+/// `subject`; returns (its bytes, its layer's bytes).
+fn referrer(subject_digest: &str, subject_size: usize, what: &str) -> (Vec<u8>, Vec<u8>) {
+    let layer = format!("signature of {subject_digest} ({what})\n").into_bytes();
+    let m = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha256(b"{}"), "size": 2},
+        "layers": [{"mediaType": "application/vnd.example.signature.v1", "digest": sha256(&layer), "size": layer.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": subject_size},
+    });
+    (serde_json::to_vec(&m).unwrap(), layer)
+}
+
+/// Regression (issue 9: gc only followed edges downwards): a referrer whose subject is kept
+/// is kept with what it reaches, and so is a referrer of that referrer; one whose subject is
+/// gone is removed.
+#[test]
+fn gc_keeps_the_referrers_of_kept_images() {
+    let (_reg, env, imgs) = fetched_store();
+    let s = store_str(&env);
+    let put = |bytes: &[u8]| -> String {
+        let d = sha256(bytes);
+        std::fs::write(env.blob_path(&d), bytes).unwrap();
+        d
+    };
+    put(b"{}");
+    let (sig, sig_layer) = referrer(&imgs[0].manifest_digest, imgs[0].manifest.len(), "kept");
+    let sig_d = put(&sig);
+    let sig_layer_d = put(&sig_layer);
+    let (sig2, sig2_layer) = referrer(&sig_d, sig.len(), "a signature of the signature");
+    let sig2_d = put(&sig2);
+    put(&sig2_layer);
+    let gone = format!("sha256:{}", "7".repeat(64));
+    let (stray, stray_layer) = referrer(&gone, 100, "stray");
+    let stray_d = put(&stray);
+    let stray_layer_d = put(&stray_layer);
+
+    let v = env.json(&args(&s, &["store", "gc"]));
+    assert_eq!(v["removed_blobs"], 2, "only the stray referrer and its layer go: {v}");
+    for d in [&sig_d, &sig_layer_d, &sig2_d, &sha256(b"{}")] {
+        assert!(env.blob_path(d).exists(), "gc removed {d}, a referrer of a kept image (or what it reaches)");
+    }
+    for d in [&stray_d, &stray_layer_d] {
+        assert!(!env.blob_path(d).exists(), "gc kept {d}, whose subject is not in the store");
+    }
+}
+
 /// docs/cli.md: gc text output is `removed N blobs (B bytes)`.
 #[test]
 fn gc_text_reports_removed_blobs_and_bytes() {
