@@ -86,6 +86,59 @@ impl fmt::Debug for DiffId {
     }
 }
 
+/// A bundle's identity: the SHA-256 of what it means (its images, the blobs it carries, its
+/// base), in its header, every volume's header and its index (there as 64 lower-case hex
+/// digits). Its own type so it is never taken for a blob's digest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BundleId(pub [u8; 32]);
+
+impl BundleId {
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// The first 16 hex digits, as messages show it.
+    pub fn short(&self) -> String {
+        self.to_string()[..16].to_string()
+    }
+}
+
+impl fmt::Display for BundleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for BundleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BundleId({self})")
+    }
+}
+
+impl FromStr for BundleId {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<BundleId> {
+        if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(Error::Other(format!("invalid bundle id {s:?} (64 lower-case hex digits)")));
+        }
+        let mut id = [0u8; 32];
+        hex::decode_to_slice(s, &mut id).expect("checked to be hex");
+        Ok(BundleId(id))
+    }
+}
+
+impl serde::Serialize for BundleId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for BundleId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<BundleId, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// Incremental SHA-256 with a byte count.
 #[derive(Clone, Default)]
 pub struct Hasher {
@@ -218,6 +271,17 @@ impl<R: Read> Read for VerifyingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn bundle_ids_are_64_lower_case_hex_digits() {
+        let id: BundleId = "ab".repeat(32).parse().unwrap();
+        assert_eq!(id.to_string(), "ab".repeat(32));
+        assert_eq!(id.short(), "ab".repeat(8));
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{}\"", "ab".repeat(32)));
+        assert_eq!(serde_json::from_str::<BundleId>(&format!("\"{}\"", "ab".repeat(32))).unwrap(), id);
+        for bad in ["AB".repeat(32), "ab".repeat(31), "zz".repeat(32), format!("sha256:{}", "ab".repeat(32))] {
+            assert!(bad.parse::<BundleId>().is_err(), "{bad}");
+        }
+    }
     #[test]
     fn parse_and_display() {
         let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();

@@ -2,7 +2,7 @@
 //! index JSON, and size strings. The spec is docs/design.md, "Bundle format".
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::digest::{BundleId, Digest};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 
@@ -35,11 +35,11 @@ fn check_version(what: &str, version: u32, flags: u32) -> Result<()> {
     Ok(())
 }
 
-pub fn encode_header(bundle_id: &[u8; 32]) -> [u8; 64] {
+pub fn encode_header(bundle_id: &BundleId) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[..8].copy_from_slice(HEADER_MAGIC);
     b[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    b[16..48].copy_from_slice(bundle_id);
+    b[16..48].copy_from_slice(bundle_id.bytes());
     b
 }
 
@@ -103,12 +103,12 @@ pub fn decode_trailer(b: &[u8; 64], what: &str) -> Result<Trailer> {
     Ok(Trailer { index_offset: u64_at(b, 16), index_len: u64_at(b, 24), index_sha256: b[32..64].try_into().unwrap() })
 }
 
-pub fn encode_volume_header(number: u32, bundle_id: &[u8; 32]) -> [u8; 64] {
+pub fn encode_volume_header(number: u32, bundle_id: &BundleId) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[..8].copy_from_slice(VOLUME_MAGIC);
     b[8..12].copy_from_slice(&VERSION.to_le_bytes());
     b[12..16].copy_from_slice(&number.to_le_bytes());
-    b[16..48].copy_from_slice(bundle_id);
+    b[16..48].copy_from_slice(bundle_id.bytes());
     b
 }
 
@@ -156,7 +156,7 @@ pub struct Base {
 pub struct Index {
     pub format: String,
     pub version: u32,
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     pub images: Vec<IndexImage>,
     pub entries: Vec<IndexEntry>,
     #[serde(default)]
@@ -241,8 +241,8 @@ mod tests {
     #[test]
     fn records_round_trip_and_reject() {
         let id = [7u8; 32];
-        assert_eq!(decode_header(&encode_header(&id), "f").unwrap(), id);
-        let mut h = encode_header(&id);
+        assert_eq!(decode_header(&encode_header(&BundleId(id)), "f").unwrap(), id);
+        let mut h = encode_header(&BundleId(id));
         h[8] = 2;
         assert!(decode_header(&h, "f").unwrap_err().to_string().contains("version 2 is not supported"));
         let t = Trailer { index_offset: 5, index_len: 9, index_sha256: [1; 32] };
@@ -250,6 +250,6 @@ mod tests {
         let d = Digest::of(b"x");
         assert_eq!(decode_entry(&encode_entry(KIND_BLOB, 3, &d), "f").unwrap(), (KIND_BLOB, 3, d.clone()));
         assert!(decode_entry(&encode_entry(9, 3, &d), "f").unwrap_err().to_string().contains("unknown entry kind 9"));
-        assert_eq!(decode_volume_header(&encode_volume_header(3, &id), "f").unwrap(), (3, id));
+        assert_eq!(decode_volume_header(&encode_volume_header(3, &BundleId(id)), "f").unwrap(), (3, id));
     }
 }

@@ -24,5 +24,5 @@ pub fn load_base(path: &Path) -> Result<BaseSet> {
     }
     let b = Bundle::open(path)?;
     let digests = b.index.entries.iter().map(|e| e.digest.clone()).chain(b.index.requires.iter().map(|r| r.digest.clone())).collect();
-    Ok(BaseSet { base: format::Base { kind: "bundle".into(), id: b.index.bundle_id.clone() }, digests })
+    Ok(BaseSet { base: format::Base { kind: "bundle".into(), id: b.index.bundle_id.to_string() }, digests })
 }

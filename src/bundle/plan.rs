@@ -6,7 +6,7 @@ use serde::Serialize;
 use sha2::Digest as _;
 
 use super::format::{Base, Index, IndexEntry, IndexImage, Required, ENTRY_HEADER_LEN, HEADER_LEN, KIND_BLOB, TRAILER_LEN, VERSION, VOLUME_HEADER_LEN};
-use crate::digest::Digest;
+use crate::digest::{BundleId, Digest};
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest};
 use crate::limits;
@@ -32,7 +32,7 @@ pub struct ImageBlobs {
 pub struct BundlePlan {
     pub images: Vec<ImageBlobs>,
     pub index: Index,
-    pub bundle_id: [u8; 32],
+    pub bundle_id: BundleId,
     /// Total bytes of the logical stream (without volume headers).
     pub stream_len: u64,
     /// Payload bytes per volume, if split.
@@ -119,7 +119,7 @@ pub fn plan(source: &dyn Source, refs: &[String], base: Option<&BaseSet>, split_
         "base": base.map(|b| &b.base),
     });
     h.update(serde_json::to_vec(&id_doc).expect("json"));
-    let bundle_id: [u8; 32] = h.finalize().into();
+    let bundle_id = BundleId(h.finalize().into());
 
     let mut offset = HEADER_LEN;
     let mut entries = Vec::new();
@@ -132,7 +132,7 @@ pub fn plan(source: &dyn Source, refs: &[String], base: Option<&BaseSet>, split_
     let mut index = Index {
         format: "ocibundle".into(),
         version: VERSION,
-        bundle_id: hex::encode(bundle_id),
+        bundle_id,
         images: images.iter().map(|i| i.image.clone()).collect(),
         entries,
         requires: required.iter().map(|d| Required { digest: d.digest.clone(), size: d.size }).collect(),

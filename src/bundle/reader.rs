@@ -78,11 +78,11 @@ impl Bundle {
             return Err(Error::Other(format!("{name}: the bundle index is corrupt (checksum mismatch)")));
         }
         let index = Index::parse(&ib, &name)?;
-        let index_id: [u8; 32] = hex::decode(&index.bundle_id).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| Error::Other(format!("{name}: bad bundle id in the index")))?;
+        let index_id = *index.bundle_id.bytes();
         let foreign = vols.foreign_volumes(&index_id);
         if !foreign.is_empty() {
             let list: Vec<String> = foreign.iter().map(|p| p.display().to_string()).collect();
-            return Err(Error::Other(format!("{} belong(s) to another bundle (this one is {})", list.join(", "), &index.bundle_id[..16])));
+            return Err(Error::Other(format!("{} belong(s) to another bundle (this one is {})", list.join(", "), index.bundle_id.short())));
         }
         if index_id != id {
             return Err(Error::Other(format!("{name}: header and index name different bundles (corrupt)")));

@@ -62,7 +62,7 @@ pub fn walk(r: impl Read, name: &str, mut on_entry: impl FnMut(&Digest, u64, &mu
         return Err(Error::Other(format!("{name}: the bundle index is corrupt (checksum mismatch)")));
     }
     let index = Index::parse(ib, name)?;
-    if hex::encode(&h[16..48]) != index.bundle_id {
+    if h[16..48] != index.bundle_id.bytes()[..] {
         return Err(Error::Other(format!("{name}: header and index name different bundles (corrupt)")));
     }
     let listed: SeenEntries = index.entries.iter().map(|e| (e.digest.clone(), e.size, e.offset)).collect();

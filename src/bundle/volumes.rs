@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::format::{decode_volume_header, encode_volume_header, VOLUME_HEADER_LEN};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{BundleId, Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
 use crate::writeback;
 
@@ -78,7 +78,7 @@ impl HashThread {
 /// A one-pass writer of the logical bundle stream into the target.
 pub struct VolumeWriter {
     target: Target,
-    bundle_id: [u8; 32],
+    bundle_id: BundleId,
     current: Option<OpenVolume>,
     done: Vec<(PathBuf, PathBuf, Digest, u64)>,
     stdout: Option<io::BufWriter<io::Stdout>>,
@@ -87,7 +87,7 @@ pub struct VolumeWriter {
 }
 
 impl VolumeWriter {
-    pub fn new(target: Target, bundle_id: [u8; 32]) -> Result<VolumeWriter> {
+    pub fn new(target: Target, bundle_id: BundleId) -> Result<VolumeWriter> {
         if let Target::Split { size, .. } = &target
             && *size <= VOLUME_HEADER_LEN + 4096 {
             return Err(Error::Other(format!("--split-size {size} is too small (minimum {} bytes)", VOLUME_HEADER_LEN + 4097)));

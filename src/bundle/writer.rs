@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::format::{encode_entry, encode_header, encode_trailer, Trailer, KIND_BLOB};
 use super::plan::BundlePlan;
 use super::volumes::{Target, VolumeWriter};
-use crate::digest::{Digest, Hasher};
+use crate::digest::{BundleId, Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::mapped::{Chunk, Shared};
@@ -20,7 +20,7 @@ use crate::source::Source;
 
 #[derive(Debug, Serialize)]
 pub struct WriteReport {
-    pub bundle_id: String,
+    pub bundle_id: BundleId,
     pub bytes: u64,
     pub files: Vec<(PathBuf, u64)>,
 }
@@ -144,5 +144,5 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, progress: b
     }
     bar.finish();
     let files = w.commit()?;
-    Ok(WriteReport { bundle_id: plan.index.bundle_id.clone(), bytes: plan.file_size(), files })
+    Ok(WriteReport { bundle_id: plan.index.bundle_id, bytes: plan.file_size(), files })
 }

@@ -69,7 +69,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(0);
     }
-    println!("bundle {} (format {}, id {}), {} blobs", b.name, b.index.version, &b.index.bundle_id[..16], b.index.entries.len());
+    println!("bundle {} (format {}, id {}), {} blobs", b.name, b.index.version, b.index.bundle_id.short(), b.index.entries.len());
     if let Some(base) = &b.index.base {
         println!("delta against {} {} ({} blobs left to it)", base.kind, &base.id[..16.min(base.id.len())], b.index.requires.len());
     }

@@ -48,7 +48,7 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
                 let images = ocibundle::source::Source::refs(&source)?;
                 r.problems = ocibundle::validate::check(&source, &images, ocibundle::validate::Options { deep: true }).problems;
             }
-            (r, b.name.clone(), b.index.bundle_id.clone())
+            (r, b.name.clone(), b.index.bundle_id.to_string())
         }
     };
     let mut missing_required = Vec::new();
