@@ -34,6 +34,20 @@ pub fn sweep(fin: &Path) {
     }
 }
 
+/// Removes the files `PREFIXPID-...` in `dir` whose process is gone (the store's atomic small
+/// writes: a run killed between creating one and renaming it leaves it behind).
+pub fn sweep_dead_writers(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let pid = n.strip_prefix(prefix).and_then(|r| r.split('-').next()).and_then(|p| p.parse::<i32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid > 0 && pid as u32 != std::process::id() && !alive(pid) && e.file_type().is_ok_and(|t| t.is_file() || t.is_symlink()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 fn alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists; it sends nothing.
     let r = unsafe { libc::kill(pid, 0) };
@@ -67,5 +81,18 @@ mod tests {
         std::fs::write(&init, b"x").unwrap();
         sweep(&fin);
         assert!(init.exists());
+    }
+
+    #[test]
+    fn small_writes_of_dead_runs_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("tmp-2147483600-3-99");
+        let live = dir.path().join(format!("tmp-{}-1-5", std::process::id()));
+        let partial = dir.path().join("abc.partial");
+        for p in [&dead, &live, &partial] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        sweep_dead_writers(dir.path(), "tmp-");
+        assert!(!dead.exists() && live.exists() && partial.exists());
     }
 }

@@ -189,7 +189,10 @@ impl Store {
 
     /// Marks this process as a user of the store (fetch/import): gc waits until it is done.
     pub fn use_guard(&self) -> Result<UseGuard> {
-        Ok(UseGuard { _file: self.lock_file("gc.lock", false)? })
+        let guard = UseGuard { _file: self.lock_file("gc.lock", false)? };
+        // Small writes (manifests, index.json) of runs that were killed mid-write.
+        crate::litter::sweep_dead_writers(&self.tmp_dir(), "tmp-");
+        Ok(guard)
     }
 
     /// Makes renames into `blobs/sha256` durable (one directory fsync per batch, not per blob).

@@ -12,3 +12,4 @@ mod hostile_store;
 mod litter;
 mod archive_source;
 mod matrix;
+mod kill9;
