@@ -96,8 +96,7 @@ impl Manifest {
     /// the document's own `mediaType` wins. `what` names the manifest in errors.
     pub fn parse(bytes: Vec<u8>, header_type: Option<&str>, what: &str) -> Result<Manifest> {
         let digest = Digest::of(&bytes);
-        let json: ManifestJson = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadJson { what: what.to_string(), reason: e.to_string() })?;
+        let json: ManifestJson = crate::limits::parse_json(&bytes, what)?;
         let header_type = header_type.map(|h| h.split(';').next().unwrap_or("").trim()).filter(|h| !h.is_empty());
         let media_type = match (&json.media_type, header_type) {
             (Some(m), _) => m.clone(),
@@ -153,11 +152,15 @@ pub fn diff_ids(config: &[u8], what: &str) -> Result<Vec<DiffId>> {
     struct Config {
         rootfs: RootFs,
     }
-    let c: Config = serde_json::from_slice(config).map_err(|e| Error::BadJson { what: what.to_string(), reason: e.to_string() })?;
+    let c: Config = crate::limits::parse_json(config, what)?;
     Ok(c.rootfs.diff_ids)
 }
 
 impl ConfigInfo {
+    /// Parses a config's platform fields; `what` names the config in the error.
+    pub fn parse(config: &[u8], what: &str) -> Result<ConfigInfo> {
+        crate::limits::parse_json(config, what)
+    }
     pub fn platform(&self) -> Platform {
         Platform { os: self.os.clone(), architecture: self.architecture.clone(), variant: self.variant.clone() }
     }

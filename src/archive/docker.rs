@@ -58,8 +58,7 @@ pub fn import(path: &Path, store: &Store) -> Result<ArchiveImport> {
     let _guard = store.use_guard()?;
     let ar = Members::open(path)?;
     let shown = path.display().to_string();
-    let entries: Vec<Entry> = serde_json::from_slice(&ar.read_small("manifest.json", limits::MANIFEST)?)
-        .map_err(|e| Error::BadJson { what: format!("{shown}: manifest.json"), reason: e.to_string() })?;
+    let entries: Vec<Entry> = limits::parse_json(&ar.read_small("manifest.json", limits::MANIFEST)?, &format!("{shown}: manifest.json"))?;
     if entries.is_empty() {
         return Err(Error::Other(format!("{shown}: manifest.json lists no images")));
     }

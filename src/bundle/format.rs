@@ -183,12 +183,12 @@ impl Index {
             format: String,
             version: u32,
         }
-        let p: Probe = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: format!("{what}: index"), reason: e.to_string() })?;
+        let p: Probe = crate::limits::parse_json(bytes, &format!("{what}: index"))?;
         if p.format != "ocibundle" {
             return Err(Error::Other(format!("{what}: index format {:?} is not ocibundle", p.format)));
         }
         check_version(what, p.version, 0)?;
-        let idx: Index = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: format!("{what}: index"), reason: e.to_string() })?;
+        let idx: Index = crate::limits::parse_json(bytes, &format!("{what}: index"))?;
         for e in &idx.entries {
             if e.kind != KIND_BLOB {
                 return Err(Error::Other(format!("{what}: unknown entry kind {} for {} (written by a newer ocibundle?)", e.kind, e.digest)));
