@@ -62,6 +62,12 @@ impl Error {
     }
 }
 
+/// Untrusted text (a message that quotes raw header bytes) made fit for one error line: control
+/// characters escaped, at most `max` characters kept.
+pub fn one_line(text: &str, max: usize) -> String {
+    text.chars().take(max).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+}
+
 /// Adds path context to io results.
 pub trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
@@ -69,5 +75,17 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_header_bytes_with_a_newline_stay_on_one_line() {
+        let line = one_line("numeric field: \u{7f}E\n_\u{b}q tail", 22);
+        assert_eq!(line, "numeric field: \\u{7f}E\\n_\\u{b}q ");
+        assert!(!line.contains('\n'));
     }
 }
