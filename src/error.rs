@@ -62,10 +62,18 @@ impl Error {
     }
 }
 
-/// Untrusted text (a message that quotes raw header bytes) made fit for one error line: control
-/// characters escaped, at most `max` characters kept.
+/// Untrusted text (a name, a media type, a message quoting raw header bytes) made fit for one
+/// error line: control characters escaped; past `max` characters the middle is cut out, so the
+/// start (what) and the end (why) both stay.
 pub fn one_line(text: &str, max: usize) -> String {
-    text.chars().take(max).flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect()
+    let escape = |s: &mut dyn Iterator<Item = char>| -> String { s.flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect() };
+    let n = text.chars().count();
+    if n <= max {
+        return escape(&mut text.chars());
+    }
+    let head = max * 2 / 3;
+    let tail = max - head;
+    format!("{}…{}", escape(&mut text.chars().take(head)), escape(&mut text.chars().skip(n - tail)))
 }
 
 /// Adds path context to io results.
@@ -84,8 +92,10 @@ mod tests {
 
     #[test]
     fn quoted_header_bytes_with_a_newline_stay_on_one_line() {
-        let line = one_line("numeric field: \u{7f}E\n_\u{b}q tail", 22);
-        assert_eq!(line, "numeric field: \\u{7f}E\\n_\\u{b}q ");
-        assert!(!line.contains('\n'));
+        let line = one_line("numeric field: \u{7f}E\n_\u{b}q", 30);
+        assert_eq!(line, "numeric field: \\u{7f}E\\n_\\u{b}q");
+        let long = format!("member {}: is missing", "a".repeat(10_000));
+        let cut = one_line(&long, 60);
+        assert!(cut.starts_with("member aaa") && cut.ends_with("a: is missing") && cut.contains('…') && cut.chars().count() == 61, "{cut}");
     }
 }

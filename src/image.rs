@@ -120,7 +120,8 @@ impl Manifest {
             let layers = json.layers.unwrap_or_default();
             ManifestKind::Image(ImageManifest { config, layers })
         } else {
-            return Err(Error::UnsupportedMediaType { what: what.to_string(), media_type });
+            // The type is the document's own string: any length, any characters.
+            return Err(Error::UnsupportedMediaType { what: what.to_string(), media_type: crate::error::one_line(&media_type, 200) });
         };
         Ok(Manifest { bytes, digest, media_type, kind })
     }

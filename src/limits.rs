@@ -87,7 +87,8 @@ pub fn check_json_depth(bytes: &[u8], what: &str) -> Result<()> {
 /// [`JSON_DEPTH`] or if it does not parse as `T`, with `what` (the file or blob) named.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     check_json_depth(bytes, what)?;
-    serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: what.to_string(), reason: e.to_string() })
+    // serde's message quotes the offending value whole (a 10 000-byte string, say).
+    serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: what.to_string(), reason: crate::error::one_line(&e.to_string(), 300) })
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub fn import(path: &Path, store: &Store) -> Result<ArchiveImport> {
     let mut refs: Vec<(String, Descriptor)> = Vec::new();
     let mut untagged = 0;
     for (i, e) in entries.iter().enumerate() {
-        let what = format!("{shown}: image {} ({})", i + 1, e.repo_tags.as_ref().and_then(|t| t.first()).map_or(e.config.as_str(), String::as_str));
+        let what = format!("{shown}: image {} ({})", i + 1, crate::error::one_line(e.repo_tags.as_ref().and_then(|t| t.first()).map_or(e.config.as_str(), String::as_str), 200));
         let (manifest, config) = import_image(&ar, store, e, &what, &mut report)?;
         let mdigest = Digest::of(&manifest);
         store.put_bytes(&mdigest, &manifest)?;

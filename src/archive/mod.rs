@@ -33,8 +33,10 @@ pub struct Members {
     members: BTreeMap<String, Kind>,
 }
 
+/// An error naming the archive; member names come from the archive (or its manifest.json) and
+/// may be any length, so the message is kept to one readable line.
 fn bad(path: &Path, msg: String) -> Error {
-    Error::Other(format!("{}: {msg}", path.display()))
+    Error::Other(format!("{}: {}", path.display(), crate::error::one_line(&msg, 400)))
 }
 
 /// A member name made canonical (`./a//b` -> `a/b`), or why it is refused.
