@@ -11,3 +11,4 @@ mod credentials;
 mod hostile_store;
 mod litter;
 mod archive_source;
+mod mutation;
