@@ -184,4 +184,24 @@ mod tests {
         assert!(matches!(Manifest::parse(s1, Some("application/vnd.docker.distribution.manifest.v1+prettyjws"), "x"), Err(Error::UnsupportedMediaType { .. })));
         assert!(matches!(Manifest::parse(b"{".to_vec(), None, "x"), Err(Error::BadJson { .. })));
     }
+
+    #[test]
+    fn non_canonical_digests_are_refused_where_json_enters() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let man = |d: &str| format!(r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{d}","size":0}},"layers":[]}}"#, media::OCI_MANIFEST, media::OCI_CONFIG).into_bytes();
+        assert!(Manifest::parse(man(&format!("sha256:{hex}")), None, "m").is_ok());
+        for bad in [
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("SHA256:{hex}"),
+            format!("sha256:{}", &hex[..63]),
+            format!("sha256:{hex}0"),
+            format!("sha512:{hex}{hex}"),
+            format!("sha256:../../{}", &hex[6..]),
+            format!("sha256:{}/{}", &hex[..31], &hex[32..]),
+            hex.to_string(),
+        ] {
+            let e = Manifest::parse(man(&bad), None, "blobs/sha256/m").unwrap_err().to_string();
+            assert!(e.contains("blobs/sha256/m") && e.contains("invalid digest") && !e.contains('\n'), "{bad}: {e}");
+        }
+    }
 }
