@@ -73,6 +73,20 @@ impl Error {
     }
 }
 
+/// Untrusted text (a name, a media type, a message quoting raw header bytes) made fit for one
+/// error line: control characters escaped; past `max` characters the middle is cut out, so the
+/// start (what) and the end (why) both stay.
+pub fn one_line(text: &str, max: usize) -> String {
+    let escape = |s: &mut dyn Iterator<Item = char>| -> String { s.flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] }).collect() };
+    let n = text.chars().count();
+    if n <= max {
+        return escape(&mut text.chars());
+    }
+    let head = max * 2 / 3;
+    let tail = max - head;
+    format!("{}…{}", escape(&mut text.chars().take(head)), escape(&mut text.chars().skip(n - tail)))
+}
+
 /// Adds path context to io results.
 pub trait IoContext<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T>;
@@ -80,5 +94,19 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_header_bytes_with_a_newline_stay_on_one_line() {
+        let line = one_line("numeric field: \u{7f}E\n_\u{b}q", 30);
+        assert_eq!(line, "numeric field: \\u{7f}E\\n_\\u{b}q");
+        let long = format!("member {}: is missing", "a".repeat(10_000));
+        let cut = one_line(&long, 60);
+        assert!(cut.starts_with("member aaa") && cut.ends_with("a: is missing") && cut.contains('…') && cut.chars().count() == 61, "{cut}");
     }
 }

@@ -110,8 +110,7 @@ impl Manifest {
     /// the document's own `mediaType` wins. `what` names the manifest in errors.
     pub fn parse(bytes: Vec<u8>, header_type: Option<&str>, what: &str) -> Result<Manifest> {
         let digest = Digest::of(&bytes);
-        let json: ManifestJson = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadJson { what: what.to_string(), reason: e.to_string() })?;
+        let json: ManifestJson = crate::limits::parse_json(&bytes, what)?;
         let header_type = header_type.map(|h| h.split(';').next().unwrap_or("").trim()).filter(|h| !h.is_empty());
         let media_type = match (&json.media_type, header_type) {
             (Some(m), _) => m.clone(),
@@ -135,7 +134,8 @@ impl Manifest {
             let layers = json.layers.unwrap_or_default();
             ManifestKind::Image(ImageManifest { config, layers })
         } else {
-            return Err(Error::UnsupportedMediaType { what: what.to_string(), media_type });
+            // The type is the document's own string: any length, any characters.
+            return Err(Error::UnsupportedMediaType { what: what.to_string(), media_type: crate::error::one_line(&media_type, 200) });
         };
         Ok(Manifest { bytes, digest, media_type, kind, artifact_type: json.artifact_type, subject: json.subject, annotations: json.annotations.unwrap_or_default() })
     }
@@ -174,11 +174,15 @@ pub fn diff_ids(config: &[u8], what: &str) -> Result<Vec<DiffId>> {
     struct Config {
         rootfs: RootFs,
     }
-    let c: Config = serde_json::from_slice(config).map_err(|e| Error::BadJson { what: what.to_string(), reason: e.to_string() })?;
+    let c: Config = crate::limits::parse_json(config, what)?;
     Ok(c.rootfs.diff_ids)
 }
 
 impl ConfigInfo {
+    /// Parses a config's platform fields; `what` names the config in the error.
+    pub fn parse(config: &[u8], what: &str) -> Result<ConfigInfo> {
+        crate::limits::parse_json(config, what)
+    }
     pub fn platform(&self) -> Platform {
         Platform { os: self.os.clone(), architecture: self.architecture.clone(), variant: self.variant.clone() }
     }
@@ -200,5 +204,25 @@ mod tests {
         let s1 = br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#.to_vec();
         assert!(matches!(Manifest::parse(s1, Some("application/vnd.docker.distribution.manifest.v1+prettyjws"), "x"), Err(Error::UnsupportedMediaType { .. })));
         assert!(matches!(Manifest::parse(b"{".to_vec(), None, "x"), Err(Error::BadJson { .. })));
+    }
+
+    #[test]
+    fn non_canonical_digests_are_refused_where_json_enters() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let man = |d: &str| format!(r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{d}","size":0}},"layers":[]}}"#, media::OCI_MANIFEST, media::OCI_CONFIG).into_bytes();
+        assert!(Manifest::parse(man(&format!("sha256:{hex}")), None, "m").is_ok());
+        for bad in [
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("SHA256:{hex}"),
+            format!("sha256:{}", &hex[..63]),
+            format!("sha256:{hex}0"),
+            format!("sha512:{hex}{hex}"),
+            format!("sha256:../../{}", &hex[6..]),
+            format!("sha256:{}/{}", &hex[..31], &hex[32..]),
+            hex.to_string(),
+        ] {
+            let e = Manifest::parse(man(&bad), None, "blobs/sha256/m").unwrap_err().to_string();
+            assert!(e.contains("blobs/sha256/m") && e.contains("invalid digest") && !e.contains('\n'), "{bad}: {e}");
+        }
     }
 }

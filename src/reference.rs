@@ -6,6 +6,8 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 pub const DOCKER_HUB: &str = "docker.io";
+/// Longest `registry/repository` docker accepts.
+const NAME_MAX: usize = 255;
 
 /// A fully normalised image reference: `registry/repository[:tag][@digest]`.
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
@@ -124,6 +126,11 @@ impl FromStr for Reference {
         if registry.chars().any(|c| c.is_whitespace() || c == '/' || c == '@') {
             return Err(bad(input, "invalid registry host"));
         }
+        // Docker's limit (distribution's NameTotalLengthMax): names come from untrusted archives
+        // and layouts too, and every message about the image repeats the name.
+        if registry.len() + 1 + path.len() > NAME_MAX {
+            return Err(bad(input, &format!("name longer than {NAME_MAX} characters")));
+        }
         let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
         Ok(Reference { registry, repository: path, tag, digest })
     }
@@ -208,6 +215,15 @@ impl fmt::Display for Platform {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repository_name_of_thousands_of_characters_is_refused() {
+        let at_max = format!("example.test/{}", "a".repeat(NAME_MAX - "example.test/".len()));
+        assert!(at_max.parse::<Reference>().is_ok());
+        let e = format!("{at_max}a:1").parse::<Reference>().unwrap_err().to_string();
+        assert!(e.contains("longer than 255"), "{e}");
+        assert!(e.len() < 400, "the message stays short: {} bytes", e.len());
+    }
     fn r(s: &str) -> String {
         s.parse::<Reference>().unwrap().to_string()
     }

@@ -78,15 +78,14 @@ impl DockerArchive {
     pub fn open(path: &Path) -> Result<DockerArchive> {
         let ar = Members::open(path)?;
         let shown = path.display().to_string();
-        let entries: Vec<Entry> = serde_json::from_slice(&ar.read_small("manifest.json", limits::MANIFEST)?)
-            .map_err(|e| Error::BadJson { what: format!("{shown}: manifest.json"), reason: e.to_string() })?;
+        let entries: Vec<Entry> = limits::parse_json(&ar.read_small("manifest.json", limits::MANIFEST)?, &format!("{shown}: manifest.json"))?;
         if entries.is_empty() {
             return Err(Error::Other(format!("{shown}: manifest.json lists no images")));
         }
         let mut this = DockerArchive { ar, refs: Vec::new(), members: BTreeMap::new(), manifests: BTreeMap::new(), images: Vec::new(), notes: Vec::new() };
         let mut untagged = 0;
         for (i, e) in entries.iter().enumerate() {
-            let what = format!("{shown}: image {} ({})", i + 1, e.repo_tags.as_ref().and_then(|t| t.first()).map_or(e.config.as_str(), String::as_str));
+            let what = format!("{shown}: image {} ({})", i + 1, crate::error::one_line(e.repo_tags.as_ref().and_then(|t| t.first()).map_or(e.config.as_str(), String::as_str), 200));
             let (manifest, config) = this.image(e, &what)?;
             let mdigest = Digest::of(&manifest);
             let desc = Descriptor { media_type: media::OCI_MANIFEST.into(), digest: mdigest.clone(), size: manifest.len() as u64, platform: None, annotations: None };

@@ -31,8 +31,10 @@ pub struct Members {
     members: BTreeMap<String, Kind>,
 }
 
+/// An error naming the archive; member names come from the archive (or its manifest.json) and
+/// may be any length, so the message is kept to one readable line.
 fn bad(path: &Path, msg: String) -> Error {
-    Error::Other(format!("{}: {msg}", path.display()))
+    Error::Other(format!("{}: {}", path.display(), crate::error::one_line(&msg, 400)))
 }
 
 /// A member name made canonical (`./a//b` -> `a/b`), or why it is refused.
@@ -64,7 +66,7 @@ impl Members {
         let entries = ar.entries_with_seek().map_err(|e| bad(path, format!("not a tar archive: {e}")))?;
         for entry in entries {
             // The tar crate's message may quote header bytes: keep it short.
-            let entry = entry.map_err(|e| bad(path, format!("not a tar archive, or a truncated one: {}", e.to_string().chars().take(80).collect::<String>())))?;
+            let entry = entry.map_err(|e| bad(path, format!("not a tar archive, or a truncated one: {}", crate::error::one_line(&e.to_string(), 80))))?;
             let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             let ty = entry.header().entry_type();
             if ty.is_dir() {
@@ -203,5 +205,23 @@ mod tests {
         assert!(clean_name("./").is_err());
         assert_eq!(resolve("x/../blobs/sha256/ab").unwrap(), "blobs/sha256/ab");
         assert_eq!(resolve("../etc"), None);
+    }
+
+    #[test]
+    fn a_size_field_of_control_bytes_is_refused_in_one_line() {
+        // What the mutation test found: the tar crate quotes the raw field, newline included.
+        let mut h = [0u8; 512];
+        h[..4].copy_from_slice(b"file");
+        h[124..136].copy_from_slice(b"\x7fE\n_\x0bq\0\0\0\0\0\0");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[148..156].fill(b' ');
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.tar");
+        std::fs::write(&p, [&h[..], &[0u8; 1024]].concat()).unwrap();
+        let e = Members::open(&p).err().expect("refused").to_string();
+        assert!(e.contains("not a tar archive") && !e.contains('\n'), "{e:?}");
     }
 }

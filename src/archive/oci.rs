@@ -128,8 +128,7 @@ impl Layout {
         let files = if archive { Files::Tar(Members::open(path)?) } else { Files::Dir(path.to_path_buf()) };
         let shown = files.shown();
         crate::store::check_layout_bytes(&files.read_small("oci-layout", limits::OCI_LAYOUT_FILE)?, &Path::new(&shown).join("oci-layout"))?;
-        let index: IndexJson = serde_json::from_slice(&files.read_small("index.json", limits::INDEX_JSON)?)
-            .map_err(|e| Error::BadJson { what: format!("{shown}/index.json"), reason: e.to_string() })?;
+        let index: IndexJson = limits::parse_json(&files.read_small("index.json", limits::INDEX_JSON)?, &format!("{shown}/index.json"))?;
         // Names: a ref name that is a full reference keeps it (ours, crane's, Docker 25's
         // containerd annotation); a bare tag (skopeo's `oci:DIR:TAG`) goes under localhost/NAME.
         let stem = path.file_name().map(|n| n.to_string_lossy().trim_end_matches(".tar").to_string()).unwrap_or_else(|| "layout".into());

@@ -183,12 +183,18 @@ impl Index {
             format: String,
             version: u32,
         }
-        let p: Probe = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: format!("{what}: index"), reason: e.to_string() })?;
+        let p: Probe = crate::limits::parse_json(bytes, &format!("{what}: index"))?;
         if p.format != "ocibundle" {
-            return Err(Error::Other(format!("{what}: index format {:?} is not ocibundle", p.format)));
+            return Err(Error::Other(format!("{what}: index format {:?} is not ocibundle", crate::error::one_line(&p.format, 100))));
         }
         check_version(what, p.version, 0)?;
-        let idx: Index = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: format!("{what}: index"), reason: e.to_string() })?;
+        let idx: Index = crate::limits::parse_json(bytes, &format!("{what}: index"))?;
+        // Messages show the first 16 digits of the base's id (cut by bytes): it must be the hex
+        // id the writer put there, never any string.
+        if let Some(b) = &idx.base
+            && !(b.id.len() == 64 && b.id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))) {
+            return Err(Error::Other(format!("{what}: the index names its base by a malformed id (corrupt index)")));
+        }
         for e in &idx.entries {
             if e.kind != KIND_BLOB {
                 return Err(Error::Other(format!("{what}: unknown entry kind {} for {} (written by a newer ocibundle?)", e.kind, e.digest)));
@@ -251,5 +257,18 @@ mod tests {
         assert_eq!(decode_entry(&encode_entry(KIND_BLOB, 3, &d), "f").unwrap(), (KIND_BLOB, 3, d.clone()));
         assert!(decode_entry(&encode_entry(9, 3, &d), "f").unwrap_err().to_string().contains("unknown entry kind 9"));
         assert_eq!(decode_volume_header(&encode_volume_header(3, &BundleId(id)), "f").unwrap(), (3, id));
+    }
+
+    #[test]
+    fn a_base_id_that_is_not_64_hex_is_refused_before_it_is_cut_mid_character() {
+        let index = |id: &str| {
+            let base = Base { kind: "bundle".into(), id: id.into() };
+            Index { format: "ocibundle".into(), version: 1, bundle_id: BundleId([0; 32]), images: vec![], entries: vec![], requires: vec![], base: Some(base), volume_size: 0, volumes: 1 }.to_bytes()
+        };
+        assert!(Index::parse(&index(&"ab".repeat(32)), "f").is_ok());
+        // Byte 16 falls inside an `é`: `&id[..16]` in the delta messages would panic.
+        let e = Index::parse(&index(&format!("a{}", "é".repeat(40))), "f").unwrap_err();
+        assert!(e.to_string().contains("malformed id"), "{e}");
+        assert!(Index::parse(&index("short"), "f").is_err());
     }
 }

@@ -155,6 +155,9 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
                 small.extend_from_slice(&buf[..n]);
             }
         }
+        // Count what was read, not what the entry header claims: a hostile length is only
+        // refused (as a truncation) after this returns.
+        let seen = h.len();
         let found = h.finish();
         if &found != digest {
             bad.push((digest.clone(), format!("content hashes to {found}")));
@@ -163,7 +166,7 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
             kept.insert(digest.clone(), small);
         }
         report.blobs_checked += 1;
-        report.bytes_checked += len;
+        report.bytes_checked += seen;
         Ok(())
     })?;
     let carried: BTreeMap<&Digest, u64> = index.entries.iter().map(|e| (&e.digest, e.size)).collect();
@@ -184,4 +187,21 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
         report.problems.push(BlobProblem { digest: d.to_string(), images: vec![], detail });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::format::{encode_entry, encode_header, KIND_BLOB};
+
+    #[test]
+    fn an_entry_claiming_a_huge_length_is_a_truncation_not_an_add_overflow() {
+        let mut b = encode_header(&crate::digest::BundleId([1; 32])).to_vec();
+        b.extend(encode_entry(KIND_BLOB, 3, &Digest::of(b"abc")));
+        b.extend(b"abc");
+        b.extend(encode_entry(KIND_BLOB, u64::MAX, &Digest::of(b"x")));
+        b.extend(b"x and whatever follows");
+        let e = verify(&b[..], "stdin").unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
 }

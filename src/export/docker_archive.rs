@@ -72,7 +72,7 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
             return Err(Error::UnsupportedMediaType { what: format!("{name}: layer {}", l.digest), media_type: l.media_type.clone() });
         }
         let config_bytes = source.read_small(&image.config, limits::CONFIG)?;
-        let info: ConfigInfo = serde_json::from_slice(&config_bytes).map_err(|e| Error::BadJson { what: format!("{name}: config {}", image.config.digest), reason: e.to_string() })?;
+        let info = ConfigInfo::parse(&config_bytes, &format!("{name}: config {}", image.config.digest))?;
         if opts.platform_given && !opts.platform.matches(&info.platform()) {
             return Err(Error::Other(format!("{name} is {} only, not {} (fetch it with --platform {})", info.platform(), opts.platform, opts.platform)));
         }

@@ -234,7 +234,7 @@ pub fn check_layout_bytes(bytes: &[u8], path: &Path) -> Result<()> {
     struct Layout {
         image_layout_version: String,
     }
-    let layout: Layout = serde_json::from_slice(bytes).map_err(|e| Error::BadJson { what: path.display().to_string(), reason: e.to_string() })?;
+    let layout: Layout = crate::limits::parse_json(bytes, &path.display().to_string())?;
     let v = &layout.image_layout_version;
     if v.split('.').next() != Some("1") || v.split('.').count() != 3 || !v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
         return Err(Error::UnsupportedLayout { path: path.to_path_buf(), version: v.chars().take(40).collect() });

@@ -48,8 +48,7 @@ impl Store {
     pub fn refs(&self) -> Result<Vec<RefEntry>> {
         let path = self.index_path();
         let bytes = limits::read_file_capped(&path, limits::INDEX_JSON)?;
-        let index: IndexJson = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadJson { what: path.display().to_string(), reason: e.to_string() })?;
+        let index: IndexJson = limits::parse_json(&bytes, &path.display().to_string())?;
         Ok(index
             .manifests
             .into_iter()

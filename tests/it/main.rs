@@ -13,3 +13,4 @@ mod litter;
 mod archive_source;
 mod matrix;
 mod kill9;
+mod mutation;
