@@ -48,7 +48,7 @@ pub fn sweep_dead_writers(dir: &Path, prefix: &str) {
     }
 }
 
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists; it sends nothing.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)

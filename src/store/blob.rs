@@ -1,5 +1,6 @@
 //! Partial blobs: a locked temp file per digest that downloads append to, resume from, and
-//! that is renamed to its final name only once digest and size match.
+//! that is renamed to its final name only once digest and size match, either at once
+//! (`commit`) or when the copy it belongs to commits (`seal`, then `Sealed::publish`).
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -58,6 +59,7 @@ impl PartialBlob {
                 return Ok(None);
             }
             fs::create_dir_all(store.tmp_dir()).at(store.tmp_dir())?;
+            adopt_orphans(store, digest, &path);
             let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).at(&path)?;
             file.lock().at(&path)?;
             // The holder before us may have renamed or removed this inode: start again then.
@@ -135,7 +137,16 @@ impl PartialBlob {
 
     /// Checks digest and size; only then fsyncs and renames into `blobs/sha256/`. On a mismatch
     /// the partial is deleted: its bytes can never become right.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.seal()?.publish()
+    }
+
+    /// Checks digest and size and makes the bytes durable, without naming them yet: a copy
+    /// names its blobs when it commits, so a copy that fails leaves none. The sealed file is
+    /// `<hex>.ready-PID`; dropped unpublished it goes back to being the partial (complete: the
+    /// next copy re-hashes it and reads nothing again), and if the process dies first, the
+    /// next `PartialBlob::open` of that digest takes it back the same way.
+    pub fn seal(mut self) -> Result<Sealed> {
         self.flush()?;
         let hasher = std::mem::take(&mut self.out.hasher);
         if let Err(e) = hasher.verify(&self.what, &self.digest, self.size) {
@@ -143,14 +154,67 @@ impl PartialBlob {
             return Err(e);
         }
         self.out.file.get_ref().sync_data().map_err(|e| self.io(&self.path, e))?;
-        let dest = self.store.blob_path(&self.digest);
-        fs::rename(&self.path, &dest).map_err(|e| self.io(&dest, e))?;
-        Ok(())
+        let ready = ready_path(&self.store, &self.digest, std::process::id());
+        fs::rename(&self.path, &ready).map_err(|e| self.io(&ready, e))?;
+        Ok(Sealed { store: self.store.clone(), what: self.what.clone(), digest: self.digest.clone(), ready: Some(ready), partial: self.path.clone() })
     }
 
     /// Drops the partial file entirely.
     pub fn discard(self) {
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+fn ready_path(store: &Store, d: &Digest, pid: u32) -> PathBuf {
+    store.tmp_dir().join(format!("{}.ready-{pid}", d.hex()))
+}
+
+/// Takes back, as the digest's partial, what a dead process sealed but never published.
+fn adopt_orphans(store: &Store, d: &Digest, partial: &std::path::Path) {
+    let Ok(entries) = fs::read_dir(store.tmp_dir()) else { return };
+    let prefix = format!("{}.ready-", d.hex());
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = n.strip_prefix(&prefix).and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() || crate::litter::alive(pid as i32) {
+            continue;
+        }
+        // Only where no partial is being written: a rename never replaces one.
+        if !partial.exists() {
+            let _ = fs::rename(e.path(), partial);
+        } else {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A verified, durable blob waiting for its name (see `PartialBlob::seal`).
+pub struct Sealed {
+    store: Store,
+    what: String,
+    digest: Digest,
+    ready: Option<PathBuf>,
+    partial: PathBuf,
+}
+
+impl Sealed {
+    /// Renames the blob to its final name.
+    pub fn publish(mut self) -> Result<()> {
+        let ready = self.ready.take().expect("published once");
+        let dest = self.store.blob_path(&self.digest);
+        match fs::rename(&ready, &dest) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(crate::Error::io(&dest, e).context(&self.what)),
+        }
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        if let Some(ready) = self.ready.take()
+            && fs::rename(&ready, &self.partial).is_err() {
+            let _ = fs::remove_file(ready);
+        }
     }
 }
 
@@ -185,5 +249,32 @@ mod tests {
         assert!(matches!(p.commit(), Err(crate::Error::DigestMismatch { .. })));
         assert!(!store.has_blob(&d, None));
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+    }
+    #[test]
+    fn a_sealed_blob_is_named_only_when_published_and_taken_back_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let data = b"sealed bytes".to_vec();
+        let d = Digest::of(&data);
+        let n = Some(data.len() as u64);
+        let mut p = PartialBlob::open(&store, &d, n, "blob").unwrap().unwrap();
+        p.writer().write_all(&data).unwrap();
+        let sealed = p.seal().unwrap();
+        assert!(!store.has_blob(&d, None), "sealed is not named");
+        drop(sealed);
+        // Dropped unpublished: the next open finds the whole blob in its partial.
+        let p = PartialBlob::open(&store, &d, n, "blob").unwrap().unwrap();
+        assert_eq!(p.offset(), data.len() as u64);
+        let sealed = p.seal().unwrap();
+        // A process killed while holding it: its file is taken back by the next open.
+        let orphan = ready_path(&store, &d, 2_147_483_600);
+        fs::rename(sealed.ready.as_ref().unwrap(), &orphan).unwrap();
+        std::mem::forget(sealed);
+        let p = PartialBlob::open(&store, &d, n, "blob").unwrap().unwrap();
+        assert_eq!(p.offset(), data.len() as u64, "the orphan was adopted");
+        assert!(!orphan.exists());
+        p.seal().unwrap().publish().unwrap();
+        assert!(store.has_blob(&d, n));
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0, "nothing left in tmp");
     }
 }

@@ -4,7 +4,7 @@ mod check;
 mod refs;
 mod sink;
 
-pub use blob::PartialBlob;
+pub use blob::{PartialBlob, Sealed};
 pub use sink::StoreSink;
 pub use check::{FsckReport, GcReport, Problem};
 pub use refs::{RefEntry, ANNOTATION_CONTAINERD_NAME, ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};

@@ -1,12 +1,14 @@
 //! The store as a `copy::Sink`: each blob through its partial file (resumed where a local or
-//! remote source can continue it), named once its digest and size check out; manifests and
-//! then the references (one index.json update) only at the commit. Dropped before its commit,
-//! the sink leaves no reference and no manifest: verified blobs keep their names (write-once
-//! content, so the next copy need not move them again; `store gc` clears them if unused).
+//! remote source can continue it), verified and made durable as it completes, but named (with
+//! the manifests, then the references in one index.json update) only at the commit. Dropped
+//! before its commit, the sink leaves nothing under `blobs/` and no reference: its verified
+//! blobs go back to being partial files, which the next copy finds complete (nothing is read
+//! again) and `store gc` clears; a killed process's are taken back by the next copy the same
+//! way (`PartialBlob::open`).
 use std::io::{Read, Write};
 use std::sync::Mutex;
 
-use super::{PartialBlob, Store, UseGuard};
+use super::{PartialBlob, Sealed, Store, UseGuard};
 use crate::copy::Sink;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
@@ -16,13 +18,14 @@ use crate::source::Source;
 pub struct StoreSink<'a> {
     store: &'a Store,
     _guard: UseGuard,
+    sealed: Mutex<Vec<Sealed>>,
     manifests: Mutex<Vec<(Digest, Vec<u8>)>>,
 }
 
 impl<'a> StoreSink<'a> {
     /// A sink into `store`; gc waits while it lives.
     pub fn new(store: &'a Store) -> Result<StoreSink<'a>> {
-        Ok(StoreSink { store, _guard: store.use_guard()?, manifests: Mutex::default() })
+        Ok(StoreSink { store, _guard: store.use_guard()?, sealed: Mutex::default(), manifests: Mutex::default() })
     }
 }
 
@@ -73,8 +76,11 @@ impl Sink for StoreSink<'_> {
                 Some(remote) => remote.download(desc, &mut part, progress)?,
                 None => self.fill(&mut part, desc, from, &what, progress)?,
             }
-            match part.commit() {
-                Ok(()) => return Ok(true),
+            match part.seal() {
+                Ok(sealed) => {
+                    self.sealed.lock().unwrap().push(sealed);
+                    return Ok(true);
+                }
                 // A partial left by a crash may hold a damaged prefix: once more from zero.
                 Err(Error::DigestMismatch { .. }) if resumed && attempt == 0 => continue,
                 Err(e) => return Err(e),
@@ -97,6 +103,9 @@ impl Sink for StoreSink<'_> {
     }
 
     fn commit(self: Box<Self>, refs: &[(String, Descriptor)]) -> Result<u64> {
+        for s in self.sealed.lock().unwrap().drain(..) {
+            s.publish()?;
+        }
         // Children before the index that lists them, as they came.
         for (d, bytes) in self.manifests.lock().unwrap().iter() {
             self.store.put_bytes(d, bytes)?;

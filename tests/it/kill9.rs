@@ -29,7 +29,7 @@ impl Rng {
 fn litter(dir: &Path) -> Vec<PathBuf> {
     crate::harness::cmd::files_under(dir).into_iter().filter(|p| {
         let n = p.file_name().unwrap().to_string_lossy().to_string();
-        n.contains(".tmp-") || n.ends_with(".partial") || n.starts_with("tmp-") || p.components().any(|c| c.as_os_str().to_string_lossy().contains(".tmp-"))
+        n.contains(".tmp-") || n.ends_with(".partial") || n.contains(".ready-") || n.starts_with("tmp-") || p.components().any(|c| c.as_os_str().to_string_lossy().contains(".tmp-"))
     }).collect()
 }
 
