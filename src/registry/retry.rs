@@ -34,8 +34,11 @@ impl RetryPolicy {
                 Ok(v) => return Ok(v),
                 Err(_) if crate::cancel::requested() => return Err(Error::Interrupted),
                 Err((e, wait)) if e.retryable() => {
+                    // A failure after new bytes is not one "without progress": it resets the
+                    // count and does not add to it, so the whole budget is there again.
                     let now = progress();
-                    if now > mark {
+                    let advanced = now > mark;
+                    if advanced {
                         failures = 0;
                         mark = now;
                     }
@@ -43,7 +46,9 @@ impl RetryPolicy {
                         return Err(e);
                     }
                     std::thread::sleep(self.delay(failures, wait));
-                    failures += 1;
+                    if !advanced {
+                        failures += 1;
+                    }
                 }
                 Err((e, _)) => return Err(e),
             }
@@ -84,6 +89,32 @@ mod tests {
         );
         assert_eq!(r.unwrap(), "done");
         assert_eq!(tries.get(), 11);
+    }
+
+    /// Regression (issue 11, found by the fault proxy): the failure that brought new bytes
+    /// was itself counted, so after progress only `retries - 1` empty failures were allowed.
+    #[test]
+    fn after_progress_the_whole_budget_is_there_again() {
+        let p = RetryPolicy { retries: 2, base: Duration::ZERO };
+        let got = Cell::new(0u64);
+        let tries = Cell::new(0);
+        // A cut after new bytes, then two empty failures (the whole budget), then success.
+        let r = p.run(
+            || {
+                tries.set(tries.get() + 1);
+                match tries.get() {
+                    1 => {
+                        got.set(10);
+                        Err(cut())
+                    }
+                    2 | 3 => Err(cut()),
+                    _ => Ok("done"),
+                }
+            },
+            || got.get(),
+        );
+        assert_eq!(r.unwrap(), "done");
+        assert_eq!(tries.get(), 4);
     }
 
     #[test]
