@@ -61,6 +61,10 @@ pub struct PushReport {
     pub images: Vec<PushedImage>,
     #[serde(flatten)]
     pub counts: PushCounts,
+    /// Attempts retried in the run (any request: checks, mounts, uploads, manifests).
+    pub retries: u64,
+    /// Bytes not uploaded again because an upload resumed where the registry stood.
+    pub bytes_resumed: u64,
 }
 
 /// One image to push.
@@ -256,7 +260,7 @@ pub fn execute(reg: &Registry, source: &dyn Source, plan: &[PlannedPush], rules:
         add(&mut totals, &c);
         images.push(PushedImage { source: p.source.clone(), target: p.target.to_string(), digest: p.entry.digest.clone(), counts: c });
     }
-    Ok(PushReport { dry_run: opts.dry_run, mapping: rules, images, counts: totals })
+    Ok(PushReport { dry_run: opts.dry_run, mapping: rules, images, counts: totals, retries: reg.retries(), bytes_resumed: reg.bytes_resumed() })
 }
 
 fn repo_key(r: &Reference) -> String {

@@ -69,6 +69,9 @@ pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
                 println!("{} -> {} {} pushed {} mounted {} present {}", i.source, i.target, i.digest, c.pushed_bytes, c.mounted_bytes, c.present_bytes);
             }
         }
+        if let Some(note) = super::fetch::retry_note(report.retries, report.bytes_resumed) {
+            eprintln!("pushed {} images {note}", report.images.len());
+        }
     }
     Ok(0)
 }

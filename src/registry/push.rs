@@ -180,6 +180,9 @@ impl Registry {
                 self.request(&host, r, "PUT", &put, &what, &[("Content-Length", "0".into())], &scope, None)?;
                 return Ok(true);
             }
+            if off > 0 {
+                self.count_resumed(off);
+            }
             let len = CHUNK.min(desc.size - off);
             let mut body = open(off).map_err(|e| (e, None))?;
             let mut chunk = (&mut body).take(len);
