@@ -101,6 +101,8 @@ struct Shared {
     streaks: Mutex<HashMap<String, u32>>,
     counts: Mutex<Counts>,
     log: Mutex<Vec<String>>,
+    /// When the proxy started: log lines say how long after.
+    born: Instant,
 }
 
 /// A running proxy; stops accepting when dropped.
@@ -174,7 +176,7 @@ impl Shared {
             // Refusals cost a whole second each (Retry-After: 1): fewer of them on the many
             // small requests of a push keep the run short.
             Kind::WithBody => &[(Fault::CutUpload, 55), (Fault::NoAnswer, 35), (Fault::TooMany, 5), (Fault::Unavailable, 5)],
-            Kind::Other => &[(Fault::NoAnswer, 60), (Fault::TooMany, 20), (Fault::Unavailable, 20)],
+            Kind::Other => &[(Fault::NoAnswer, 70), (Fault::TooMany, 15), (Fault::Unavailable, 15)],
         };
         let mut pick = rng.below(menu.iter().map(|(_, w)| w).sum());
         let fault = menu.iter().find(|(_, w)| pick < *w || { pick -= w; false }).map(|(f, _)| *f).expect("a weighted pick");
@@ -198,7 +200,8 @@ impl Shared {
     }
 
     fn note(&self, line: String) {
-        self.log.lock().unwrap().push(line);
+        let at = self.born.elapsed();
+        self.log.lock().unwrap().push(format!("[{:>4}.{:03}s] {line}", at.as_secs(), at.subsec_millis()));
     }
 }
 
@@ -218,6 +221,7 @@ impl FaultProxy {
             streaks: Mutex::new(HashMap::new()),
             counts: Mutex::new(Counts::default()),
             log: Mutex::new(Vec::new()),
+            born: Instant::now(),
         });
         let sh = shared.clone();
         let accept = std::thread::Builder::new().name(format!("faultproxy-{}", addr.port())).spawn(move || accept_loop(listener, sh)).unwrap();

@@ -126,8 +126,8 @@ fn names(method: &str, target: &str, path: &str, kind: Kind) -> (String, String)
 
 /// Whether a passed answer ends what the client was doing, or moved it on (see the module
 /// comment): in an upload only the final `PUT`, a mount and a `PATCH` the registry took.
-fn completes(method: &str, path: &str, status: &str) -> bool {
-    !path.contains("/blobs/uploads/") || matches!((method, status), ("PUT", "201") | ("POST", "201") | ("PATCH", "202"))
+fn completes(method: &str, what: &str, status: &str) -> bool {
+    !what.contains("/blobs/uploads/") || matches!((method, status), ("PUT", "201") | ("POST", "201") | ("PATCH", "202"))
 }
 
 /// Serves one client connection: one request, one answer (or fault), then close.
