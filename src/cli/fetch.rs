@@ -159,7 +159,8 @@ pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {
             println!("{} {} fetched {} present {}", img.reference, img.digest, img.counts.bytes_fetched, img.counts.bytes_present);
         }
         if let Some(note) = retry_note(report.retries, report.bytes_resumed) {
-            eprintln!("fetched {} images {note}", report.images.len());
+            let n = report.images.len();
+            eprintln!("fetched {n} image{} {note}", if n == 1 { "" } else { "s" });
         }
     }
     Ok(0)

@@ -70,7 +70,8 @@ pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
             }
         }
         if let Some(note) = super::fetch::retry_note(report.retries, report.bytes_resumed) {
-            eprintln!("pushed {} images {note}", report.images.len());
+            let n = report.images.len();
+            eprintln!("pushed {n} image{} {note}", if n == 1 { "" } else { "s" });
         }
     }
     Ok(0)

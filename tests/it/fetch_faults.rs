@@ -340,6 +340,10 @@ fn cuts_that_each_bring_new_bytes_never_end_the_fetch() {
     assert_image_stored(&env, &img);
     let got = gets(&reg.blob_requests("test/flaky", &layer.digest)).len();
     assert_eq!(got, 13, "12 cut GETs and the one that finished:\n{}", reg.log_summary());
+    // The text summary says so: 12 retries, each resuming 20 kB further on.
+    let resumed: u64 = (1..=12).map(|i| i * 20_000).sum();
+    let note = format!("fetched 1 image (12 retries, {:.1} MB resumed)", resumed as f64 / 1e6);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&note), "no {note:?} on stderr:\n{}", crate::harness::cmd::text(&out));
 }
 
 /// Regression (issue 11, "partial success is kept"): one image whose blob always fails used to
