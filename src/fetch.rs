@@ -88,6 +88,10 @@ pub struct FetchReport {
     pub images: Vec<ImageReport>,
     #[serde(flatten)]
     pub counts: Counts,
+    /// Attempts retried in the run (any request: pings, manifests, blobs).
+    pub retries: u64,
+    /// Bytes not downloaded again because a download resumed with Range.
+    pub bytes_resumed: u64,
 }
 
 fn info(d: &Descriptor) -> BlobInfo {
@@ -227,7 +231,7 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     }
     let failures: Vec<Digest> = done.failed_images.iter().map(|(_, d)| d.clone()).collect();
     match failures.as_slice() {
-        [] => Ok(FetchReport { images: reports, counts: totals }),
+        [] => Ok(FetchReport { images: reports, counts: totals, retries: reg.retries(), bytes_resumed: reg.bytes_resumed() }),
         // One failed image: its own error, as it was.
         [d] if reports.is_empty() => Err(done.errors.remove(d).expect("a failed blob")),
         _ => Err(Error::Other(format!(

@@ -59,6 +59,10 @@ pub struct PushReport {
     pub images: Vec<PushedImage>,
     #[serde(flatten)]
     pub counts: PushCounts,
+    /// Attempts retried in the run (any request: checks, mounts, uploads, manifests).
+    pub retries: u64,
+    /// Bytes not uploaded again because an upload resumed where the registry stood.
+    pub bytes_resumed: u64,
 }
 
 /// One image to push.
@@ -154,7 +158,7 @@ pub fn execute(reg: &Registry, source: &dyn Source, plan: &PushPlan, rules: Vec<
         add(&mut totals, &c);
         images.push(PushedImage { source: p.reference.clone(), target: target.to_string(), digest: p.descriptor.digest.clone(), counts: c });
     }
-    Ok(PushReport { dry_run: opts.dry_run, mapping: rules, images, counts: totals })
+    Ok(PushReport { dry_run: opts.dry_run, mapping: rules, images, counts: totals, retries: reg.retries(), bytes_resumed: reg.bytes_resumed() })
 }
 
 fn add(t: &mut PushCounts, c: &PushCounts) {

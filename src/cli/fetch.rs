@@ -64,18 +64,49 @@ pub struct RegistryArgs {
     /// Verify TLS certificates (--tls-verify=false also allows plain HTTP)
     #[arg(long, value_name = "BOOL", default_value_t = true, action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     tls_verify: bool,
+    /// Give up on a request or blob still failing this long after its first try, even if
+    /// it makes progress (e.g. 90s, 10m, 1h; default: never while it makes progress)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    retry_timeout: Option<Duration>,
+}
+
+/// `500ms`, `90s`, `10m`, `2h`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number and a unit (ms, s, m, h), e.g. 10m"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    };
+    match ms {
+        Some(0) => Err(format!("{s:?}: must be more than zero")),
+        Some(ms) => Ok(Duration::from_millis(ms)),
+        None => Err(format!("{s:?}: too long")),
+    }
+}
+
+/// A millisecond count from the environment (a knob for tests and odd networks).
+fn env_ms(name: &str) -> Option<Duration> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).map(Duration::from_millis)
 }
 
 impl RegistryArgs {
     pub fn options(&self) -> anyhow::Result<RegistryOptions> {
         let explicit = self.creds.as_deref().map(Credentials::parse).transpose()?;
-        let retry_base = std::env::var("OCIBUNDLE_RETRY_BASE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(250);
+        let d = RegistryOptions::default();
         Ok(RegistryOptions {
             creds: CredentialSource::new(explicit, self.authfile.as_deref())?,
             cert_dir: self.cert_dir.clone(),
             tls_verify: self.tls_verify,
-            retry_base: Duration::from_millis(retry_base),
-            ..RegistryOptions::default()
+            retry_base: env_ms("OCIBUNDLE_RETRY_BASE_MS").unwrap_or(d.retry_base),
+            retry_timeout: self.retry_timeout,
+            silence: env_ms("OCIBUNDLE_SILENCE_TIMEOUT_MS").filter(|t| !t.is_zero()).unwrap_or(d.silence),
+            ..d
         })
     }
 }
@@ -127,6 +158,32 @@ pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {
         for img in &report.images {
             println!("{} {} fetched {} present {}", img.reference, img.digest, img.counts.bytes_fetched, img.counts.bytes_present);
         }
+        if let Some(note) = retry_note(report.retries, report.bytes_resumed) {
+            let n = report.images.len();
+            eprintln!("fetched {n} image{} {note}", if n == 1 { "" } else { "s" });
+        }
     }
     Ok(0)
+}
+
+/// `(12 retries, 3.1 MB resumed)` after a run that needed them; nothing after a clean one.
+pub fn retry_note(retries: u64, resumed: u64) -> Option<String> {
+    (retries > 0 || resumed > 0).then(|| format!("({retries} retries, {} resumed)", super::human(resumed)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_a_unit_and_refuse_zero_and_nonsense() {
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["0s", "", "m", "10 parsecs", "-3s", "1.5s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

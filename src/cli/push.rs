@@ -69,6 +69,10 @@ pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
                 println!("{} -> {} {} pushed {} mounted {} present {}", i.source, i.target, i.digest, c.pushed_bytes, c.mounted_bytes, c.present_bytes);
             }
         }
+        if let Some(note) = super::fetch::retry_note(report.retries, report.bytes_resumed) {
+            let n = report.images.len();
+            eprintln!("pushed {n} image{} {note}", if n == 1 { "" } else { "s" });
+        }
     }
     Ok(0)
 }

@@ -12,7 +12,7 @@ pub use push::{BlobOutcome, UploadState, CHUNKED_FROM};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,12 +38,36 @@ pub struct RegistryOptions {
     /// progress; see `retry::RetryPolicy`.
     pub retries: u32,
     pub retry_base: Duration,
+    /// `--retry-timeout`: how long one call or blob transfer may keep failing, progress or not.
+    pub retry_timeout: Option<Duration>,
+    /// A connection silent this long (no byte read or written) counts as cut.
+    pub silence: Duration,
 }
 
 impl Default for RegistryOptions {
     fn default() -> Self {
-        RegistryOptions { creds: CredentialSource::default(), cert_dir: None, tls_verify: true, retries: 5, retry_base: Duration::from_millis(250) }
+        RegistryOptions {
+            creds: CredentialSource::default(),
+            cert_dir: None,
+            tls_verify: true,
+            retries: 5,
+            retry_base: Duration::from_millis(250),
+            retry_timeout: None,
+            silence: DEFAULT_SILENCE,
+        }
     }
+}
+
+/// Long enough for a registry that is slow to acknowledge a big upload, short enough that a
+/// connection a middlebox silently dropped is noticed and resumed within a minute.
+pub const DEFAULT_SILENCE: Duration = Duration::from_secs(30);
+
+/// What the retry policy did in a run, for the report.
+#[derive(Debug, Default)]
+struct Stats {
+    retries: AtomicU64,
+    /// Bytes not transferred again because a download or upload resumed where it stood.
+    resumed: AtomicU64,
 }
 
 /// One registry endpoint after its `/v2/` ping: scheme, agent and auth state.
@@ -59,6 +83,7 @@ struct Host {
 pub struct Registry {
     opts: RegistryOptions,
     hosts: Mutex<HashMap<String, Arc<Host>>>,
+    stats: Stats,
 }
 
 const USER_AGENT: &str = concat!("ocibundle/", env!("CARGO_PKG_VERSION"));
@@ -117,11 +142,25 @@ fn is_retryable_status(s: StatusCode) -> bool {
 
 impl Registry {
     pub fn new(opts: RegistryOptions) -> Registry {
-        Registry { opts, hosts: Mutex::new(HashMap::new()) }
+        Registry { opts, hosts: Mutex::new(HashMap::new()), stats: Stats::default() }
     }
 
-    fn policy(&self) -> RetryPolicy {
-        RetryPolicy { retries: self.opts.retries, base: self.opts.retry_base }
+    fn policy(&self) -> RetryPolicy<'_> {
+        RetryPolicy { retries: self.opts.retries, base: self.opts.retry_base, give_up_after: self.opts.retry_timeout, tally: Some(&self.stats.retries) }
+    }
+
+    /// Attempts retried so far, over every call of this client.
+    pub fn retries(&self) -> u64 {
+        self.stats.retries.load(Ordering::Relaxed)
+    }
+
+    /// Bytes so far not transferred again because a transfer resumed where it stood.
+    pub fn bytes_resumed(&self) -> u64 {
+        self.stats.resumed.load(Ordering::Relaxed)
+    }
+
+    fn count_resumed(&self, n: u64) {
+        self.stats.resumed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Runs `op` under the retry policy, for a call that has no progress of its own.
@@ -136,7 +175,10 @@ impl Registry {
             .http_status_as_error(false)
             .user_agent(USER_AGENT)
             .timeout_connect(Some(Duration::from_secs(30)))
-            .timeout_per_read(Some(Duration::from_secs(120)))
+            // Silence, not slowness, is what marks a dead connection: the clock restarts with
+            // every byte, so a slow link is never cut while a stalled one is within `silence`.
+            .timeout_per_read(Some(self.opts.silence))
+            .timeout_per_write(Some(self.opts.silence))
             .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
             .max_idle_connections_per_host(16)
             .build();
@@ -371,6 +413,7 @@ impl Registry {
                         part.restart().map_err(|e| (e, None))?;
                         return Err((registry_err(&what, format!("range answer {cr:?} does not start at {off}"), true), None));
                     }
+                    self.count_resumed(off);
                     true
                 }
                 StatusCode::RANGE_NOT_SATISFIABLE => {

@@ -99,13 +99,18 @@ impl Registry {
     pub fn blob_exists(&self, r: &Reference, d: &Digest) -> Result<bool> {
         let host = self.host(r)?;
         let what = format!("{r}: blob {d}");
-        let url = format!("{}/v2/{}/blobs/{d}", host.base, r.repository);
         let scope = Self::push_scope(r, None);
-        self.retry(|| match self.request(&host, r, "HEAD", &url, &what, &[], &scope, None) {
+        self.retry(|| self.has_blob(&host, r, d, &what, &scope))
+    }
+
+    /// One `HEAD` of a blob, for use inside a retried call.
+    fn has_blob(&self, host: &super::Host, r: &Reference, d: &Digest, what: &str, scope: &str) -> Attempt<bool> {
+        let url = format!("{}/v2/{}/blobs/{d}", host.base, r.repository);
+        match self.request(host, r, "HEAD", &url, what, &[], scope, None) {
             Ok(_) => Ok(true),
             Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => Ok(false),
             Err(e) => Err(e),
-        })
+        }
     }
 
     /// Asks the registry to mount the blob from another repository of it; true if it did.
@@ -177,8 +182,23 @@ impl Registry {
             session = Some((url.clone(), off));
             if off >= desc.size {
                 let put = Self::with_digest(&url, &desc.digest);
-                self.request(&host, r, "PUT", &put, &what, &[("Content-Length", "0".into())], &scope, None)?;
-                return Ok(true);
+                return match self.request(&host, r, "PUT", &put, &what, &[("Content-Length", "0".into())], &scope, None) {
+                    Ok(_) => Ok(true),
+                    // The session is gone: an earlier PUT most likely went through and only its
+                    // answer was lost. Done if the registry has the blob; else start over.
+                    Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => {
+                        session = None;
+                        if self.has_blob(&host, r, &desc.digest, &what, &scope)? {
+                            Ok(true)
+                        } else {
+                            Err((registry_err(&what, "the upload session vanished before the blob was stored; starting over", true), None))
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+            }
+            if off > 0 {
+                self.count_resumed(off);
             }
             let len = CHUNK.min(desc.size - off);
             let mut body = open(off).map_err(|e| (e, None))?;

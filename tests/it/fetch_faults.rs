@@ -340,6 +340,10 @@ fn cuts_that_each_bring_new_bytes_never_end_the_fetch() {
     assert_image_stored(&env, &img);
     let got = gets(&reg.blob_requests("test/flaky", &layer.digest)).len();
     assert_eq!(got, 13, "12 cut GETs and the one that finished:\n{}", reg.log_summary());
+    // The text summary says so: 12 retries, each resuming 20 kB further on.
+    let resumed: u64 = (1..=12).map(|i| i * 20_000).sum();
+    let note = format!("fetched 1 image (12 retries, {:.1} MB resumed)", resumed as f64 / 1e6);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&note), "no {note:?} on stderr:\n{}", crate::harness::cmd::text(&out));
 }
 
 /// Regression (issue 11, "partial success is kept"): one image whose blob always fails used to
@@ -705,4 +709,25 @@ fn interrupted_fetch_keeps_all_received_bytes_and_resumes() {
     let resumed: Vec<Req> = reg.log()[mark..].iter().filter(|r| r.path == blob_url && r.method == "GET").cloned().collect();
     assert_eq!(resumed.len(), 1, "{}", reg.log_summary());
     assert_eq!(resumed[0].range_start(), Some(STALL), "the rerun must resume at byte {STALL}");
+}
+
+/// Issue 11, `--retry-timeout`: a blob cut on every try, each try bringing new bytes, would go
+/// on for as long as it takes; the deadline ends it with one line naming image and blob.
+#[test]
+fn retry_timeout_ends_a_blob_that_keeps_failing_despite_progress() {
+    let reg = FakeRegistry::start();
+    // 2 MB in 10 kB steps is 200 tries; 50 ms between tries makes that 10 s at the least.
+    let img = reg.add_image("test/trickle", "v1", &[2_000_000]);
+    let layer = img.layers[0].clone();
+    reg.cut_after(&layer.digest, 10_000, u32::MAX);
+    let env = Env::new();
+    let args = fetch_args(&env, &["--retry-timeout", "3s"], &img.reference);
+    let out = env.cmd().env("OCIBUNDLE_RETRY_BASE_MS", "50").args(strs(&args)).output().unwrap();
+    let line = crate::harness::cmd::error_line(&strs(&args), &out);
+    assert!(line.contains(&img.reference) && line.contains(&layer.digest), "error does not name image and blob: {line}");
+    assert!(line.contains("--retry-timeout 3s"), "error does not say the deadline ended it: {line}");
+    let starts: Vec<u64> = gets(&reg.blob_requests("test/trickle", &layer.digest)).iter().map(|r| r.range_start().unwrap_or(0)).collect();
+    assert!(starts.len() > 6, "no more tries than the no-progress budget (1 + 5) allows: {starts:?}");
+    assert!(starts.windows(2).all(|w| w[1] > w[0]), "every try resumed further on: {starts:?}");
+    assert!(!env.blob_path(&layer.digest).exists());
 }

@@ -2,6 +2,7 @@
 mod harness;
 mod fetch_real;
 mod fetch_faults;
+mod fetch_proxy;
 mod store_cmds;
 mod bundle;
 mod export;

@@ -120,6 +120,36 @@ fn push_cut_patch_resumes_from_registry_offset() {
     );
 }
 
+/// Regression (issue 11): the answer to the PUT that completes a chunked upload is lost after
+/// the registry stored the blob. The retried PUT finds the session gone (404); the push used to
+/// fail there. Now the blob's HEAD settles it: no second upload, the push succeeds.
+#[test]
+fn push_lost_answer_to_the_final_put_is_settled_by_head() {
+    let env = Env::new();
+    let (_src, img) = big_image(&env, 9_000_000);
+    let layer = img.layers[0].clone();
+    assert!(layer.size > 8 << 20);
+    let dst = FakeRegistry::start();
+    dst.lose_put_answers(1);
+    // One blob at a time, largest first: the lost answer is the layer's.
+    env.ok(&["push", "--jobs", "1", &img.reference, "--to", &format!("{}/m", dst.host())]);
+    assert_eq!(dst.tags("m/big/img"), vec![("v1".to_string(), img.manifest_digest.clone())]);
+    let log = dst.log();
+    let lost = log.iter().position(|r| r.cut && r.method == "PUT").unwrap_or_else(|| panic!("no lost PUT answer:\n{}", render(&log)));
+    let uuid = log[lost].upload.clone();
+    assert!(
+        log[lost + 1..].iter().any(|r| r.method == "PUT" && r.upload == uuid && r.status == 404),
+        "the PUT was not tried again on its session:\n{}",
+        render(&log)
+    );
+    assert!(
+        log[lost + 1..].iter().any(|r| r.method == "HEAD" && r.path.ends_with(&layer.digest) && r.status == 200),
+        "no HEAD of the blob after the 404:\n{}",
+        render(&log)
+    );
+    assert_eq!(dst.bytes_received_for(&layer.digest), layer.size, "the blob went up twice:\n{}", render(&log));
+}
+
 /// A monolithic PUT (blob below 8 MiB) cut mid-body is retried and the push succeeds.
 #[test]
 fn push_cut_monolithic_put_is_retried() {

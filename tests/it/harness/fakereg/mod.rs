@@ -213,6 +213,8 @@ struct State {
     absolute_locations: bool,
     /// `POST ?mount=` always opens a plain upload (202), as registries without mounts do.
     no_mounts: bool,
+    /// Upload `PUT`s that store their blob and then close without an answer (`lose_put_answers`).
+    lost_put_answers: u32,
     /// keyed by blob digest, manifest digest or `repo:tag`
     faults: HashMap<String, Fault>,
     auth: Auth,
@@ -507,6 +509,11 @@ impl FakeRegistry {
             message: message.into(),
             times,
         });
+    }
+    /// The next `times` upload `PUT`s that complete a blob store it and end the session, then
+    /// close the connection without an answer (the answer lost on the way back).
+    pub fn lose_put_answers(&self, times: u32) {
+        self.shared.lock().lost_put_answers = times;
     }
     /// Removes every upload-side fault (`upload_status`, `cut_upload*`, `refuse_manifests`).
     pub fn clear_upload_faults(&self) {

@@ -617,6 +617,11 @@ pub(super) fn write_inner(
                 .or_default()
                 .blobs
                 .insert(d.clone(), Arc::new(data));
+            if st.lost_put_answers > 0 {
+                st.lost_put_answers -= 1;
+                info.cut = true;
+                return None;
+            }
             let loc = location(&st, format!("/v2/{repo}/blobs/{d}"));
             Some(
                 Resp::empty(201)
