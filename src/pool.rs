@@ -111,7 +111,11 @@ mod tests {
         first_two.sort();
         assert_eq!(first_two, [0, 1]);
         let one = Mutex::new(Vec::new());
-        try_each_on(&items, 1, |&i, _| Ok(one.lock().unwrap().push(i))).unwrap();
+        try_each_on(&items, 1, |&i, _| {
+            one.lock().unwrap().push(i);
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(one.into_inner().unwrap(), items);
     }
 
