@@ -9,7 +9,6 @@
 use std::fs::File;
 use std::io;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,17 +20,8 @@ pub type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
 /// A shared chunk and the part of it that is meant.
 pub type Chunk = (Shared, Range<usize>);
 
-pub struct Window {
-    base: *mut libc::c_void,
-    map_len: usize,
-    skip: usize,
-    len: usize,
-}
-
-// SAFETY: the mapping is read-only and owned by the Window; the bytes never change under it
-// (see the module note), so sharing references across threads is sound.
-unsafe impl Send for Window {}
-unsafe impl Sync for Window {}
+/// One read-only mapping (memmap2 does the page alignment and the unmapping on drop).
+pub struct Window(Option<memmap2::Mmap>);
 
 extern "C" fn on_bus_error(_: libc::c_int) {
     const MSG: &[u8] = b"error: a file being read failed under its memory mapping (I/O error, a removed disk, or the file was truncated while in use); nothing was completed\n";
@@ -51,26 +41,23 @@ fn install_fault_handler() {
 }
 
 impl Window {
-    /// Maps `len` bytes of `file` from `offset` (any offset: the page alignment is handled),
-    /// its pages populated up front.
+    /// Maps `len` bytes of `file` from `offset` (any offset: memmap2 maps from the page below
+    /// it and hands out only the bytes asked for), its pages populated up front.
     pub fn map(file: &File, offset: u64, len: usize) -> io::Result<Window> {
         if len == 0 {
-            return Ok(Window { base: std::ptr::null_mut(), map_len: 0, skip: 0, len: 0 });
+            // No system call for nothing (and no mapping of files that cannot be mapped).
+            return Ok(Window(None));
         }
         install_fault_handler();
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
-        let start = offset - offset % page;
-        let skip = (offset - start) as usize;
-        let map_len = skip + len;
-        // SAFETY: a fresh read-only mapping of an open file; checked for failure below.
-        let base = unsafe {
-            libc::mmap(std::ptr::null_mut(), map_len, libc::PROT_READ, libc::MAP_SHARED | libc::MAP_POPULATE, file.as_raw_fd(), start as libc::off_t)
-        };
-        if base == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Window { base, map_len, skip, len })
+        // SAFETY: memmap2 makes a fresh read-only MAP_SHARED mapping; what it cannot promise is
+        // that the bytes stay put, and `&[u8]` needs them to. They do here because only files
+        // nobody rewrites in place are mapped (store blobs are written once under a temp name and
+        // renamed; a bundle being read is complete): see the module note. The one way left for
+        // them to change, someone truncating the file, does not change bytes: touching a lost
+        // page raises SIGBUS, which the handler above turns into an exit before any code reads
+        // through the slice again.
+        let map = unsafe { memmap2::MmapOptions::new().offset(offset).len(len).populate().map(file)? };
+        Ok(Window(Some(map)))
     }
 }
 
@@ -97,20 +84,7 @@ impl Mapped for MappedFile {
 
 impl AsRef<[u8]> for Window {
     fn as_ref(&self) -> &[u8] {
-        if self.len == 0 {
-            return &[];
-        }
-        // SAFETY: the mapping covers skip + len readable bytes and lives as long as self.
-        unsafe { std::slice::from_raw_parts((self.base as *const u8).add(self.skip), self.len) }
-    }
-}
-
-impl Drop for Window {
-    fn drop(&mut self) {
-        if self.map_len > 0 {
-            // SAFETY: unmapping exactly what map() mapped, once.
-            unsafe { libc::munmap(self.base, self.map_len) };
-        }
+        self.0.as_deref().unwrap_or_default()
     }
 }
 
