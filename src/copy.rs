@@ -69,7 +69,7 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan
         if let Some(d) = desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
             let d: Digest = d.parse().map_err(|e: Error| e.context(name))?;
             if let Some(size) = source.size_of(&d) {
-                let probe = Descriptor { media_type: String::new(), digest: d.clone(), size, platform: None, annotations: None };
+                let probe = Descriptor { media_type: Default::default(), digest: d.clone(), size, platform: None, annotations: None };
                 let m = Manifest::parse(source.read_small(&probe, limits::MANIFEST)?, None, name)?;
                 picked_from = Some(Descriptor { media_type: m.media_type, ..probe });
             }

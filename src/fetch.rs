@@ -8,6 +8,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, ConfigInfo, Descriptor, Manifest, ManifestKind};
 use crate::limits;
+use crate::media::MediaType;
 use crate::copy::{self, CopyOptions};
 use crate::reference::{Platform, Reference};
 use crate::registry::source::RegistrySource;
@@ -59,13 +60,13 @@ pub struct Counts {
 pub struct BlobInfo {
     pub digest: Digest,
     pub size: u64,
-    pub media_type: String,
+    pub media_type: MediaType,
 }
 
 #[derive(Debug, Serialize)]
 pub struct ManifestReport {
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub platform: String,
     pub config: BlobInfo,
     pub layers: Vec<BlobInfo>,
@@ -75,7 +76,7 @@ pub struct ManifestReport {
 pub struct ImageReport {
     pub reference: String,
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<Digest>,
     pub manifests: Vec<ManifestReport>,
@@ -131,7 +132,7 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                     let mut manifests = Vec::new();
                     for c in children {
                         if is_index_type(&c.media_type) {
-                            return Err(Error::UnsupportedMediaType { what: format!("{r}: nested index {}", c.digest), media_type: c.media_type.clone() });
+                            return Err(Error::UnsupportedMediaType { what: format!("{r}: nested index {}", c.digest), media_type: c.media_type.to_string() });
                         }
                         manifests.push(manifest_by_digest(reg, store, r, c)?);
                     }

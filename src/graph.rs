@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::digest::Digest;
-use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest, ManifestKind};
+use crate::image::{Descriptor, Manifest, ManifestKind};
 use crate::reference::Platform;
 
 /// What a blob points at, in the order a walk visits them: an index's manifests in order; an
@@ -46,7 +46,7 @@ pub fn referrers<'a>(candidates: &'a [Manifest], kept: &BTreeSet<Digest>) -> Vec
 
 /// Whether a descriptor names a manifest or an index (a node with edges), not content.
 pub fn is_node(d: &Descriptor) -> bool {
-    is_manifest_type(&d.media_type) || is_index_type(&d.media_type)
+    d.media_type.is_manifest() || d.media_type.is_index()
 }
 
 /// Walks the graph under `root`, depth first, each digest once (a blob shared by two layers of
@@ -71,12 +71,12 @@ pub fn walk<E>(root: &Descriptor, mut visit: impl FnMut(&Descriptor) -> Result<O
 /// The one platform picker: the first image manifest of an index whose platform matches `want`.
 /// Nested indexes are never picked (an index of indexes names no platform of its own).
 pub fn pick_platform<'a>(children: &'a [Descriptor], want: &Platform) -> Option<&'a Descriptor> {
-    children.iter().find(|c| !is_index_type(&c.media_type) && c.platform.as_ref().is_some_and(|p| want.matches(p)))
+    children.iter().find(|c| !c.media_type.is_index() && c.platform.as_ref().is_some_and(|p| want.matches(p)))
 }
 
 /// The platforms an index offers, for "no such platform" messages.
 pub fn platforms(children: &[Descriptor]) -> Vec<String> {
-    children.iter().filter(|c| !is_index_type(&c.media_type)).map(|c| c.platform.as_ref().map_or_else(|| "unknown".to_string(), |p| p.to_string())).collect()
+    children.iter().filter(|c| !c.media_type.is_index()).map(|c| c.platform.as_ref().map_or_else(|| "unknown".to_string(), |p| p.to_string())).collect()
 }
 
 #[cfg(test)]

@@ -7,29 +7,13 @@ use crate::digest::{DiffId, Digest};
 use crate::error::{Error, Result};
 use crate::reference::Platform;
 
-pub mod media {
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    pub const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-    /// The config (or layer) of an artifact that has none: `{}`.
-    pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-    /// What fetch asks registries for, in order of preference.
-    pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
-}
+pub use crate::media;
+use crate::media::MediaType;
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
-    pub media_type: String,
+    pub media_type: MediaType,
     pub digest: Digest,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,7 +55,7 @@ pub struct ImageManifest {
 pub struct Manifest {
     pub bytes: Vec<u8>,
     pub digest: Digest,
-    pub media_type: String,
+    pub media_type: MediaType,
     pub kind: ManifestKind,
     /// OCI 1.1: what an artifact is (a signature, an SBOM, model weights), when it says so.
     pub artifact_type: Option<String>,
@@ -87,22 +71,18 @@ pub enum ManifestKind {
     Index(Vec<Descriptor>),
 }
 
+// Text forms of the `MediaType` tests, for media types that arrive as text (a Content-Type).
 pub fn is_index_type(mt: &str) -> bool {
-    mt == media::OCI_INDEX || mt == media::DOCKER_LIST
+    MediaType::from(mt).is_index()
 }
 pub fn is_manifest_type(mt: &str) -> bool {
-    mt == media::OCI_MANIFEST || mt == media::DOCKER_MANIFEST
+    MediaType::from(mt).is_manifest()
 }
 pub fn is_layer_type(mt: &str) -> bool {
-    matches!(
-        mt,
-        media::OCI_LAYER | media::OCI_LAYER_GZIP | media::OCI_LAYER_ZSTD | media::DOCKER_LAYER_GZIP | media::DOCKER_LAYER
-    ) || mt == "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        || mt == "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-        || mt == "application/vnd.oci.image.layer.nondistributable.v1.tar"
+    MediaType::from(mt).is_layer()
 }
 pub fn is_config_type(mt: &str) -> bool {
-    mt == media::OCI_CONFIG || mt == media::DOCKER_CONFIG
+    MediaType::from(mt).is_config()
 }
 
 impl Manifest {
@@ -137,7 +117,7 @@ impl Manifest {
             // The type is the document's own string: any length, any characters.
             return Err(Error::UnsupportedMediaType { what: what.to_string(), media_type: crate::error::one_line(&media_type, 200) });
         };
-        Ok(Manifest { bytes, digest, media_type, kind, artifact_type: json.artifact_type, subject: json.subject, annotations: json.annotations.unwrap_or_default() })
+        Ok(Manifest { bytes, digest, media_type: media_type.into(), kind, artifact_type: json.artifact_type, subject: json.subject, annotations: json.annotations.unwrap_or_default() })
     }
 
     /// Whether this is an artifact rather than a container image: it says it is one

@@ -16,6 +16,7 @@ pub mod image;
 pub mod limits;
 pub mod litter;
 pub mod mapped;
+pub mod media;
 pub mod pool;
 pub mod progress;
 pub mod push;

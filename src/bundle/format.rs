@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{BundleId, Digest};
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
+use crate::media::MediaType;
 
 pub const VERSION: u32 = 1;
 pub const HEADER_MAGIC: &[u8; 8] = b"OCIBNDL\x01";
@@ -136,7 +137,7 @@ pub struct IndexEntry {
     pub digest: Digest,
     pub size: u64,
     pub offset: u64,
-    pub media_type: String,
+    pub media_type: MediaType,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

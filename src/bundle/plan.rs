@@ -47,7 +47,7 @@ pub fn image_blobs(source: &dyn Source, name: &str, desc: &Descriptor) -> Result
         // The index one platform was picked from travels along (not its other children).
         let d: Digest = idx.parse()?;
         let size = source.size_of(&d).ok_or_else(|| missing(&d))?;
-        let probe = Descriptor { media_type: String::new(), digest: d.clone(), size, platform: None, annotations: None };
+        let probe = Descriptor { media_type: Default::default(), digest: d.clone(), size, platform: None, annotations: None };
         let m = Manifest::parse(source.read_small(&probe, limits::MANIFEST)?, None, name)?;
         out.insert(d.clone(), Descriptor { media_type: m.media_type, digest: d, size, platform: None, annotations: None });
     }
