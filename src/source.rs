@@ -180,6 +180,9 @@ impl Source for Bundle {
     fn size_of(&self, d: &Digest) -> Option<u64> {
         self.entry(d).map(|e| e.size)
     }
+    fn what_blob(&self, desc: &Descriptor) -> String {
+        format!("{}: blob {}", self.name, desc.digest)
+    }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let e = self.sized_entry(desc)?;
         Ok(Box::new(VerifyingReader::new(self.vols.range(e.offset, e.size), desc.digest.clone(), desc.size, format!("{}: blob {}", self.name, desc.digest))))
@@ -229,6 +232,9 @@ impl Source for BundleOverStore<'_> {
     }
     fn size_of(&self, d: &Digest) -> Option<u64> {
         self.bundle.size_of(d).or_else(|| self.store.and_then(|s| s.size_of(d)))
+    }
+    fn what_blob(&self, desc: &Descriptor) -> String {
+        self.bundle.what_blob(desc)
     }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         if self.bundle.has(&desc.digest) {

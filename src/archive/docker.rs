@@ -175,6 +175,12 @@ impl Source for DockerArchive {
     fn has(&self, d: &Digest) -> bool {
         self.manifests.contains_key(d) || self.members.contains_key(d)
     }
+    fn what_blob(&self, desc: &Descriptor) -> String {
+        match self.members.get(&desc.digest) {
+            Some(m) => m.what.clone(),
+            None => format!("{}: blob {}", self.name(), desc.digest),
+        }
+    }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         if let Some(m) = self.manifests.get(&desc.digest) {
             return Ok(Box::new(VerifyingReader::new(std::io::Cursor::new(m.clone()), desc.digest.clone(), desc.size, "generated manifest")));

@@ -30,16 +30,18 @@ impl<'a> StoreSink<'a> {
 }
 
 impl StoreSink<'_> {
-    /// One attempt at `desc` into an open partial, from the source's stream: resumed from the
-    /// partial's end when the source reads from an offset, else from byte zero.
+    /// One attempt at `desc` into an open partial: from a local source by position (resumed
+    /// from the partial's end; unverified, which is why the partial hashes what it is given and
+    /// checks digest and size before the blob gets a name: one hash, not two), else from the
+    /// source's verified stream, from byte zero.
     fn fill(&self, part: &mut PartialBlob, desc: &Descriptor, from: &dyn Source, what: &str, progress: &(dyn Fn(u64) + Sync)) -> Result<()> {
         let mut r: Box<dyn Read + Send + '_> = match (part.offset(), from.local()) {
-            (0, _) => from.blob(desc)?,
-            // The partial's own hash covers the prefix: its commit checks the whole blob.
+            // The partial's own hash covers the prefix: its seal checks the whole blob.
             (off, Some(local)) => {
                 progress(off);
                 local.read_from(desc, off)?
             }
+            (0, None) => from.blob(desc)?,
             (_, None) => {
                 part.restart()?;
                 from.blob(desc)?
