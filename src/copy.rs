@@ -183,6 +183,44 @@ impl Executed {
     pub fn committed(&self, reference: &str) -> bool {
         !self.failed_images.iter().any(|(r, _)| r == reference)
     }
+
+    /// The outcome of a `keep_going` copy of `planned` images as one result: Ok when every
+    /// image was committed; a lone failure as its own error when nothing was committed; else
+    /// one line: how many failed, how many were kept (`verb`: stored, pushed), and each reason.
+    pub fn into_result(mut self, planned: usize, verb: &str, again: &str) -> Result<Executed> {
+        let failed: Vec<Digest> = self.failed_images.iter().map(|(_, d)| d.clone()).collect();
+        let kept = planned - failed.len();
+        match failed.as_slice() {
+            [] => Ok(self),
+            [d] if kept == 0 => Err(self.errors.remove(d).expect("a failed blob")),
+            _ => {
+                // One reason per failed blob, naming every image it cost (a shared layer fails
+                // many); the first few only, so the line stays one readable line.
+                let mut groups: Vec<(&Digest, Vec<&str>)> = Vec::new();
+                for (r, d) in &self.failed_images {
+                    match groups.iter_mut().find(|(g, _)| *g == d) {
+                        Some((_, refs)) => refs.push(r),
+                        None => groups.push((d, vec![r])),
+                    }
+                }
+                const SHOWN: usize = 3;
+                let mut reasons: Vec<String> = groups.iter().take(SHOWN).map(|(d, refs)| {
+                    let e = crate::error::one_line(&self.errors[*d].to_string(), 300);
+                    let names = refs.join(", ");
+                    if refs.len() == 1 && e.contains(refs[0]) { e } else { format!("{names}: {e}") }
+                }).collect();
+                if groups.len() > SHOWN {
+                    reasons.push(format!("and {} more", groups.len() - SHOWN));
+                }
+                Err(Error::Other(format!(
+                    "{} of {planned} images failed{}: {}",
+                    failed.len(),
+                    if kept == 0 { String::new() } else { format!(" ({kept} {verb}; {again} for the rest)") },
+                    crate::error::one_line(&reasons.join("; "), 900)
+                )))
+            }
+        }
+    }
 }
 
 /// Runs `plan` from `source` into `sink`: every blob, then every manifest, then the commit.

@@ -179,7 +179,7 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
     let refs: Vec<(String, Descriptor)> = plan.images.iter().map(|i| (i.reference.to_string(), i.entry.clone())).collect();
     let source = RegistrySource::new(reg, refs.clone(), manifests, through);
     let copy_plan = copy::plan(&source, &refs)?;
-    let mut done = copy::execute(&source, store.sink()?, &copy_plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "fetch", keep_going: true })?;
+    let done = copy::execute(&source, store.sink()?, &copy_plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "fetch", keep_going: true })?;
 
     let mut reports = Vec::new();
     let mut counted: HashSet<Digest> = HashSet::new();
@@ -230,19 +230,9 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
             counts,
         });
     }
-    let failures: Vec<Digest> = done.failed_images.iter().map(|(_, d)| d.clone()).collect();
-    match failures.as_slice() {
-        [] => Ok(FetchReport { images: reports, counts: totals, retries: reg.retries(), bytes_resumed: reg.bytes_resumed() }),
-        // One failed image: its own error, as it was.
-        [d] if reports.is_empty() => Err(done.errors.remove(d).expect("a failed blob")),
-        _ => Err(Error::Other(format!(
-            "{} of {} images failed{}: {}",
-            failures.len(),
-            plan.images.len(),
-            if reports.is_empty() { String::new() } else { format!(" ({} stored; run fetch again for the rest)", reports.len()) },
-            failures.iter().map(|d| done.errors[d].to_string()).collect::<Vec<_>>().join("; ")
-        ))),
-    }
+    let (retries, bytes_resumed) = (reg.retries(), reg.bytes_resumed());
+    done.into_result(plan.images.len(), "stored", "run fetch again")?;
+    Ok(FetchReport { images: reports, counts: totals, retries, bytes_resumed })
 }
 
 /// The platform an index gave a manifest, if it came from one.

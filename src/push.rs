@@ -127,8 +127,9 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &PushOpt
 pub fn execute(reg: &Registry, source: &dyn Source, plan: &PushPlan, rules: Vec<MappingRule>, opts: &PushOptions) -> Result<PushReport> {
     let outcomes = Mutex::new(Outcomes::new());
     let sink = RegistrySink::new(reg, &plan.copy, plan.targets.clone(), opts.uploads.as_ref(), opts.dry_run, &outcomes);
-    let copy_opts = CopyOptions { jobs: opts.jobs, progress: opts.progress && !opts.dry_run, label: "push", keep_going: false };
-    copy::execute(source, Box::new(sink), &plan.copy, &copy_opts)?;
+    // Every image whose blobs all arrived is tagged, whatever happens to the others.
+    let copy_opts = CopyOptions { jobs: opts.jobs, progress: opts.progress && !opts.dry_run, label: "push", keep_going: true };
+    copy::execute(source, Box::new(sink), &plan.copy, &copy_opts)?.into_result(plan.copy.images.len(), "pushed", "run push again")?;
     let outcomes = outcomes.into_inner().unwrap();
 
     let mut images = Vec::new();

@@ -212,7 +212,7 @@ pub fn import(path: &Path, store: &Store) -> Result<ArchiveImport> {
     let ar = DockerArchive::open(path)?;
     let refs = ar.refs()?;
     let plan = crate::copy::plan(&ar, &refs)?;
-    let done = crate::copy::execute(&ar, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import", keep_going: false })?;
+    let done = crate::copy::execute(&ar, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import", keep_going: true })?.into_result(plan.images.len(), "stored", "run import again")?;
     Ok(ArchiveImport { images: ar.images, copied: done.copied, notes: ar.notes })
 }
 

@@ -215,7 +215,7 @@ pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> 
     let layout = Layout::open(path, archive, only)?;
     let refs = layout.refs()?;
     let plan = crate::copy::plan(&layout, &refs)?;
-    let done = crate::copy::execute(&layout, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import", keep_going: false })?;
+    let done = crate::copy::execute(&layout, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import", keep_going: true })?.into_result(plan.images.len(), "stored", "run import again")?;
     let images = refs.iter().map(|(n, d)| LayoutImage { reference: n.clone(), digest: d.digest.clone() }).collect();
     Ok(LayoutImport { images, copied: done.copied, notes: layout.notes })
 }

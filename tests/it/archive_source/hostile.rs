@@ -234,3 +234,36 @@ fn a_gzip_bomb_layer_is_streamed_within_64_mib() {
     let (ok, kib) = peak_rss(&["verify", "--deep", &src]);
     assert!(ok && kib < 64 * 1024, "verify --deep of the bomb: ok={ok}, peak {kib} KiB");
 }
+
+/// Issue 11, "partial success is kept, for import and push too": of an archive with a good and
+/// a bad image, import stores the good one and push pushes it; both exit 1 naming the bad one.
+#[test]
+fn a_bad_image_does_not_cost_the_good_one_in_import_and_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let (layer, config, _) = parts("good/layer.tar");
+    let cfg = cfg_name(&config);
+    // The bad image's config names a diff_id its layer does not have.
+    let bad_layer = tar_bytes(&[Entry::File("etc/hello", b"not what the config says\n".to_vec(), 0o644)]);
+    let bad_config = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["sha256:{}"]}}}}"#, "1".repeat(64)).into_bytes();
+    let bad_cfg = cfg_name(&bad_config);
+    let manifest = format!(
+        r#"[{{"Config":"{cfg}","RepoTags":["example.com/good:1"],"Layers":["good/layer.tar"]}},{{"Config":"{bad_cfg}","RepoTags":["example.com/bad:1"],"Layers":["bad/layer.tar"]}}]"#
+    );
+    let p = write(dir.path(), "two.tar", &raw_tar(&[
+        file("manifest.json", manifest.as_bytes()), file(&cfg, &config), file("good/layer.tar", &layer), file(&bad_cfg, &bad_config), file("bad/layer.tar", &bad_layer),
+    ]));
+    let src = format!("docker-archive:{}", s(&p));
+
+    let env = Env::new();
+    let line = env.fails(&["import", &src]);
+    assert!(line.contains("1 of 2 images failed (1 stored") && line.contains("example.com/bad:1") && line.contains("bad/layer.tar"), "{line}");
+    assert_eq!(stored_refs(&env), ["example.com/good:1"]);
+    env.ok(&["store", "fsck"]);
+
+    let reg = crate::harness::registry::Registry::start(crate::harness::registry::Variant::Plain);
+    let to = format!("{}/mirror", reg.host());
+    let line = Env::new().fails(&["push", "--from", &src, "--all", "--to", &to]);
+    assert!(line.contains("1 of 2 images failed (1 pushed") && line.contains("example.com/bad:1"), "{line}");
+    let good = env.json(&["store", "ls"])["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(reg.content_digest("mirror/good", "1"), good, "the good image was pushed");
+}
