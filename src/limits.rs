@@ -23,6 +23,11 @@ pub const AUTH_FILE: u64 = 4 << 20;
 pub const BUNDLE_INDEX: u64 = 256 << 20;
 /// An inventory file (one `sha256:<hex> <size>` line of about 85 bytes per blob).
 pub const INVENTORY: u64 = 64 << 20;
+/// The largest zstd window a layer may ask the decoder for, as a power of two (128 MiB). The
+/// decoder keeps one window of output in memory, so a small hostile frame declaring 2 GiB could
+/// make a 2 GiB "zstd bomb". Every compression level up to `--ultra -22` and `--long=27` stays
+/// within it; a layer written with `zstd --long=28` or more is refused, naming this cap.
+pub const ZSTD_WINDOW_LOG: u32 = 27;
 /// How deep untrusted JSON may nest (arrays and objects). Manifests, indexes, configs and
 /// index.json need six levels at most. serde_json stops at 128 levels itself, and 127 parse on a
 /// 2 MiB thread stack even unoptimised (measured), so this cap is not what keeps the stack safe

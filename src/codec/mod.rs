@@ -31,18 +31,34 @@ impl Compression {
     }
 }
 
-/// A reader of the decompressed stream. zstd frames may use windows up to 2 GiB (what
-/// `zstd --long=31` writes); the decoder's memory is bounded by the window, not the layer.
+/// A reader of the decompressed stream. The decoder's memory is bounded by the zstd window,
+/// not the layer, and the window by `limits::ZSTD_WINDOW_LOG` (a frame asking for more is an
+/// error that names the cap).
 pub fn decoder<'a, R: BufRead + 'a>(c: Compression, r: R) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match c {
         Compression::Gzip => Box::new(gunzip::GzDecoder::new(r)),
         Compression::Zstd => {
             let mut d = zstd::stream::read::Decoder::with_buffer(r)?;
-            d.window_log_max(31)?;
-            Box::new(d)
+            d.window_log_max(crate::limits::ZSTD_WINDOW_LOG)?;
+            Box::new(ZstdCapped(d))
         }
         Compression::Plain => Box::new(r),
     })
+}
+
+/// The zstd decoder, with its "too much memory" error saying which cap refused the frame.
+struct ZstdCapped<R>(R);
+
+impl<R: Read> Read for ZstdCapped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(|e| {
+            if e.to_string().contains("too much memory") {
+                io::Error::new(io::ErrorKind::InvalidData, format!("zstd frame asks for a window over the {} MiB limit ({e})", (1u64 << crate::limits::ZSTD_WINDOW_LOG) >> 20))
+            } else {
+                e
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -63,5 +79,26 @@ mod tests {
             assert!(out == data, "{want:?} round trip");
         }
         assert_eq!(Compression::sniff(&[0x1f]), Compression::Plain);
+    }
+
+    #[test]
+    fn a_zstd_frame_asking_for_a_window_over_the_cap_is_refused_naming_it() {
+        use zstd::stream::raw::CParameter;
+        let data = vec![5u8; 1 << 20];
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.set_parameter(CParameter::WindowLog(crate::limits::ZSTD_WINDOW_LOG + 1)).unwrap();
+        e.set_parameter(CParameter::EnableLongDistanceMatching(true)).unwrap();
+        io::Write::write_all(&mut e, &data).unwrap();
+        let big = e.finish().unwrap();
+        let err = decoder(Compression::Zstd, &big[..]).unwrap().read_to_end(&mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("128 MiB limit"), "{err}");
+        // At the cap it decodes.
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        e.set_parameter(CParameter::WindowLog(crate::limits::ZSTD_WINDOW_LOG)).unwrap();
+        io::Write::write_all(&mut e, &data).unwrap();
+        let ok = e.finish().unwrap();
+        let mut out = Vec::new();
+        decoder(Compression::Zstd, &ok[..]).unwrap().read_to_end(&mut out).unwrap();
+        assert!(out == data);
     }
 }
