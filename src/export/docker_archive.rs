@@ -66,10 +66,10 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
                 notes.push(format!("{name}: left out: not a container image (its config is {})", image.config.media_type));
                 continue;
             }
-            return Err(Error::UnsupportedMediaType { what: format!("{name}: not a container image, cannot go into a docker-archive (config {})", image.config.digest), media_type: image.config.media_type.to_string() });
+            return Err(Error::UnsupportedMediaType { what: format!("{name}: not a container image, cannot go into a docker-archive (config {})", image.config.digest), media_type: crate::error::one_line(&image.config.media_type, 200) });
         }
         if let Some(l) = image.layers.iter().find(|l| !is_layer_type(&l.media_type)) {
-            return Err(Error::UnsupportedMediaType { what: format!("{name}: layer {}", l.digest), media_type: l.media_type.to_string() });
+            return Err(Error::UnsupportedMediaType { what: format!("{name}: layer {}", l.digest), media_type: crate::error::one_line(&l.media_type, 200) });
         }
         let config_bytes = source.read_small(&image.config, limits::CONFIG)?;
         let info = ConfigInfo::parse(&config_bytes, &format!("{name}: config {}", image.config.digest))?;

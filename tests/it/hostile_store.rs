@@ -11,7 +11,10 @@ fn readers(store: &str, out: &std::path::Path) -> Vec<Vec<String>> {
         vec!["store", "ls"],
         vec!["export", "--docker-archive", &o("a.tar"), "--all"],
         vec!["export", "--oci-layout", &o("layout"), "--all"],
+        vec!["export", "--oci-archive", &o("o.tar"), "--all"],
         vec!["bundle", "-o", &o("b.bundle"), "--all"],
+        // Refused before any request: the port is closed, and --dry-run would send nothing.
+        vec!["push", "--all", "--dry-run", "--to", "127.0.0.1:1/x"],
     ]
     .into_iter()
     .map(|rest| ["--store", store].iter().chain(rest.iter()).map(|a| a.to_string()).collect())
