@@ -4,12 +4,13 @@
 //! every compressed layer inflates to its diff_id. `verify` runs it on archives and layouts,
 //! the bundle check and the tests use it, so they agree on what a good image is.
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
 use crate::codec::{self, Compression};
-use crate::digest::{hash_reader, DiffId, Digest};
+use crate::digest::{DiffId, Digest};
 use crate::error::{Error, Result};
 use crate::graph;
 use crate::image::{is_config_type, is_layer_type, Descriptor, Manifest, ManifestKind};
@@ -139,45 +140,27 @@ fn node(source: &dyn Source, d: &Descriptor, name: &str, layers: &mut BTreeMap<D
 }
 
 /// Hashes one content blob through the source's verified stream (digest and size), and checks
-/// a layer against its diff_id: an uncompressed one by its digest, a compressed one by
-/// inflating it when `deep`.
+/// a layer against its diff_id: an uncompressed one by its digest, and (`deep`) any one by
+/// inflating it, as export does (`codec::inflate_checked`).
 fn blob(source: &dyn Source, d: &Descriptor, layer: Option<&LayerCheck>, opts: Options) -> Result<()> {
     let what = source.what_blob(d);
-    let mut r = source.blob(d)?;
-    let mut head = [0u8; 4];
-    let n = read_head(&mut r, &mut head).map_err(|e| Error::from_read(&what, e))?;
-    let compression = Compression::sniff(&head[..n]);
-    let whole = std::io::Cursor::new(head[..n].to_vec()).chain(r);
+    let mut src = BufReader::with_capacity(1 << 20, source.blob(d)?);
     match layer {
-        Some(l) if compression == Compression::Plain => {
-            drain(whole).map_err(|e| Error::from_read(&what, e))?;
-            if l.desc.digest != *l.diff_id.as_digest() {
+        Some(l) if opts.deep => {
+            codec::inflate_checked(&mut src, &l.diff_id, &what, &AtomicBool::new(false), &mut std::io::sink())?;
+        }
+        Some(l) => {
+            let plain = Compression::sniff(src.fill_buf().map_err(|e| Error::from_read(&what, e))?) == Compression::Plain;
+            drain(src).map_err(|e| Error::from_read(&what, e))?;
+            if plain && l.desc.digest != *l.diff_id.as_digest() {
                 return Err(Error::DiffIdMismatch { what: format!("{what} (uncompressed)"), expected: l.diff_id.clone(), found: DiffId(l.desc.digest.clone()) });
             }
         }
-        Some(l) if opts.deep => {
-            let dec = codec::decoder(compression, std::io::BufReader::with_capacity(1 << 20, whole)).map_err(|e| Error::from_read(&what, e))?;
-            let (found, _) = hash_reader(dec).map_err(|e| Error::from_read(&what, e))?;
-            if found != *l.diff_id.as_digest() {
-                return Err(Error::DiffIdMismatch { what, expected: l.diff_id.clone(), found: DiffId(found) });
-            }
-        }
-        _ => {
-            drain(whole).map_err(|e| Error::from_read(&what, e))?;
+        None => {
+            drain(src).map_err(|e| Error::from_read(&what, e))?;
         }
     }
     Ok(())
-}
-
-fn read_head(r: &mut dyn Read, head: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < head.len() {
-        match r.read(&mut head[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Reads to the end (a verifying stream checks digest and size there).

@@ -1,7 +1,12 @@
 //! Layer compression: telling gzip, zstd and plain tar apart by their bytes, decompressing each
 //! as a stream (gzip through ISA-L or zlib-rs, see `gunzip`), and the sizes they announce
-//! (`hint`). Shared by every reader of layer contents (docker-archive export today).
-use std::io::{self, BufRead, Read};
+//! (`hint`), and the one inflate-and-check of a layer against its diff_id. Shared by every
+//! reader of layer contents (docker-archive export, `verify --deep`).
+use std::io::{self, BufRead, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::digest::{DiffId, Hasher};
+use crate::error::{Error, Result};
 
 pub mod gunzip;
 pub mod hint;
@@ -29,6 +34,37 @@ impl Compression {
             Compression::Plain
         }
     }
+}
+
+/// Decompresses the layer `src` reads (gzip, zstd or plain, told apart by their first bytes)
+/// into `out` and checks what it gives against `diff_id`; returns the uncompressed size. What
+/// the decoder leaves unread is read to the end too, so a verifying `src` still checks the
+/// blob's own digest. `stop` (or Ctrl-C) ends it as `Interrupted`; `what` names the layer.
+pub fn inflate_checked(src: &mut dyn BufRead, diff_id: &DiffId, what: &str, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
+    let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
+    let mut h = Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pump = |r: &mut dyn Read| -> Result<()> {
+        loop {
+            if stop.load(Ordering::Relaxed) || crate::cancel::requested() {
+                return Err(Error::Interrupted);
+            }
+            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+            if n == 0 {
+                return Ok(());
+            }
+            h.update(&buf[..n]);
+            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing the archive: {e}")))?;
+        }
+    };
+    pump(&mut *decoder(Compression::sniff(&head), &mut *src).map_err(|e| Error::Other(format!("{what}: {e}")))?)?;
+    io::copy(src, &mut io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    let size = h.len();
+    let found = DiffId(h.finish());
+    if &found != diff_id {
+        return Err(Error::DiffIdMismatch { what: what.to_string(), expected: diff_id.clone(), found });
+    }
+    Ok(size)
 }
 
 /// A reader of the decompressed stream. The decoder's memory is bounded by the zstd window,

@@ -2,13 +2,13 @@
 //! diff_id) into its reserved place in the archive file or, when it does not fit there, into a
 //! spool file.
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufReader, BufWriter, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use crate::codec::{self, hint, Compression};
-use crate::digest::{DiffId, Hasher};
+use crate::digest::DiffId;
 use crate::error::{Error, IoContext, Result};
 use crate::image::Descriptor;
 use crate::source::Source;
@@ -48,34 +48,8 @@ pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option
 /// against its own digest too (the source's verified stream, read to its end), so a blob that
 /// no longer matches its name fails even when it still inflates to the right tar.
 pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
-    let what = layer.what();
     let mut src = BufReader::with_capacity(1 << 20, source.blob(&layer.desc)?);
-    let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
-    let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pump = |r: &mut dyn Read| -> Result<()> {
-        loop {
-            if stop.load(Ordering::Relaxed) || crate::cancel::requested() {
-                return Err(Error::Interrupted);
-            }
-            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-            if n == 0 {
-                return Ok(());
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing the archive: {e}")))?;
-        }
-    };
-    pump(&mut *codec::decoder(Compression::sniff(&head), &mut src).map_err(|e| Error::Other(format!("{what}: {e}")))?)?;
-    // Whatever the decoder left unread is still part of the blob: read it, so the digest check
-    // at the stream's end runs.
-    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    let size = h.len();
-    let found = DiffId(h.finish());
-    if found != layer.diff_id {
-        return Err(Error::DiffIdMismatch { what, expected: layer.diff_id.clone(), found });
-    }
-    Ok(size)
+    codec::inflate_checked(&mut src, &layer.diff_id, &layer.what(), stop, out)
 }
 
 /// Decompresses one layer into an unnamed spool file in `dir` (whatever ends the process, the
