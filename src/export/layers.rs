@@ -58,12 +58,14 @@ pub(super) fn spool_layer(source: &dyn Source, layer: &Layer, dir: &Path, stop: 
     let file = tempfile::tempfile_in(dir).at(dir)?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let size = decompress_into(source, layer, stop, &mut out)?;
-    let file = finish_spool(out, dir)?;
+    let file = finish_spool(out, dir, &layer.what())?;
     Ok((file, size))
 }
 
-fn finish_spool(out: BufWriter<File>, dir: &Path) -> Result<File> {
-    let mut file = out.into_inner().map_err(|e| Error::Other(format!("writing a spool file in {}: {}", dir.display(), e.error())))?;
+/// Flushes a spool file (a full disk may first show here) and rewinds it; errors name `what`,
+/// the layer, as every other export error does.
+fn finish_spool(out: BufWriter<File>, dir: &Path, what: &str) -> Result<File> {
+    let mut file = out.into_inner().map_err(|e| Error::Other(format!("{what}: writing a spool file in {}: {}", dir.display(), e.error())))?;
     file.seek(std::io::SeekFrom::Start(0)).at(dir)?;
     Ok(file)
 }
@@ -117,7 +119,7 @@ impl<'a> Region<'a> {
         if self.spill.is_none() {
             self.start_spill().map_err(|e| Error::Other(format!("{}: spooling in {}: {e}", layer.what(), self.spool_dir.display())))?;
         }
-        let file = finish_spool(self.spill.take().expect("spill"), self.spool_dir)?;
+        let file = finish_spool(self.spill.take().expect("spill"), self.spool_dir, &layer.what())?;
         Ok(Placed::Spilled(file, size))
     }
 }
