@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::graph;
 use crate::image::{Descriptor, Manifest};
 use crate::limits;
-use crate::source::Source;
-use crate::store::ANNOTATION_INDEX_DIGEST;
+use crate::source::{unlisted_manifest, Source};
+use crate::store::picked_from;
 
 /// One image of a plan: its name, the descriptor the name points at, and what it reaches.
 #[derive(Debug, Clone, Serialize)]
@@ -51,11 +51,6 @@ impl Plan {
     }
 }
 
-/// A descriptor as a blob list keeps it: what it is, not where it was listed.
-fn bare(d: &Descriptor) -> Descriptor {
-    Descriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size, platform: None, annotations: None }
-}
-
 /// Walks every image in `source` (the one graph walk) and lists what each needs. A blob the
 /// source lacks is an error naming the image and the blob.
 pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan> {
@@ -65,25 +60,20 @@ pub fn plan(source: &dyn Source, images: &[(String, Descriptor)]) -> Result<Plan
     let mut blobs = Vec::new();
     let mut manifests = Vec::new();
     for (name, desc) in images {
-        let mut picked_from = None;
-        if let Some(d) = desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
-            let d: Digest = d.parse().map_err(|e: Error| e.context(name))?;
-            if let Some(size) = source.size_of(&d) {
-                let probe = Descriptor { media_type: Default::default(), digest: d.clone(), size, platform: None, annotations: None };
-                let m = Manifest::parse(source.read_small(&probe, limits::MANIFEST)?, None, name)?;
-                picked_from = Some(Descriptor { media_type: m.media_type, ..probe });
-            }
-        }
+        let picked_from = match picked_from(desc).map_err(|e| e.context(name))? {
+            Some(d) => unlisted_manifest(source, &d, name)?,
+            None => None,
+        };
         let mut img = PlanImage { reference: name.clone(), descriptor: desc.clone(), manifests: Vec::new(), blobs: Vec::new(), picked_from };
         graph::walk(desc, |d| {
             if !source.has(&d.digest) {
                 return Err(Error::Other(format!("{name}: blob {} is missing from the {} (a delta bundle needs its base in the store)", d.digest, source.name())));
             }
             if !graph::is_node(d) {
-                img.blobs.push(bare(d));
+                img.blobs.push(d.bare());
                 return Ok(None);
             }
-            img.manifests.push(bare(d));
+            img.manifests.push(d.bare());
             let bytes = source.read_small(d, limits::MANIFEST)?;
             Manifest::parse(bytes, Some(&d.media_type), name).map(Some)
         })?;
@@ -285,7 +275,9 @@ pub fn execute(source: &dyn Source, sink: Box<dyn Sink + '_>, plan: &Plan, opts:
         }
     }
     for m in plan.manifests.iter().filter(|m| needed.contains(&m.digest)).chain(context) {
+        // Checked here, once for every sink (a Source's stream checks it too; a Sink need not).
         let bytes = source.read_small(m, limits::MANIFEST)?;
+        check_bytes("manifest", m, &bytes)?;
         done.copied.add(!sink.put_manifest(m, &bytes)?, m.size);
     }
     let refs: Vec<(String, Descriptor)> = keep.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect();
@@ -293,8 +285,8 @@ pub fn execute(source: &dyn Source, sink: Box<dyn Sink + '_>, plan: &Plan, opts:
     Ok(done)
 }
 
-/// Checks a manifest's bytes against its descriptor (for sinks handed bytes from elsewhere).
-pub fn check_bytes(what: &str, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
+/// Checks a manifest's bytes against its descriptor.
+fn check_bytes(what: &str, desc: &Descriptor, bytes: &[u8]) -> Result<()> {
     let found = Digest::of(bytes);
     if found != desc.digest {
         return Err(Error::DigestMismatch { what: what.to_string(), expected: desc.digest.clone(), found });

@@ -46,13 +46,10 @@ impl Error {
     /// An error met while reading a stream: the typed error a verifying reader raised (a digest
     /// or size mismatch, named by the reader), else the io error under `what`.
     pub fn from_read(what: &str, e: std::io::Error) -> Error {
-        if e.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-            if let Ok(inner) = e.into_inner().expect("checked").downcast::<Error>() {
-                return *inner;
-            }
-            unreachable!("checked to be an Error");
+        match e.downcast::<Error>() {
+            Ok(inner) => inner,
+            Err(e) => Error::Other(format!("{what}: {e}")),
         }
-        Error::Other(format!("{what}: {e}"))
     }
     pub fn retryable(&self) -> bool {
         matches!(self, Error::Registry { retryable: true, .. })

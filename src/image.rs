@@ -132,6 +132,14 @@ impl Manifest {
     }
 }
 
+impl Descriptor {
+    /// The descriptor as a list of blobs keeps it: what the blob is (media type, digest,
+    /// size), not where it was listed (its platform and annotations).
+    pub fn bare(&self) -> Descriptor {
+        Descriptor { media_type: self.media_type.clone(), digest: self.digest.clone(), size: self.size, platform: None, annotations: None }
+    }
+}
+
 /// The parts of an image config that ocibundle reads.
 #[derive(Clone, Debug, Deserialize, Default)]
 pub struct ConfigInfo {

@@ -56,6 +56,16 @@ pub trait Source: Sync {
     }
 }
 
+/// The descriptor of manifest or index `d`, which `source` holds but nothing names with its
+/// size (the index a platform was picked from): sized by the source, read and parsed for its
+/// media type. None when the source does not hold it.
+pub fn unlisted_manifest(source: &dyn Source, d: &Digest, what: &str) -> Result<Option<Descriptor>> {
+    let Some(size) = source.size_of(d) else { return Ok(None) };
+    let probe = Descriptor { media_type: Default::default(), digest: d.clone(), size, platform: None, annotations: None };
+    let m = crate::image::Manifest::parse(source.read_small(&probe, crate::limits::MANIFEST)?, None, what)?;
+    Ok(Some(Descriptor { media_type: m.media_type, ..probe }))
+}
+
 /// A borrowed source is a source (so an opened one can be handed out boxed).
 impl<S: Source + ?Sized> Source for &S {
     fn name(&self) -> String {

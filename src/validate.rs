@@ -75,7 +75,7 @@ pub fn check(source: &dyn Source, images: &[(String, Descriptor)], opts: Options
                 return Ok(None);
             }
             if !graph::is_node(d) {
-                content.entry(d.digest.clone()).or_insert_with(|| bare(d));
+                content.entry(d.digest.clone()).or_insert_with(|| d.bare());
                 return Ok(None);
             }
             match node(source, d, name, &mut layers) {
@@ -110,10 +110,6 @@ pub fn check(source: &dyn Source, images: &[(String, Descriptor)], opts: Options
     report
 }
 
-fn bare(d: &Descriptor) -> Descriptor {
-    Descriptor { media_type: d.media_type.clone(), digest: d.digest.clone(), size: d.size, platform: None, annotations: None }
-}
-
 /// Reads and checks one manifest or index; for an image manifest, checks its config's diff_ids
 /// against its layers and notes which diff_id each layer must have.
 fn node(source: &dyn Source, d: &Descriptor, name: &str, layers: &mut BTreeMap<Digest, LayerCheck>) -> Result<Manifest> {
@@ -132,7 +128,7 @@ fn node(source: &dyn Source, d: &Descriptor, name: &str, layers: &mut BTreeMap<D
         }
         for (l, diff_id) in im.layers.iter().zip(diff_ids) {
             if is_layer_type(&l.media_type) {
-                layers.entry(l.digest.clone()).or_insert(LayerCheck { desc: bare(l), diff_id });
+                layers.entry(l.digest.clone()).or_insert(LayerCheck { desc: l.bare(), diff_id });
             }
         }
     }

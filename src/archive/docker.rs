@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use super::{Copied, Members};
 use crate::codec::{self, Compression};
-use crate::copy::CopyOptions;
 use crate::digest::{hash_reader, DiffId, Digest, Hasher, VerifyingReader};
 use crate::error::{Error, Result};
 use crate::image::{media, Descriptor};
@@ -208,12 +207,9 @@ impl LocalBlobs for DockerArchive {
 
 /// Imports every image of the docker-archive at `path` into `store`: one copy from the archive
 /// into the store (layers and configs verified, then manifests, then references).
-pub fn import(path: &Path, store: &Store) -> Result<ArchiveImport> {
-    let ar = DockerArchive::open(path)?;
-    let refs = ar.refs()?;
-    let plan = crate::copy::plan(&ar, &refs)?;
-    let done = crate::copy::execute(&ar, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import", keep_going: true })?.into_result(plan.images.len(), "stored", "run import again")?;
-    Ok(ArchiveImport { images: ar.images, copied: done.copied, notes: ar.notes })
+pub fn import(ar: DockerArchive, store: &Store) -> Result<ArchiveImport> {
+    let copied = store.import_from(&ar, &ar.refs()?, 4, false)?;
+    Ok(ArchiveImport { images: ar.images, copied, notes: ar.notes })
 }
 
 /// A reader that hashes what passes through it.

@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::{Copied, Members};
-use crate::copy::CopyOptions;
 use crate::digest::{Digest, VerifyingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::image::Descriptor;
@@ -211,11 +210,9 @@ impl LocalBlobs for Layout {
 
 /// Imports `oci:DIR[:REF]` (`archive` false) or `oci-archive:FILE[:REF]` into `store`: one copy
 /// from the layout into the store.
-pub fn import(path: &Path, archive: bool, only: Option<&str>, store: &Store) -> Result<LayoutImport> {
-    let layout = Layout::open(path, archive, only)?;
+pub fn import(layout: Layout, store: &Store) -> Result<LayoutImport> {
     let refs = layout.refs()?;
-    let plan = crate::copy::plan(&layout, &refs)?;
-    let done = crate::copy::execute(&layout, store.sink()?, &plan, &CopyOptions { jobs: 4, progress: false, label: "import", keep_going: true })?.into_result(plan.images.len(), "stored", "run import again")?;
+    let copied = store.import_from(&layout, &refs, 4, false)?;
     let images = refs.iter().map(|(n, d)| LayoutImage { reference: n.clone(), digest: d.digest.clone() }).collect();
-    Ok(LayoutImport { images, copied: done.copied, notes: layout.notes })
+    Ok(LayoutImport { images, copied, notes: layout.notes })
 }

@@ -10,8 +10,8 @@ use crate::digest::{BundleId, Digest};
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest};
 use crate::limits;
-use crate::source::Source;
-use crate::store::ANNOTATION_INDEX_DIGEST;
+use crate::source::{unlisted_manifest, Source};
+use crate::store::{picked_from, ANNOTATION_INDEX_DIGEST};
 
 /// What a delta bundle may leave out: blobs the other side already holds.
 #[derive(Debug, Clone)]
@@ -43,22 +43,15 @@ pub struct BundlePlan {
 pub fn image_blobs(source: &dyn Source, name: &str, desc: &Descriptor) -> Result<BTreeMap<Digest, Descriptor>> {
     let missing = |d: &Digest| Error::Other(format!("{name}: blob {d} is missing from the {} (fetch it again, or run store fsck)", source.name()));
     let mut out = BTreeMap::new();
-    if let Some(idx) = desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)) {
+    if let Some(d) = picked_from(desc)? {
         // The index one platform was picked from travels along (not its other children).
-        let d: Digest = idx.parse()?;
-        let size = source.size_of(&d).ok_or_else(|| missing(&d))?;
-        let probe = Descriptor { media_type: Default::default(), digest: d.clone(), size, platform: None, annotations: None };
-        let m = Manifest::parse(source.read_small(&probe, limits::MANIFEST)?, None, name)?;
-        out.insert(d.clone(), Descriptor { media_type: m.media_type, digest: d, size, platform: None, annotations: None });
+        out.insert(d.clone(), unlisted_manifest(source, &d, name)?.ok_or_else(|| missing(&d))?);
     }
     crate::graph::walk(desc, |d| {
         if !source.has(&d.digest) || source.size_of(&d.digest).is_some_and(|n| n != d.size) {
             return Err(missing(&d.digest));
         }
-        let mut clean = d.clone();
-        clean.platform = None;
-        clean.annotations = None;
-        out.insert(d.digest.clone(), clean);
+        out.insert(d.digest.clone(), d.bare());
         crate::graph::is_node(d).then(|| Manifest::parse(source.read_small(d, limits::MANIFEST)?, Some(&d.media_type), name)).transpose()
     })?;
     Ok(out)

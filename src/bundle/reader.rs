@@ -269,12 +269,8 @@ impl Bundle {
         // One copy from the bundle (a delta's base read from the store) into the store.
         let source = crate::source::BundleOverStore { bundle: self, store: Some(store) };
         let refs: Vec<(String, Descriptor)> = self.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect();
-        let plan = crate::copy::plan(&source, &refs)?;
         let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-        // Every image whose blobs all check out is committed, whatever happens to the others.
-        let done = crate::copy::execute(&source, store.sink()?, &plan, &crate::copy::CopyOptions { jobs, progress, label: "import", keep_going: true })?;
-        let done = done.into_result(plan.images.len(), "stored", "run import again")?;
-        let c = done.copied;
+        let c = store.import_from(&source, &refs, jobs, progress)?;
         Ok(ImportReport { images: refs.into_iter().map(|(n, _)| n).collect(), blobs_imported: c.blobs_imported, bytes_imported: c.bytes_imported, blobs_present: c.blobs_present, bytes_present: c.bytes_present })
     }
 }

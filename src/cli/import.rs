@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use ocibundle::bundle::Bundle;
 use ocibundle::archive::Copied;
+use ocibundle::transport::{self, Opened};
 use ocibundle::Store;
 
 #[derive(Args)]
@@ -20,14 +21,12 @@ pub struct ImportArgs {
 
 pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
     let store = Store::open(root)?;
-    let arg = a.file.to_str().unwrap_or("");
-    if let Some(archive) = arg.strip_prefix("docker-archive:") {
-        return import_docker_archive(&store, Path::new(archive), a.json);
-    }
-    for (prefix, archive) in [("oci:", false), ("oci-archive:", true)] {
-        if let Some(rest) = arg.strip_prefix(prefix) {
-            return import_layout(&store, rest, archive, a.json);
-        }
+    if a.file.to_str().is_some_and(transport::is_archive) {
+        return match transport::open(&a.file)? {
+            Opened::DockerArchive(ar) => import_docker_archive(&store, ar, a.json),
+            Opened::Layout(l) => import_layout(&store, l, a.json),
+            Opened::Bundle(_) => unreachable!("is_archive said it names an archive or layout"),
+        };
     }
     let r = match super::stream_input(&a.file)? {
         Some((reader, name)) => ocibundle::bundle::stream::import(reader, &name, &store)?,
@@ -44,8 +43,8 @@ pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn import_docker_archive(store: &Store, path: &Path, json: bool) -> anyhow::Result<i32> {
-    let r = ocibundle::archive::docker::import(path, store)?;
+fn import_docker_archive(store: &Store, ar: ocibundle::archive::docker::DockerArchive, json: bool) -> anyhow::Result<i32> {
+    let r = ocibundle::archive::docker::import(ar, store)?;
     let lines = r.images.iter().map(|i| format!("{} (image ID {}, manifest {})", i.reference, i.image_id, i.manifest));
     print_archive_import(&r, json, lines, &r.copied, &r.notes)
 }
@@ -67,9 +66,8 @@ fn print_archive_import(doc: &impl serde::Serialize, json: bool, lines: impl Ite
     Ok(0)
 }
 
-fn import_layout(store: &Store, rest: &str, archive: bool, json: bool) -> anyhow::Result<i32> {
-    let (path, only) = ocibundle::transport::split_layout_arg(rest);
-    let r = ocibundle::archive::oci::import(Path::new(path), archive, only, store)?;
+fn import_layout(store: &Store, layout: ocibundle::archive::oci::Layout, json: bool) -> anyhow::Result<i32> {
+    let r = ocibundle::archive::oci::import(layout, store)?;
     let lines = r.images.iter().map(|i| format!("{} ({})", i.reference, i.digest));
     print_archive_import(&r, json, lines, &r.copied, &r.notes)
 }

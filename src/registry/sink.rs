@@ -101,7 +101,6 @@ impl Sink for RegistrySink<'_> {
     }
 
     fn put_manifest(&self, desc: &Descriptor, bytes: &[u8]) -> Result<bool> {
-        crate::copy::check_bytes("manifest", desc, bytes)?;
         if self.entries.contains(&desc.digest) {
             self.tagged.lock().unwrap().insert(desc.digest.clone(), bytes.to_vec());
         }

@@ -7,7 +7,7 @@ mod sink;
 pub use blob::{PartialBlob, Sealed};
 pub use sink::StoreSink;
 pub use check::{FsckReport, GcReport, Problem};
-pub use refs::{RefEntry, ANNOTATION_CONTAINERD_NAME, ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
+pub use refs::{picked_from, RefEntry, ANNOTATION_CONTAINERD_NAME, ANNOTATION_INDEX_DIGEST, ANNOTATION_REF_NAME};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

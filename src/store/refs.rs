@@ -14,6 +14,12 @@ pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Set when one platform was picked from an index: the index it came from (also stored).
 pub const ANNOTATION_INDEX_DIGEST: &str = "io.ocibundle.index.digest";
 
+/// The index a reference's platform was picked from, as its annotation names it (none when
+/// it has none; an error when the annotation is not a digest).
+pub fn picked_from(desc: &Descriptor) -> Result<Option<crate::digest::Digest>> {
+    desc.annotations.as_ref().and_then(|a| a.get(ANNOTATION_INDEX_DIGEST)).map(|d| d.parse()).transpose()
+}
+
 /// A stored reference and the descriptor it points at.
 #[derive(Clone, Debug)]
 pub struct RefEntry {

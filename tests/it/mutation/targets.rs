@@ -159,8 +159,8 @@ impl Target {
                     Ok(_) => o,
                 }
             }
-            Target::DockerArchive => Outcome::of(archive::docker::import(&scratch.file("case.tar", b), &scratch.fresh_store())),
-            Target::OciArchive => Outcome::of(archive::oci::import(&scratch.file("case.tar", b), true, None, &scratch.fresh_store())),
+            Target::DockerArchive => Outcome::of(archive::docker::DockerArchive::open(&scratch.file("case.tar", b)).and_then(|ar| archive::docker::import(ar, &scratch.fresh_store()))),
+            Target::OciArchive => Outcome::of(archive::oci::Layout::open(&scratch.file("case.tar", b), true, None).and_then(|l| archive::oci::import(l, &scratch.fresh_store()))),
             Target::Manifest => {
                 let (_, mt) = &s.manifests[input.hint / 3 % s.manifests.len()];
                 let header = match input.hint % 3 {
