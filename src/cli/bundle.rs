@@ -59,7 +59,14 @@ pub struct SizeArgs {
 }
 
 /// The references a selection names (normalised), or every one in the source with `--all`.
+/// From a lock file: each image must be the one it pins (an optional one may be missing).
 fn selected(source: &dyn Source, sel: &Selection) -> anyhow::Result<Vec<String>> {
+    if let Some(lock) = sel.images.images.as_deref().map(super::read_lock).transpose()?.flatten() {
+        if !sel.images.refs.is_empty() {
+            bail!("--images names a lock file, which pins every image: pass no REF beside it");
+        }
+        return super::locked_names(source, &lock);
+    }
     let names = super::names_in(source, sel.all, &sel.images)?;
     if names.is_empty() {
         bail!("the {} holds no images", source.name());

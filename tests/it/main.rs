@@ -16,3 +16,4 @@ mod matrix;
 mod kill9;
 mod mutation;
 mod artifacts;
+mod lock;
