@@ -17,3 +17,4 @@ mod kill9;
 mod mutation;
 mod artifacts;
 mod lock;
+mod airgap;
