@@ -57,7 +57,7 @@ fn steps(md: &str) -> Vec<Step> {
 
 /// An Ollama-style model, as Ollama's registry serves one: a Docker schema2 manifest, a Docker
 /// config naming the model, layers of `application/vnd.ollama.image.*` types. Pushed by hand.
-fn push_ollama_model(reg: &Registry, repo: &str, tag: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+pub fn push_ollama_model(reg: &Registry, repo: &str, tag: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
     let mut gguf = b"GGUF\x03\x00\x00\x00".to_vec();
     gguf.extend(noise(11, 150_000));
     let layers = vec![

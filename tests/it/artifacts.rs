@@ -92,6 +92,17 @@ fn artifacts_store_add_packs_files_deterministically_and_export_files_restores_t
     let cfg: Value = serde_json::from_slice(&fs::read(env.blob_path(m["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
     assert_eq!(cfg["modelfs"]["diffIds"].as_array().unwrap().len(), want.len());
     assert_ne!(mp["digest"], added["digest"]);
+
+    // A layer that rotted in the store: the export names it and leaves nothing behind.
+    let gguf = sha256(&want.iter().find(|(p, _)| p == "model.gguf").unwrap().1);
+    let mut bytes = fs::read(env.blob_path(&gguf)).unwrap();
+    bytes[1 << 20] ^= 1;
+    fs::write(env.blob_path(&gguf), bytes).unwrap();
+    let work = env.path().join("work");
+    fs::create_dir_all(&work).unwrap();
+    let e = env.fails(&["export", "--files", s(&work.join("out")), r]);
+    assert!(e.contains(&gguf) && e.contains("model.gguf") && e.contains(r), "{e}");
+    assert!(fs::read_dir(&work).unwrap().next().is_none(), "nothing written");
 }
 
 #[test]
@@ -237,4 +248,48 @@ fn artifacts_pushed_by_others_are_fetched_bundled_imported_verified_and_exported
     offline.ok(&["push", "--all", "--to", &site.host()]);
     assert_eq!(site.content_digest("vendor/thing", "v1"), theirs_digest);
     assert_eq!(site.content_digest("charts/mychart", "1.0.0"), added["digest"].as_str().unwrap());
+}
+
+#[test]
+fn artifacts_export_ollama_writes_its_models_directory_and_refuses_what_does_not_fit() {
+    let reg = Registry::start(Variant::Plain);
+    let (manifest, blobs) = crate::airgap::push_ollama_model(&reg, "library/tiny", "1b");
+    crate::airgap::push_ollama_model(&reg, "flat", "1b");
+    let env = Env::new();
+    let model = format!("{}/library/tiny:1b", reg.host());
+    let flat = format!("{}/flat:1b", reg.host());
+    env.ok(&["fetch", &model, &flat]);
+    let dir = env.path().join("ollama");
+    let out = env.json(&["export", "--ollama", s(&dir), &model]);
+    assert_eq!(out["models"][0]["ollama_name"], format!("{}/library/tiny:1b", reg.host()));
+    assert_eq!(fs::read(dir.join("manifests").join(reg.host()).join("library/tiny/1b")).unwrap(), manifest);
+    let names: Vec<String> = fs::read_dir(dir.join("blobs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), blobs.len(), "{names:?}");
+    for (d, data) in &blobs {
+        assert_eq!(&fs::read(dir.join("blobs").join(format!("sha256-{}", &d[7..]))).unwrap(), data);
+    }
+    // Into a directory that has them: kept, not written again.
+    let again = env.json(&["export", "--ollama", s(&dir), &model]);
+    assert_eq!(again["models"][0]["blobs_present"], blobs.len());
+    // What Ollama could not name, and what is not an Ollama model: one line each.
+    let e = env.fails(&["export", "--ollama", s(&dir), &flat]);
+    assert!(e.contains("HOST/NAMESPACE/MODEL:TAG") && e.contains("flat:1b"), "{e}");
+    let src = env.path().join("f.txt");
+    fs::write(&src, b"x").unwrap();
+    env.ok(&["store", "add", "registry.lan/x/files:1", s(&src)]);
+    let e = env.fails(&["export", "--ollama", s(&dir), "registry.lan/x/files:1"]);
+    assert!(e.contains("not an Ollama model"), "{e}");
+    // A blob that rotted in the store: named, and nothing of it or of the model appears.
+    let fresh = env.path().join("ollama2");
+    let (big, _) = &blobs[1];
+    let mut bytes = fs::read(env.blob_path(big)).unwrap();
+    bytes[100] ^= 1;
+    fs::write(env.blob_path(big), bytes).unwrap();
+    let e = env.fails(&["export", "--ollama", s(&fresh), &model]);
+    assert!(e.contains(&big[..20]) && e.contains("library/tiny:1b"), "{e}");
+    assert!(!fresh.join("blobs").join(format!("sha256-{}", &big[7..])).exists() && !fresh.join("manifests").exists());
+    assert!(files_under(&fresh).iter().all(|p| !p.to_string_lossy().contains(".tmp-")), "{:?}", files_under(&fresh));
+    // export --files of a rotted layer: the same, nothing left.
+    let e = env.fails(&["export", "--files", s(&env.path().join("files-out")), &model]);
+    assert!(e.contains("no layer has a title"), "{e}");
 }
