@@ -198,22 +198,22 @@ mod tests {
 
     #[test]
     fn lock_files_round_trip_and_bad_lines_name_their_number() {
-        let text = format!("{HEADER}\n# comment\n\n127.0.0.1:5000/a/b:1 {A} linux/amd64={B}\n?redis:7 {B}\n");
+        let text = format!("{HEADER}\n# comment\n\n127.0.0.1:5000/a/b:1 {A} linux/amd64={B}\n?registry.lan/library/redis:7 {B}\n");
         let lock = Lock::parse(&text, "images.lock").unwrap();
         assert_eq!(lock.entries.len(), 2);
-        assert!(lock.entries[1].optional && lock.entries[1].reference.to_string() == "docker.io/library/redis:7");
+        assert!(lock.entries[1].optional && lock.entries[1].reference.to_string() == "registry.lan/library/redis:7");
         let again = Lock::parse(&lock.render(), "x").unwrap();
         assert_eq!(again, lock);
         assert_eq!(Lock::parse(&again.render(), "x").unwrap().render(), lock.render(), "stable");
         for (bad, line, want) in [
             (format!("{HEADER}\nNot/A/Ref {A}\n"), 2, "invalid reference"),
-            (format!("{HEADER}\n\nredis:7\n"), 3, "no digest"),
-            (format!("{HEADER}\nredis:7 sha256:xyz\n"), 2, "not a sha256"),
-            (format!("{HEADER}\nredis:7 {A} linux={B}\n"), 2, "platform"),
-            (format!("{HEADER}\nredis:7 {A} linux/amd64\n"), 2, "PLATFORM=DIGEST"),
-            (format!("{HEADER}\nredis:7 {A}\nredis:7 {B}\n"), 3, "twice"),
+            (format!("{HEADER}\n\nregistry.lan/r:7\n"), 3, "no digest"),
+            (format!("{HEADER}\nregistry.lan/r:7 sha256:xyz\n"), 2, "not a sha256"),
+            (format!("{HEADER}\nregistry.lan/r:7 {A} linux={B}\n"), 2, "platform"),
+            (format!("{HEADER}\nregistry.lan/r:7 {A} linux/amd64\n"), 2, "PLATFORM=DIGEST"),
+            (format!("{HEADER}\nregistry.lan/r:7 {A}\nregistry.lan/r:7 {B}\n"), 3, "twice"),
             ("# ocibundle lock v2\n".to_string(), 1, "unsupported version"),
-            ("redis:7\n".to_string(), 1, "not a lock file"),
+            ("registry.lan/r:7\n".to_string(), 1, "not a lock file"),
         ] {
             let e = Lock::parse(&bad, "images.lock").unwrap_err().to_string();
             assert!(e.starts_with(&format!("images.lock:{line}: ")) && e.contains(want) && !e.contains('\n'), "{bad:?}: {e}");
