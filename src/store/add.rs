@@ -89,6 +89,9 @@ pub fn add(store: &Store, reference: &Reference, paths: &[PathBuf], opts: &AddOp
     let modelpack = artifact_type == MODELPACK_ARTIFACT_TYPE;
 
     let _guard = store.use_guard()?;
+    // The references are rewritten at the end: a store whose index.json cannot be read is
+    // refused now, before any file is copied into it.
+    store.refs()?;
     let mut layers = Vec::new();
     let mut added = Vec::new();
     for (title, path) in &files {
