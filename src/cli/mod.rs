@@ -87,12 +87,25 @@ pub fn human(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
+/// The text of an image list or lock. Read once per run and kept: a command asks whether it
+/// is a lock and then for its references, and the list may be a pipe (`-`, `<(...)`) that
+/// gives its bytes only once.
 fn read_list_text(path: &std::path::Path) -> anyhow::Result<String> {
-    if path.as_os_str() == "-" {
-        Ok(std::io::read_to_string(std::io::stdin())?)
-    } else {
-        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static READ: Mutex<Option<HashMap<std::path::PathBuf, String>>> = Mutex::new(None);
+    let mut read = READ.lock().unwrap();
+    let read = read.get_or_insert_with(HashMap::new);
+    if let Some(t) = read.get(path) {
+        return Ok(t.clone());
     }
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    };
+    read.insert(path.to_path_buf(), text.clone());
+    Ok(text)
 }
 
 /// Reads references from a file (or `-` for stdin): one a line, `#` comments, blanks ignored.
@@ -103,9 +116,6 @@ pub fn read_ref_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
 
 /// The lock file `path` holds, or `None` when it is a plain image list.
 pub fn read_lock(path: &std::path::Path) -> anyhow::Result<Option<ocibundle::lock::Lock>> {
-    if path.as_os_str() == "-" {
-        return Ok(None);
-    }
     let text = read_list_text(path)?;
     if !ocibundle::lock::is_lock(&text) {
         return Ok(None);

@@ -118,11 +118,30 @@ fn airgap_runbook_runs_as_written() {
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
 
     let mut ran = 0;
+    // The volume the corrupt-volume hook damaged, with its good bytes, until repair-volume.
+    let mut damaged: Option<(PathBuf, Vec<u8>)> = None;
+    let mut expect_damage = false;
     for step in &steps {
         let (side, line, code) = match step {
             Step::Hook(h) if h == "new-version" => {
                 // Upstream moves a tag between two deliveries.
                 push(&upstream, &layout().dir, "shared", &format!("{}:v1", simple.repo), PushMode::Oci);
+                continue;
+            }
+            Step::Hook(h) if h == "corrupt-volume" => {
+                let v = usb.join("site.bundle.002");
+                let good = fs::read(&v).unwrap();
+                let mut bad = good.clone();
+                let at = good.len() / 2;
+                bad[at] ^= 0x20;
+                fs::write(&v, bad).unwrap();
+                damaged = Some((v, good));
+                expect_damage = true;
+                continue;
+            }
+            Step::Hook(h) if h == "repair-volume" => {
+                let (v, good) = damaged.take().expect("repair-volume after corrupt-volume");
+                fs::write(v, good).unwrap();
                 continue;
             }
             Step::Hook(h) => panic!("docs/airgap.md: unknown test hook {h:?}"),
@@ -168,8 +187,14 @@ fn airgap_runbook_runs_as_written() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        if std::mem::take(&mut expect_damage) {
+            // What the runbook says the reader will see: the volume named, the blob named.
+            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(all.contains("site.bundle.002: FAILED") && all.contains("does not match its digest") && all.contains("content hashes to"), "docs/airgap.md:{line}: the damage was not reported:\n{all}");
+        }
         ran += 1;
     }
+    assert!(damaged.is_none(), "a damaged volume was never repaired");
     assert!(ran >= 15);
 
     // Volumes: the sample bundle needed more than one at 60k.

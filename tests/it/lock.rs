@@ -35,6 +35,14 @@ fn lock_pins_fetch_bundle_and_verify_and_reports_a_moved_tag() {
     let again = env.ok(&["lock", "--images", s(&list), "--platform", "linux/amd64"]);
     assert_eq!(again, text);
 
+    // A lock read from a pipe (read once: asked whether it is a lock, then for its images).
+    let piped = Env::new();
+    let mut child = piped.cmd().args(["fetch", "--images", "-"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(piped.ok(&["store", "ls"]).contains(&format!("{} {amd64}", multi.reference)));
+
     // Fetch, bundle and verify with the lock.
     env.ok(&["fetch", "--images", s(&lock)]);
     let ls = env.ok(&["store", "ls"]);
