@@ -293,3 +293,21 @@ fn artifacts_export_ollama_writes_its_models_directory_and_refuses_what_does_not
     let e = env.fails(&["export", "--files", s(&env.path().join("files-out")), &model]);
     assert!(e.contains("no layer has a title"), "{e}");
 }
+
+#[test]
+fn artifacts_two_models_sharing_files_carry_them_once() {
+    let env = Env::new();
+    let (a, b) = (env.path().join("base"), env.path().join("tuned"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("tokenizer.json"), noise(21, 300_000)).unwrap();
+    }
+    fs::write(a.join("weights.gguf"), noise(22, 200_000)).unwrap();
+    fs::write(b.join("weights.gguf"), noise(23, 200_000)).unwrap();
+    env.ok(&["store", "add", "registry.lan/m/base:1", s(&a)]);
+    env.ok(&["store", "add", "registry.lan/m/tuned:1", s(&b)]);
+    let size = env.json(&["size", "--all"]);
+    let carried = size["carried_bytes"].as_u64().unwrap();
+    let per_image = size["sum_per_image_bytes"].as_u64().unwrap();
+    assert_eq!(per_image - carried, 300_000 + 2, "the shared tokenizer (and the empty config) once: {size}");
+}
