@@ -203,6 +203,8 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
             }
             let platform = match platform_of(img, m) {
                 Some(p) => p.to_string(),
+                // An artifact's config is not an image's (any type, any size): never parsed.
+                None if !im.config.media_type.is_config() => "unknown".to_string(),
                 None => {
                     let cfg = store.read_blob_capped(&im.config.digest, limits::CONFIG)?;
                     let ci: ConfigInfo = serde_json::from_slice(&cfg).unwrap_or_default();

@@ -15,6 +15,7 @@ pub mod graph;
 pub mod image;
 pub mod limits;
 pub mod litter;
+pub mod lock;
 pub mod mapped;
 pub mod media;
 pub mod pool;

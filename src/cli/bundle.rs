@@ -59,7 +59,14 @@ pub struct SizeArgs {
 }
 
 /// The references a selection names (normalised), or every one in the source with `--all`.
+/// From a lock file: each image must be the one it pins (an optional one may be missing).
 fn selected(source: &dyn Source, sel: &Selection) -> anyhow::Result<Vec<String>> {
+    if let Some(lock) = sel.images.images.as_deref().map(super::read_lock).transpose()?.flatten() {
+        if !sel.images.refs.is_empty() {
+            bail!("--images names a lock file, which pins every image: pass no REF beside it");
+        }
+        return super::locked_names(source, &lock);
+    }
     let names = super::names_in(source, sel.all, &sel.images)?;
     if names.is_empty() {
         bail!("the {} holds no images", source.name());
@@ -100,6 +107,14 @@ pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
         }
         let store = Store::open(root)?;
         let have: Vec<String> = store.refs()?.into_iter().map(|e| e.name).collect();
+        // From a lock: the pinned digests of the images the store lacks.
+        if let Some(mut lock) = a.sel.images.images.as_deref().map(super::read_lock).transpose()?.flatten() {
+            lock.entries.retain(|e| !have.contains(&e.reference.to_string()));
+            if !lock.entries.is_empty() {
+                a.pull.fetch_locked(root, &lock, false, !a.json)?;
+            }
+            return sources(root, &a.sel)?.with(|source| write_bundle(source, &a));
+        }
         let names = collect_refs(&a.sel.images.refs, a.sel.images.images.as_deref())?;
         let missing: Vec<ocibundle::Reference> = names.into_iter().filter(|n| !have.contains(&n.to_string())).collect();
         if !missing.is_empty() {

@@ -20,6 +20,12 @@ pub struct Target {
     /// An OCI image layout as one tar (`-` = stdout)
     #[arg(long, value_name = "FILE", group = "target")]
     oci_archive: Option<PathBuf>,
+    /// An artifact's files, each layer as the file its title names, below DIR only
+    #[arg(long, value_name = "DIR", group = "target")]
+    files: Option<PathBuf>,
+    /// An Ollama models directory (blobs/ and manifests/), for models from an Ollama-style registry
+    #[arg(long, value_name = "DIR", group = "target")]
+    ollama: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -43,6 +49,9 @@ pub struct ExportArgs {
 }
 
 pub fn run(root: &Path, a: ExportArgs) -> anyhow::Result<i32> {
+    if a.target.files.is_some() || a.target.ollama.is_some() {
+        return run_files(root, &a);
+    }
     let (format, output) = match (&a.target.docker_archive, &a.target.oci_layout, &a.target.oci_archive) {
         (Some(f), _, _) => (Format::DockerArchive, f.clone()),
         (_, Some(d), _) => (Format::OciLayout, d.clone()),
@@ -78,4 +87,40 @@ pub fn run(root: &Path, a: ExportArgs) -> anyhow::Result<i32> {
         println!("wrote {} ({} bytes)", report.output, report.bytes);
     }
     Ok(0)
+}
+
+/// `--files DIR REF` and `--ollama DIR REF...`: artifacts as plain files.
+fn run_files(root: &Path, a: &ExportArgs) -> anyhow::Result<i32> {
+    let sources = super::Sources::open(root, a.source.from.as_deref())?;
+    sources.with(|source| -> anyhow::Result<i32> {
+        let names = super::selected_names(source, &a.source)?;
+        let images = export::select(source, &names)?;
+        if let Some(dir) = &a.target.files {
+            let [(name, desc)] = images.as_slice() else {
+                bail!("--files writes one artifact's files: name exactly one reference ({} given)", images.len());
+            };
+            let r = export::files::write_files(source, name, desc, dir, a.force)?;
+            for s in &r.skipped {
+                eprintln!("note: {name}: layer {s} has no title: left out");
+            }
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for f in &r.files {
+                    println!("{} {} {}", f.digest, f.size, f.path);
+                }
+                println!("wrote {} files ({} bytes) to {}", r.files.len(), r.bytes, r.output);
+            }
+        } else if let Some(dir) = &a.target.ollama {
+            let models = export::files::write_ollama(source, &images, dir)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "output": dir, "models": models }))?);
+            } else {
+                for m in &models {
+                    println!("{} {} ({} blobs written, {} present, {} bytes)", m.reference, m.ollama_name, m.blobs_written, m.blobs_present, m.bytes);
+                }
+            }
+        }
+        Ok(0)
+    })
 }

@@ -22,17 +22,34 @@ pub struct ImageArgs {
     pub images: Option<PathBuf>,
 }
 
-/// How to pull: platforms, registry access, parallelism.
+/// Which platforms of multi-platform images.
 #[derive(Args)]
-pub struct PullArgs {
+pub struct PlatformArgs {
     /// Platform to keep from multi-platform images (default: this machine's)
     #[arg(long, value_name = "OS/ARCH[/VARIANT]", conflicts_with = "all_platforms")]
     platform: Option<String>,
     /// Keep every platform of multi-platform images
     #[arg(long)]
     all_platforms: bool,
+}
+
+impl PlatformArgs {
+    pub fn choice(&self) -> anyhow::Result<PlatformChoice> {
+        Ok(match (&self.platform, self.all_platforms) {
+            (_, true) => PlatformChoice::All,
+            (Some(p), false) => PlatformChoice::One(p.parse::<Platform>()?),
+            (None, false) => PlatformChoice::One(Platform::host()),
+        })
+    }
+}
+
+/// How to pull: platforms, registry access, parallelism.
+#[derive(Args)]
+pub struct PullArgs {
     #[command(flatten)]
-    registry: RegistryArgs,
+    platforms: PlatformArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Blobs downloaded in parallel
     #[arg(long, default_value_t = 4, value_name = "N")]
     jobs: usize,
@@ -44,6 +61,10 @@ pub struct FetchArgs {
     images: ImageArgs,
     #[command(flatten)]
     pull: PullArgs,
+    /// With a lock file (--images images.lock): fetch the locked digests even where the tag
+    /// has moved since (each move is reported); without it a moved tag fails the fetch
+    #[arg(long)]
+    allow_moved: bool,
     /// Print a JSON summary on stdout
     #[arg(long)]
     json: bool,
@@ -133,11 +154,7 @@ pub fn collect_refs(refs: &[String], images: Option<&Path>) -> anyhow::Result<Ve
 impl PullArgs {
     /// Fetches `refs` into the store at `root`; `progress` shows bars on a terminal.
     pub fn fetch(&self, root: &Path, refs: &[Reference], progress: bool) -> anyhow::Result<fetch::FetchReport> {
-        let platform = match (&self.platform, self.all_platforms) {
-            (_, true) => PlatformChoice::All,
-            (Some(p), false) => PlatformChoice::One(p.parse::<Platform>()?),
-            (None, false) => PlatformChoice::One(Platform::host()),
-        };
+        let platform = self.platforms.choice()?;
         if self.jobs == 0 {
             bail!("--jobs must be at least 1");
         }
@@ -149,9 +166,75 @@ impl PullArgs {
     }
 }
 
+impl PullArgs {
+    /// Fetches exactly what `lock` pins, each image stored under its reference. Every tag is
+    /// asked first: one that moved since the lock fails the fetch before anything is fetched
+    /// (naming old -> new for each), or with `allow_moved` is reported and the locked digest
+    /// fetched. An optional image the registry does not have is left out with a warning.
+    pub fn fetch_locked(&self, root: &Path, lock: &ocibundle::lock::Lock, allow_moved: bool, progress: bool) -> anyhow::Result<fetch::FetchReport> {
+        if self.jobs == 0 {
+            bail!("--jobs must be at least 1");
+        }
+        let reg = Registry::new(self.registry.options()?);
+        let mut moves = Vec::new();
+        for e in &lock.entries {
+            match ocibundle::lock::moved(&reg, e) {
+                Ok(Some(now)) => moves.push(format!("{}: {} -> {now}", e.reference, e.digest)),
+                Ok(None) => {}
+                Err(err) if e.optional => eprintln!("warning: optional image {}: {err}", e.reference),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        if !moves.is_empty() {
+            if !allow_moved {
+                bail!("{} tag(s) moved since the lock (run `ocibundle lock` again to follow them, or --allow-moved to fetch what was locked): {}", moves.len(), moves.join("; "));
+            }
+            for m in &moves {
+                eprintln!("warning: tag moved since the lock, fetching the locked digest: {m}");
+            }
+        }
+        let store = Store::open(root)?;
+        let mut plan = fetch::FetchPlan { images: Vec::new(), blobs: Default::default() };
+        for e in &lock.entries {
+            let mut pinned = e.reference.clone();
+            pinned.digest = Some(e.digest.clone());
+            let opts = FetchOptions { platform: ocibundle::lock::platform_choice(e), jobs: self.jobs, progress };
+            let one = match fetch::plan(&reg, &store, &[pinned], &opts) {
+                Ok(p) => p,
+                Err(err) if e.optional => {
+                    eprintln!("warning: optional image {} left out: {err}", e.reference);
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
+            for mut img in one.images {
+                ocibundle::lock::check(e, &img.entry, "registry")?;
+                img.reference = e.reference.clone();
+                plan.images.push(img);
+            }
+            for (d, b) in one.blobs {
+                plan.blobs.entry(d).or_insert(b);
+            }
+        }
+        let opts = FetchOptions { platform: PlatformChoice::All, jobs: self.jobs, progress };
+        Ok(fetch::execute(&reg, &store, plan, &opts)?)
+    }
+}
+
 pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {
-    let refs = collect_refs(&a.images.refs, a.images.images.as_deref())?;
-    let report = a.pull.fetch(root, &refs, !a.json)?;
+    let lock = a.images.images.as_deref().map(super::read_lock).transpose()?.flatten();
+    let report = match &lock {
+        Some(lock) => {
+            if !a.images.refs.is_empty() {
+                bail!("--images names a lock file, which pins every image: pass no REF beside it");
+            }
+            a.pull.fetch_locked(root, lock, a.allow_moved, !a.json)?
+        }
+        None => {
+            let refs = collect_refs(&a.images.refs, a.images.images.as_deref())?;
+            a.pull.fetch(root, &refs, !a.json)?
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

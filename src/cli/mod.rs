@@ -4,6 +4,7 @@ mod export;
 pub mod fetch;
 mod import;
 mod inspect;
+mod lock;
 mod push;
 mod store;
 mod verify;
@@ -40,6 +41,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Push images from a bundle or the store into a registry (resumable, nothing sent twice)
     Push(push::PushArgs),
+    /// Pin every image of a list to the digests its tags name now (a lock file for fetch,
+    /// bundle and verify --images)
+    Lock(lock::LockArgs),
     /// Inspect and maintain the store
     #[command(subcommand)]
     Store(store::StoreCmd),
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Import(a) => import::run(&root, a),
         Command::Export(a) => export::run(&root, a),
         Command::Push(a) => push::run(&root, a),
+        Command::Lock(a) => lock::run(a),
         Command::Store(cmd) => store::run(&root, cmd),
     }
 }
@@ -82,18 +87,58 @@ pub fn human(n: u64) -> String {
     if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
 }
 
-/// Reads references from a file (or `-` for stdin): one a line, `#` comments, blanks ignored.
-pub fn read_ref_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+/// The text of an image list or lock. Read once per run and kept: a command asks whether it
+/// is a lock and then for its references, and the list may be a pipe (`-`, `<(...)`) that
+/// gives its bytes only once.
+fn read_list_text(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static READ: Mutex<Option<HashMap<std::path::PathBuf, String>>> = Mutex::new(None);
+    let mut read = READ.lock().unwrap();
+    let read = read.get_or_insert_with(HashMap::new);
+    if let Some(t) = read.get(path) {
+        return Ok(t.clone());
+    }
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())?
     } else {
         std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
     };
+    read.insert(path.to_path_buf(), text.clone());
+    Ok(text)
+}
+
+/// Reads references from a file (or `-` for stdin): one a line, `#` comments, blanks ignored.
+/// A lock file gives the references it pins (optional ones too).
+pub fn read_ref_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    Ok(read_marked_list(path)?.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The lock file `path` holds, or `None` when it is a plain image list.
+pub fn read_lock(path: &std::path::Path) -> anyhow::Result<Option<ocibundle::lock::Lock>> {
+    let text = read_list_text(path)?;
+    if !ocibundle::lock::is_lock(&text) {
+        return Ok(None);
+    }
+    Ok(Some(ocibundle::lock::Lock::parse(&text, &path.display().to_string())?))
+}
+
+/// An image list as `verify --images` and `lock` read it: references, a leading `?` marking an
+/// optional one (`true`). A lock file gives its entries.
+pub fn read_marked_list(path: &std::path::Path) -> anyhow::Result<Vec<(bool, String)>> {
+    let text = read_list_text(path)?;
+    if ocibundle::lock::is_lock(&text) {
+        let lock = ocibundle::lock::Lock::parse(&text, &path.display().to_string())?;
+        return Ok(lock.entries.into_iter().map(|e| (e.optional, e.reference.to_string())).collect());
+    }
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
         .filter(|l| !l.is_empty())
-        .map(str::to_string)
+        .map(|l| match l.strip_prefix('?') {
+            Some(rest) => (true, rest.trim().to_string()),
+            None => (false, l.to_string()),
+        })
         .collect())
 }
 
@@ -173,6 +218,29 @@ pub fn names_in(source: &dyn ocibundle::source::Source, all: bool, images: &fetc
     };
     if names.is_empty() {
         anyhow::bail!("the {} holds no images", source.name());
+    }
+    Ok(names)
+}
+
+/// The references of `lock` that `source` holds, each checked against its pin: a source holding
+/// another digest under the name is an error naming both; a missing optional image is left out
+/// with a warning (a missing required one is left for the caller's "not in the source" error).
+pub fn locked_names(source: &dyn ocibundle::source::Source, lock: &ocibundle::lock::Lock) -> anyhow::Result<Vec<String>> {
+    let refs = source.refs()?;
+    let mut names = Vec::new();
+    for e in &lock.entries {
+        let name = e.reference.to_string();
+        match refs.iter().find(|(n, _)| *n == name) {
+            Some((_, d)) => {
+                ocibundle::lock::check(e, d, &source.name())?;
+                names.push(name);
+            }
+            None if e.optional => eprintln!("warning: optional image {name} is not in the {}: left out", source.name()),
+            None => names.push(name),
+        }
+    }
+    if names.is_empty() {
+        anyhow::bail!("the {} holds none of the locked images", source.name());
     }
     Ok(names)
 }

@@ -1,4 +1,4 @@
-//! `ocibundle store ls|fsck|gc`.
+//! `ocibundle store ls|fsck|gc|inventory|add`.
 use std::path::Path;
 
 use clap::Subcommand;
@@ -8,6 +8,25 @@ use super::human;
 
 #[derive(Subcommand)]
 pub enum StoreCmd {
+    /// Pack local files or directories (model weights, a Hugging Face cache, Helm charts, a
+    /// database dump) into an OCI artifact in the store: one uncompressed layer per file
+    Add {
+        /// The artifact's name (e.g. registry.lan/models/llama:q4)
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// Files, or directories taken whole (titles are paths below the directory)
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<std::path::PathBuf>,
+        /// The manifest's artifactType (default application/vnd.ocibundle.files.v1;
+        /// application/vnd.cncf.model.manifest.v1+json makes a ModelPack model)
+        #[arg(long, value_name = "TYPE")]
+        artifact_type: Option<String>,
+        /// An annotation on the manifest (repeatable)
+        #[arg(long = "annotation", value_name = "KEY=VALUE")]
+        annotations: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List stored references
     Ls {
         #[arg(long)]
@@ -32,8 +51,12 @@ pub enum StoreCmd {
 }
 
 pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
+    if let StoreCmd::Add { reference, paths, artifact_type, annotations, json } = cmd {
+        return add(root, &reference, &paths, artifact_type, &annotations, json);
+    }
     let store = Store::open_existing(root)?;
     match cmd {
+        StoreCmd::Add { .. } => unreachable!("handled above"),
         StoreCmd::Ls { json } => {
             let mut rows = Vec::new();
             for r in store.refs()? {
@@ -92,4 +115,30 @@ pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn add(root: &Path, reference: &str, paths: &[std::path::PathBuf], artifact_type: Option<String>, annotations: &[String], json: bool) -> anyhow::Result<i32> {
+    let reference: ocibundle::Reference = reference.parse()?;
+    let mut ann = std::collections::BTreeMap::new();
+    for a in annotations {
+        let Some((k, v)) = a.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            anyhow::bail!("--annotation {a:?}: expected KEY=VALUE");
+        };
+        ann.insert(k.to_string(), v.to_string());
+    }
+    if let Some(t) = &artifact_type
+        && (t.is_empty() || !t.contains('/') || t.chars().any(|c| c.is_whitespace() || c.is_control())) {
+        anyhow::bail!("--artifact-type {t:?}: expected a media type such as application/vnd.example.model.v1");
+    }
+    let store = Store::open(root)?;
+    let added = ocibundle::store::add(&store, &reference, paths, &ocibundle::store::AddOptions { artifact_type, annotations: ann })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&added)?);
+    } else {
+        for f in &added.files {
+            println!("{} {} {}", f.digest, f.size, f.title);
+        }
+        println!("{} {} ({} files, {})", added.reference, added.digest, added.files.len(), human(added.bytes));
+    }
+    Ok(0)
 }

@@ -15,7 +15,8 @@ pub struct VerifyArgs {
     /// Also inflate every compressed layer and check it against its config's diff_id
     #[arg(long)]
     deep: bool,
-    /// References that must be in the bundle, one a line; a leading `?` marks an optional one
+    /// References that must be in the bundle, one a line; a leading `?` marks an optional one.
+    /// A lock file (`ocibundle lock`) also pins the digest each must have
     #[arg(long, value_name = "LIST")]
     images: Option<PathBuf>,
     /// Print JSON
@@ -24,13 +25,19 @@ pub struct VerifyArgs {
 }
 
 pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
+    // The list first: a bad line is named before a long check, not after it.
+    let list = a.images.as_deref().map(super::read_marked_list).transpose()?;
+    let lock = a.images.as_deref().map(super::read_lock).transpose()?.flatten();
     let archive = a.file.to_str().filter(|s| ocibundle::transport::is_archive(s));
+    // The names and descriptors the source holds (none for a stream), for a lock's pins.
+    let mut held: Option<Vec<(String, ocibundle::image::Descriptor)>> = None;
     let (mut report, name, bundle_id) = match super::stream_input(&a.file)? {
         _ if archive.is_some() => {
             let opened = ocibundle::transport::open(&a.file)?;
             let source = opened.source(None);
             let images = source.refs()?;
             let r = ocibundle::validate::check(&*source, &images, ocibundle::validate::Options { deep: a.deep });
+            held = Some(images);
             (r, source.name(), String::new())
         }
         Some((reader, name)) => {
@@ -39,6 +46,7 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
         }
         None => {
             let b = Bundle::open(&a.file)?;
+            held = Some(b.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect());
             // A delta's base blobs must be in the store it will be imported into.
             let store = if b.index.requires.is_empty() { None } else { Store::open_existing(root).ok() };
             let mut r = b.verify(store.as_ref());
@@ -53,20 +61,24 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
     };
     let mut missing_required = Vec::new();
     let mut missing_optional = Vec::new();
-    if let Some(list) = &a.images {
-        let text = std::fs::read_to_string(list).map_err(|e| anyhow::anyhow!("{}: {e}", list.display()))?;
-        for line in text.lines() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
-            let (optional, r) = match line.strip_prefix('?') {
-                Some(rest) => (true, rest.trim()),
-                None => (false, line),
-            };
+    if let Some(list) = list {
+        for (optional, r) in list {
             let name = r.parse::<Reference>()?.to_string();
             if !report.images.contains(&name) {
                 if optional { missing_optional.push(name) } else { missing_required.push(name) }
+            }
+        }
+        // A lock also pins what each name must be.
+        if let Some(lock) = &lock {
+            match &held {
+                Some(held) => {
+                    for e in &lock.entries {
+                        if let Some((_, d)) = held.iter().find(|(n, _)| *n == e.reference.to_string()) {
+                            ocibundle::lock::check(e, d, &name)?;
+                        }
+                    }
+                }
+                None => eprintln!("note: {name}: read as a stream, so only the names of the lock are checked, not their digests"),
             }
         }
     }

@@ -69,6 +69,11 @@ fn plan(source: &dyn Source, images: &[(String, Descriptor)], opts: &ExportOptio
             return Err(Error::UnsupportedMediaType { what: format!("{name}: not a container image, cannot go into a docker-archive (config {})", image.config.digest), media_type: crate::error::one_line(&image.config.media_type, 200) });
         }
         if let Some(l) = image.layers.iter().find(|l| !is_layer_type(&l.media_type)) {
+            // An Ollama model has a Docker config but model layers: not an image either.
+            if opts.skip_non_images {
+                notes.push(format!("{name}: left out: not a container image (layer {} is {})", l.digest, crate::error::one_line(&l.media_type, 200)));
+                continue;
+            }
             return Err(Error::UnsupportedMediaType { what: format!("{name}: layer {}", l.digest), media_type: crate::error::one_line(&l.media_type, 200) });
         }
         let config_bytes = source.read_small(&image.config, limits::CONFIG)?;

@@ -1,6 +1,7 @@
 //! `export`: restore images from a source (store or bundle) as a docker-archive, an OCI layout
 //! or an OCI archive. Selection and output handling live here; each format has its own file.
 mod docker_archive;
+pub mod files;
 mod layers;
 mod oci;
 pub mod tarw;

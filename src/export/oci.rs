@@ -49,9 +49,14 @@ fn describe(source: &dyn Source, name: &str, desc: &Descriptor, manifests: &[Des
             && image_id.is_none() {
             image_id = Some(im.config.digest.clone());
             layers = im.layers.len();
+            // An artifact's config is not an image's (any type, any size): never parsed.
             if crate::image::is_manifest_type(&desc.media_type) {
-                let cfg: ConfigInfo = serde_json::from_slice(&source.read_small(&im.config, limits::CONFIG)?).unwrap_or_default();
-                platform = cfg.platform().to_string();
+                platform = if im.config.media_type.is_config() {
+                    let cfg: ConfigInfo = serde_json::from_slice(&source.read_small(&im.config, limits::CONFIG)?).unwrap_or_default();
+                    cfg.platform().to_string()
+                } else {
+                    "unknown".to_string()
+                };
             }
         }
     }

@@ -1,9 +1,11 @@
 //! The content-addressed store: an OCI image layout whose blobs are written once, verified.
+mod add;
 mod blob;
 mod check;
 mod refs;
 mod sink;
 
+pub use add::{add, AddOptions, Added, ANNOTATION_TITLE, DEFAULT_ARTIFACT_TYPE, MODELPACK_ARTIFACT_TYPE};
 pub use blob::{PartialBlob, Sealed};
 pub use sink::StoreSink;
 pub use check::{FsckReport, GcReport, Problem};
@@ -111,6 +113,44 @@ impl Store {
         h.update(bytes);
         h.verify("manifest", d, Some(bytes.len() as u64))?;
         self.write_atomic(&self.blob_path(d), bytes)
+    }
+
+    /// Streams a local file into the store, for a blob whose digest nobody knows yet: copied
+    /// into a temp file and hashed on the way (1 MiB at a time, so a 10 GB file needs no more
+    /// memory than a small one), fsynced, then renamed to its digest (or dropped if the store
+    /// has it). `what` names the file in errors. Returns the digest and size of what was read.
+    pub fn put_file(&self, path: &Path, what: &str) -> Result<(Digest, u64)> {
+        use std::io::Read;
+        let mut src = File::open(path).map_err(|e| Error::io(path, e))?;
+        fs::create_dir_all(self.tmp_dir()).at(self.tmp_dir())?;
+        let (f, tmp_path) = tempfile_in(&self.tmp_dir())?;
+        let res = (|| {
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+            let mut h = Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                if crate::cancel::requested() {
+                    return Err(Error::Interrupted);
+                }
+                let n = src.read(&mut buf).map_err(|e| Error::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                out.write_all(&buf[..n]).map_err(|e| Error::io(&tmp_path, e).context(what))?;
+            }
+            let f = out.into_inner().map_err(|e| Error::io(&tmp_path, e.into_error()).context(what))?;
+            let size = h.len();
+            let digest = h.finish();
+            if self.has_blob(&digest, Some(size)) {
+                return Ok((digest, size));
+            }
+            f.sync_data().map_err(|e| Error::io(&tmp_path, e).context(what))?;
+            fs::rename(&tmp_path, self.blob_path(&digest)).at(self.blob_path(&digest))?;
+            Ok((digest, size))
+        })();
+        let _ = fs::remove_file(&tmp_path);
+        res
     }
 
     /// Opens a blob for mapping window by window, after checking it still has `size` bytes.

@@ -6,13 +6,20 @@ use crate::harness::cmd::{Env, s};
 /// The commands that open a store to read it, each writing its output under `out`.
 fn readers(store: &str, out: &std::path::Path) -> Vec<Vec<String>> {
     let o = |n: &str| out.join(n).to_str().unwrap().to_string();
+    // What `store add` would add: beside `out`, which must stay empty.
+    let file = out.with_file_name("add-me.txt");
+    let _ = std::fs::write(&file, b"a file for store add");
     [
         vec!["store", "fsck"],
         vec!["store", "ls"],
         vec!["export", "--docker-archive", &o("a.tar"), "--all"],
         vec!["export", "--oci-layout", &o("layout"), "--all"],
         vec!["export", "--oci-archive", &o("o.tar"), "--all"],
+        vec!["export", "--files", &o("files"), "--all"],
+        vec!["export", "--ollama", &o("ollama"), "--all"],
         vec!["bundle", "-o", &o("b.bundle"), "--all"],
+        // A writer reads index.json too: refused before a file is stored.
+        vec!["store", "add", "registry.lan/x/y:1", file.to_str().unwrap()],
         // Refused before any request: the port is closed, and --dry-run would send nothing.
         vec!["push", "--all", "--dry-run", "--to", "127.0.0.1:1/x"],
     ]

@@ -15,3 +15,6 @@ mod archive_source;
 mod matrix;
 mod kill9;
 mod mutation;
+mod artifacts;
+mod lock;
+mod airgap;

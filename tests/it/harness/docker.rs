@@ -69,7 +69,7 @@ impl Docker {
         }
     }
 
-    fn socket(&self) -> PathBuf {
+    pub fn socket(&self) -> PathBuf {
         self.dir.path().join("docker.sock")
     }
 

@@ -326,6 +326,64 @@ http:
     }
 }
 
+impl Registry {
+    /// curl with this registry's credentials and CA.
+    fn curl(&self) -> Command {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-f", "--max-time", "30", "--noproxy", "*"]);
+        if self.variant.auth() {
+            c.arg("-u").arg(self.creds());
+        }
+        if self.variant.tls() {
+            c.arg("--cacert").arg(self.cert_dir().join("ca.crt"));
+        }
+        c
+    }
+
+    /// Uploads `data` as a blob of `repo` by hand (POST, then PUT with the digest), as any
+    /// other tool would; returns its digest.
+    pub fn curl_put_blob(&self, repo: &str, data: &[u8]) -> String {
+        let digest = super::cmd::sha256(data);
+        let out = self.curl().args(["-X", "POST", "-D", "-", "-o", "/dev/null"]).arg(format!("{}/v2/{repo}/blobs/uploads/", self.url())).output().expect("spawn curl");
+        assert!(out.status.success(), "POST blobs/uploads failed");
+        let head = String::from_utf8_lossy(&out.stdout);
+        let loc = head
+            .lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("location")).map(|(_, v)| v.trim().to_string()))
+            .expect("a Location header");
+        let loc = if loc.starts_with('/') { format!("{}{loc}", self.url()) } else { loc };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        fs::write(tmp.path(), data).unwrap();
+        let out = self
+            .curl()
+            .args(["-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
+            .arg(format!("@{}", tmp.path().display()))
+            .arg(format!("{loc}{sep}digest={digest}"))
+            .output()
+            .expect("spawn curl");
+        assert!(out.status.success(), "PUT blob {digest} failed: {}", String::from_utf8_lossy(&out.stderr));
+        digest
+    }
+
+    /// Puts `bytes` as the manifest `repo:tag` by hand; returns its digest.
+    pub fn curl_put_manifest(&self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) -> String {
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        fs::write(tmp.path(), bytes).unwrap();
+        let out = self
+            .curl()
+            .args(["-X", "PUT", "-H"])
+            .arg(format!("Content-Type: {media_type}"))
+            .arg("--data-binary")
+            .arg(format!("@{}", tmp.path().display()))
+            .arg(format!("{}/v2/{repo}/manifests/{tag}", self.url()))
+            .output()
+            .expect("spawn curl");
+        assert!(out.status.success(), "PUT manifest {repo}:{tag} failed ({}): {}", out.status, self.log().lines().rev().take(5).collect::<Vec<_>>().join("\n"));
+        super::cmd::sha256(bytes)
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
         self.kill();

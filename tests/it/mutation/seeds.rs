@@ -16,6 +16,8 @@ pub struct Seeds {
     pub store: PathBuf,
     pub bundle: Vec<u8>,
     pub inventory: Vec<u8>,
+    /// A lock file pinning the store's images (an image, an index, a platform picked from it).
+    pub lock: Vec<u8>,
     pub docker: Vec<Member>,
     pub oci: Vec<Member>,
     /// (bytes, media type) of every manifest and index.
@@ -86,6 +88,17 @@ pub fn build(dir: &Path) -> Seeds {
     let bundle_path = dir.join("seed.bundle");
     ocibundle::bundle::writer::write(&store, &plan, ocibundle::bundle::Target::File(bundle_path.clone()), false).unwrap();
     let inventory = ocibundle::bundle::inventory::render(&store).unwrap().into_bytes();
+    let lock = format!(
+        "{}\n# seed\nexample.test/mut/a:1 {}\nexample.test/mut/multi:all {} all linux/amd64={} linux/arm64={}\n?example.test/mut/multi:amd64 {} linux/amd64={}\n",
+        ocibundle::lock::HEADER,
+        Digest::of(&man_a),
+        Digest::of(&index),
+        Digest::of(&man_amd),
+        Digest::of(&man_arm),
+        Digest::of(&index),
+        Digest::of(&man_amd)
+    )
+    .into_bytes();
 
     // docker save's classic form: `<id>/layer.tar`, a later image's copy of a layer a symlink
     // to the first; one config under a name that is not its digest (so a mutated config still
@@ -121,6 +134,7 @@ pub fn build(dir: &Path) -> Seeds {
         store: store_dir,
         bundle: std::fs::read(&bundle_path).unwrap(),
         inventory,
+        lock,
         docker,
         oci,
         manifests: vec![(man_a, mt(media::OCI_MANIFEST)), (man_amd, mt(media::OCI_MANIFEST)), (index, mt(media::OCI_INDEX))],

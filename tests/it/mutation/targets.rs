@@ -21,6 +21,7 @@ pub enum Target {
     Config,
     StoreIndex,
     Inventory,
+    Lock,
 }
 
 /// Each target with its share of the cases (the file-backed readers cost more per case).
@@ -33,6 +34,7 @@ pub const ALL: &[(Target, usize)] = &[
     (Target::Config, 6),
     (Target::StoreIndex, 9),
     (Target::Inventory, 7),
+    (Target::Lock, 4),
 ];
 
 /// What a case came to: success, or an error. `lines` holds every message a user would see.
@@ -103,6 +105,7 @@ impl Target {
             Target::Config => "config",
             Target::StoreIndex => "store-index",
             Target::Inventory => "inventory",
+            Target::Lock => "lock",
         }
     }
 
@@ -117,6 +120,7 @@ impl Target {
             Target::Config => s.configs.iter().map(|c| Input { bytes: c.clone(), hint: 0 }).collect(),
             Target::StoreIndex => vec![Input { bytes: s.index_json.clone(), hint: 0 }, Input { bytes: LAYOUT.to_vec(), hint: 1 }],
             Target::Inventory => one(s.inventory.clone()),
+            Target::Lock => one(s.lock.clone()),
         }
     }
 
@@ -132,6 +136,7 @@ impl Target {
             Target::StoreIndex if hint % 8 == 1 => json_or_bytes(rng, LAYOUT, &digests),
             Target::StoreIndex => json_or_bytes(rng, &s.index_json, &digests),
             Target::Inventory => inventory(rng, &s.inventory, &digests),
+            Target::Lock => inventory(rng, &s.lock, &digests),
         };
         Input { bytes, hint }
     }
@@ -193,6 +198,11 @@ impl Target {
                 }
             }
             Target::Inventory => Outcome::of(bundle::load_base(&scratch.file("inventory.txt", b))),
+            // As `fetch --images` reads it: text first (a file that is not UTF-8 is refused so).
+            Target::Lock => match std::str::from_utf8(b) {
+                Ok(text) => Outcome::of(ocibundle::lock::Lock::parse(text, "images.lock")),
+                Err(e) => Outcome::of::<()>(Err(ocibundle::Error::Other(format!("images.lock: {e}")))),
+            },
         }
     }
 }
