@@ -27,6 +27,8 @@ pub struct FetchOptions {
     pub platform: PlatformChoice,
     pub jobs: usize,
     pub progress: bool,
+    /// Which referrers (signatures, SBOMs, attestations) to fetch with each image.
+    pub referrers: crate::referrers::Filter,
 }
 
 /// One image to fetch: what its reference resolved to.
@@ -39,6 +41,8 @@ pub struct PlannedImage {
     pub picked_from: Option<Manifest>,
     /// Manifests to store: image manifests, then the index when it is the entry.
     pub manifests: Vec<Manifest>,
+    /// What refers to it (and to its platforms and index), stored as references of their own.
+    pub referrers: crate::referrers::Discovered,
 }
 
 #[derive(Debug)]
@@ -80,6 +84,8 @@ pub struct ImageReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<Digest>,
     pub manifests: Vec<ManifestReport>,
+    /// The referrers fetched with it: each with the reference that carries it.
+    pub referrers: Vec<crate::referrers::Listed>,
     #[serde(flatten)]
     pub counts: Counts,
 }
@@ -125,8 +131,8 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
             }
             _ => reg.manifest(r, &r.manifest_ref())?,
         };
-        let planned = match &top.kind {
-            ManifestKind::Image(_) => PlannedImage { reference: r.clone(), entry: top.descriptor(), picked_from: None, manifests: vec![top] },
+        let mut planned = match &top.kind {
+            ManifestKind::Image(_) => PlannedImage { reference: r.clone(), entry: top.descriptor(), picked_from: None, manifests: vec![top], referrers: Default::default() },
             ManifestKind::Index(children) => match &opts.platform {
                 PlatformChoice::All => {
                     let mut manifests = Vec::new();
@@ -138,7 +144,7 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                     }
                     let entry = top.descriptor();
                     manifests.push(top);
-                    PlannedImage { reference: r.clone(), entry, picked_from: None, manifests }
+                    PlannedImage { reference: r.clone(), entry, picked_from: None, manifests, referrers: Default::default() }
                 }
                 PlatformChoice::One(want) => {
                     let Some(c) = crate::graph::pick_platform(children, want) else {
@@ -148,16 +154,22 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                     let m = manifest_by_digest(reg, store, r, c)?;
                     let mut entry = c.clone();
                     entry.annotations.get_or_insert_with(Default::default).insert(ANNOTATION_INDEX_DIGEST.to_string(), top.digest.to_string());
-                    PlannedImage { reference: r.clone(), entry, picked_from: Some(top), manifests: vec![m] }
+                    PlannedImage { reference: r.clone(), entry, picked_from: Some(top), manifests: vec![m], referrers: Default::default() }
                 }
             },
         };
+        // What refers to the image, each platform it keeps and the index it came from.
+        let subjects: Vec<Digest> = planned.manifests.iter().chain(planned.picked_from.iter()).map(|m| m.digest.clone()).collect();
+        planned.referrers = crate::referrers::discover(reg, r, &subjects, &opts.referrers)?;
         for m in &planned.manifests {
             if let ManifestKind::Image(im) = &m.kind {
                 for d in std::iter::once(&im.config).chain(&im.layers) {
                     blobs.entry(d.digest.clone()).or_insert_with(|| (d.clone(), r.clone()));
                 }
             }
+        }
+        for d in &planned.referrers.blobs {
+            blobs.entry(d.digest.clone()).or_insert_with(|| (d.clone(), r.clone()));
         }
         images.push(planned);
     }
@@ -171,12 +183,20 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
 pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptions) -> Result<FetchReport> {
     let mut manifests = BTreeMap::new();
     for img in &plan.images {
-        for m in img.manifests.iter().chain(img.picked_from.iter()) {
+        for m in img.manifests.iter().chain(img.picked_from.iter()).chain(&img.referrers.manifests) {
             manifests.insert(m.digest.clone(), m.bytes.clone());
         }
     }
     let through = plan.blobs.iter().map(|(d, (_, r))| (d.clone(), r.clone())).collect();
-    let refs: Vec<(String, Descriptor)> = plan.images.iter().map(|i| (i.reference.to_string(), i.entry.clone())).collect();
+    // Images first, then their referrers' references (subjects before what refers to them).
+    let mut refs: Vec<(String, Descriptor)> = plan.images.iter().map(|i| (i.reference.to_string(), i.entry.clone())).collect();
+    for img in &plan.images {
+        for (r, d) in &img.referrers.refs {
+            if !refs.iter().any(|(n, _)| *n == r.to_string()) {
+                refs.push((r.to_string(), d.clone()));
+            }
+        }
+    }
     let source = RegistrySource::new(reg, refs.clone(), manifests, through);
     let copy_plan = copy::plan(&source, &refs)?;
     let done = copy::execute(&source, store.sink()?, &copy_plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "fetch", keep_going: true })?;
@@ -188,6 +208,8 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
         if !done.committed(&img.reference.to_string()) {
             continue;
         }
+        let carried: Vec<(String, Descriptor)> = img.referrers.refs.iter().filter(|(r, _)| done.committed(&r.to_string())).map(|(r, d)| (r.to_string(), d.clone())).collect();
+        let referrers = crate::referrers::list(&source, &carried)?;
         let mut counts = Counts::default();
         let mut manifests = Vec::new();
         for m in &img.manifests {
@@ -227,11 +249,12 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
             media_type: img.entry.media_type.clone(),
             index_digest: img.picked_from.as_ref().map(|m| m.digest.clone()),
             manifests,
+            referrers,
             counts,
         });
     }
     let (retries, bytes_resumed) = (reg.retries(), reg.bytes_resumed());
-    done.into_result(plan.images.len(), "stored", "run fetch again")?;
+    done.into_result(refs.len(), "stored", "run fetch again")?;
     Ok(FetchReport { images: reports, counts: totals, retries, bytes_resumed })
 }
 

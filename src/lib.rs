@@ -21,6 +21,7 @@ pub mod pool;
 pub mod progress;
 pub mod push;
 pub mod reference;
+pub mod referrers;
 pub mod registry;
 pub mod source;
 pub mod store;

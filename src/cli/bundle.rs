@@ -64,7 +64,8 @@ fn selected(source: &dyn Source, sel: &Selection) -> anyhow::Result<Vec<String>>
     if names.is_empty() {
         bail!("the {} holds no images", source.name());
     }
-    Ok(names)
+    // With the referrers (signatures, SBOMs, attestations) of the images named.
+    Ok(ocibundle::export::select(source, &names)?.into_iter().map(|(n, _)| n).collect())
 }
 
 fn plan(source: &dyn Source, sel: &Selection, names: &[String]) -> anyhow::Result<bundle::BundlePlan> {

@@ -388,6 +388,44 @@ impl Registry {
         Ok(m)
     }
 
+    /// A manifest by tag or digest, or `None` when the registry has none under that name (404):
+    /// for names that may well not exist, such as cosign's `sha256-<hex>.sig` tags.
+    pub fn manifest_if_any(&self, r: &Reference, reference: &str) -> Result<Option<Manifest>> {
+        match self.manifest(r, reference) {
+            Ok(m) => Ok(Some(m)),
+            Err(Error::Registry { message, .. }) if message.starts_with("not found") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The OCI 1.1 referrers API: the index of manifests whose `subject` is `subject`
+    /// (`GET /v2/<name>/referrers/<digest>`, filtered by `artifact_type` where the registry
+    /// honours it), or `None` when the registry does not offer the API (404).
+    pub fn referrers(&self, r: &Reference, subject: &Digest, artifact_type: Option<&str>) -> Result<Option<Manifest>> {
+        let host = self.host(r)?;
+        let what = format!("{r}: referrers of {subject}");
+        let mut url = format!("{}/v2/{}/referrers/{subject}", host.base, r.repository);
+        if let Some(t) = artifact_type {
+            url.push_str(&format!("?artifactType={}", t.replace('+', "%2B").replace('/', "%2F")));
+        }
+        let got = self.retry(|| {
+            let mut resp = match self.get(&host, r, &url, &what, &[("Accept", media::OCI_INDEX.to_string())]) {
+                Ok(resp) => resp,
+                Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let bytes = limits::read_capped(resp.body_mut().as_reader(), limits::MANIFEST, &what, |e| registry_err(&what, format!("reading the referrers index: {e}"), true))
+                .map_err(|e| (e, None))?;
+            Ok(Some(bytes))
+        })?;
+        let Some(bytes) = got else { return Ok(None) };
+        let m = Manifest::parse(bytes, Some(media::OCI_INDEX), &what)?;
+        if !m.media_type.is_index() {
+            return Err(Error::Other(format!("{what}: the registry answered a {}, not an index", m.media_type)));
+        }
+        Ok(Some(m))
+    }
+
     /// Downloads a blob into its partial file, resuming from what the partial already holds
     /// (HTTP Range) after a dropped connection or an earlier run. The caller commits, which
     /// verifies digest and size. `progress` gets the count of each chunk written.

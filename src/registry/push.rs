@@ -271,6 +271,21 @@ impl Registry {
         })
     }
 
+    /// Puts a manifest by its digest as `put_manifest` does; true when the registry answered
+    /// with `OCI-Subject`, which says it indexes manifests by their `subject` (the referrers
+    /// API of OCI distribution 1.1).
+    pub fn put_manifest_subject(&self, r: &Reference, media_type: &str, digest: &Digest, bytes: &[u8]) -> Result<bool> {
+        let host = self.host(r)?;
+        let what = format!("{r}: manifest {digest}");
+        let url = format!("{}/v2/{}/manifests/{digest}", host.base, r.repository);
+        let scope = Self::push_scope(r, None);
+        self.retry(|| {
+            let mut body: &[u8] = bytes;
+            let resp = self.request(&host, r, "PUT", &url, &what, &[("Content-Type", media_type.to_string())], &scope, Some((&mut body, bytes.len() as u64)))?;
+            Ok(header(&resp, "oci-subject").is_some())
+        })
+    }
+
     /// The digest the registry serves for `reference` (HEAD), if it has it.
     pub fn head_manifest(&self, r: &Reference, reference: &str) -> Result<Option<Digest>> {
         let host = self.host(r)?;

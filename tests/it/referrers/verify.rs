@@ -1,0 +1,1 @@
+//! Owns the offline signature verification tests.
