@@ -23,6 +23,7 @@ pub mod push;
 pub mod reference;
 pub mod referrers;
 pub mod registry;
+pub mod signature;
 pub mod source;
 pub mod store;
 pub mod transport;
