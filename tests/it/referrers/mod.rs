@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use crate::harness::cmd::{hex_of, s, Env};
+use crate::harness::fakereg::{FakeRegistry, TestImage};
 use crate::harness::fixtures::push_one;
 use crate::harness::registry::{Registry, Variant};
 use crate::harness::signer::{self, Key};
@@ -58,8 +59,18 @@ fn referrers_travel_from_fetch_through_bundle_and_import_to_push_with_digests_ke
     assert_eq!(sbom_entry["artifact_type"], "application/spdx+json");
     env.ok(&["verify", s(&b)]);
     let size = env.json(&["size", &name]);
-    let size_b = std::fs::metadata(&b).unwrap().len();
-    assert_eq!(size["bytes"].as_u64().or(size["total_bytes"].as_u64()).unwrap_or(size_b), size_b, "size counts the referrers: {size}");
+    assert_eq!(size["bundle_bytes"].as_u64(), Some(std::fs::metadata(&b).unwrap().len()), "size counts the referrers: {size}");
+
+    // An OCI layout carries them as index.json entries named by their tags; verify reads them
+    // there. A docker-archive holds images only: they are left out.
+    let dir = env.path().join("layout");
+    env.ok(&["export", "--oci-layout", s(&dir), &name]);
+    let idx: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let names: Vec<&str> = idx["manifests"].as_array().unwrap().iter().map(|m| m["annotations"]["io.containerd.image.name"].as_str().unwrap_or("")).collect();
+    assert!(names.contains(&sig_ref.as_str()) && names.contains(&idx_ref.as_str()), "{idx}");
+    let v = env.json(&["verify", &format!("oci:{}", dir.display()), "--key", s(&key.public)]);
+    assert_eq!(v["signatures"][0]["verdict"], "signed", "{v}");
+    env.ok(&["export", "--docker-archive", s(&env.path().join("d.tar")), "--all"]);
 
     // import elsewhere, then push with a rewrite: every digest kept.
     let env2 = Env::new();
@@ -114,4 +125,71 @@ fn referrers_naming_another_subject_are_refused_and_nothing_is_stored() {
     let err = env.fails(&["fetch", &img.reference]);
     assert!(err.contains(&sbom) && err.contains("not in the set"), "{err}");
     assert!(refs(&env).is_empty());
+}
+
+/// An SBOM (artifactType `at`) of `img` in the fake registry, by digest only (as a client of a
+/// registry with the referrers API pushes it); returns its digest.
+fn fake_referrer(reg: &FakeRegistry, img: &TestImage, at: &str) -> String {
+    let empty = reg.add_blob(&img.repo, b"{}".to_vec());
+    let body = format!(r#"{{"kind":"{at}"}}"#).into_bytes();
+    let layer = reg.add_blob(&img.repo, body.clone());
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{at}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"{at}","digest":"{layer}","size":{}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{}}}}}"#,
+        body.len(),
+        img.manifest_digest,
+        img.manifest.len()
+    );
+    reg.add_manifest(&img.repo, None, OCI_MANIFEST, m.into_bytes())
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[test]
+fn referrers_api_is_used_where_offered_for_fetch_and_push_and_the_fallback_tag_elsewhere() {
+    let env = Env::new();
+    let src = FakeRegistry::start();
+    src.set_referrers_api(true);
+    let img = src.add_image("app", "v1", &[3000]);
+    let sbom = fake_referrer(&src, &img, "application/spdx+json");
+    let _att = fake_referrer(&src, &img, "application/vnd.in-toto+json");
+    let v = env.json(&["fetch", "--referrers", "application/spdx+json", &img.reference]);
+    let got: Vec<&str> = v["images"][0]["referrers"].as_array().unwrap().iter().map(|r| r["digest"].as_str().unwrap()).collect();
+    assert_eq!(got, vec![sbom.as_str()], "{v}");
+    let log = src.log();
+    let asked = log.iter().find(|r| r.path == format!("/v2/app/referrers/{}", img.manifest_digest)).unwrap_or_else(|| panic!("{}", src.log_summary()));
+    assert_eq!(asked.query, vec![("artifactType".to_string(), "application/spdx+json".to_string())]);
+    let hex = hex_of(&img.manifest_digest);
+    assert!(!log.iter().any(|r| r.path == format!("/v2/app/manifests/sha256-{hex}")), "no fallback tag once the API answered:\n{}", src.log_summary());
+
+    // Into a registry with the API: the referrer by digest (OCI-Subject answered), no tag index.
+    let with_api = FakeRegistry::start();
+    with_api.set_referrers_api(true);
+    env.ok(&["push", &img.reference, "--to", &with_api.host()]);
+    assert!(with_api.manifest("app", &sbom).is_some());
+    let tags: Vec<String> = with_api.tags("app").into_iter().map(|(t, _)| t).collect();
+    assert_eq!(tags, vec!["v1".to_string()], "no fallback tag where the API is");
+    // Into one without: the fallback tag index names the referrer.
+    let without = FakeRegistry::start();
+    env.ok(&["push", &img.reference, "--to", &without.host()]);
+    let (_, idx) = without.manifest("app", &format!("sha256-{hex}")).expect("the fallback tag");
+    let idx: Value = serde_json::from_slice(&idx).unwrap();
+    assert_eq!(idx["manifests"][0]["digest"], sbom.as_str());
+    assert_eq!(idx["manifests"][0]["artifactType"], "application/spdx+json");
+}
+
+#[test]
+fn a_referrer_loop_is_refused_and_nothing_is_stored() {
+    let env = Env::new();
+    let key = Key::new(env.path(), "cosign", false);
+    let reg = Registry::start(Variant::Plain);
+    let img = push_one(&reg, "simple");
+    let sig = signer::sign(&reg, "test/simple", &img.digest, &key);
+    // The signature's own `.sig` tag names the image again: image -> sig -> image.
+    let bytes = reg.raw_manifest(&img.reference);
+    signer::put_manifest(&reg, "test/simple", &format!("sha256-{}.sig", hex_of(&sig.manifest_digest)), OCI_MANIFEST, &bytes);
+    let err = env.fails(&["fetch", &img.reference]);
+    assert!(err.contains("referrer loop") && err.contains(&img.digest), "{err}");
+    assert!(refs(&env).is_empty());
+    // Without referrers the image itself is fine.
+    env.ok(&["fetch", "--referrers", "none", &img.reference]);
 }
