@@ -357,8 +357,8 @@ fn good_keys(checks: &[SignatureCheck]) -> Vec<String> {
 /// The rule for platforms: a good signature of what the reference names (the image manifest,
 /// the index, or the index its platform was picked from, which lists it) covers the image. For
 /// an index without one, each platform is judged by its own signatures, and the image counts as
-/// signed only when every platform is. An image not covered is a bad signature when any of its
-/// signatures failed, else unsigned.
+/// signed only when every platform is. What is not covered is a bad signature when a signature
+/// of it (of the image, or of a platform not signed) failed, else unsigned.
 pub fn verify_image(source: &dyn Source, all: &[(String, Descriptor)], name: &str, desc: &Descriptor, identity_name: &str, keys: &[PublicKey]) -> Result<ImageVerdict> {
     let identity = identity_of(identity_name)?;
     let carried = referrers::attach(source, all, vec![(name.to_string(), desc.clone())])?;
@@ -379,7 +379,11 @@ pub fn verify_image(source: &dyn Source, all: &[(String, Descriptor)], name: &st
     }
     let mut keys_found = good_keys(&signatures);
     let mut platforms = Vec::new();
-    let mut verdict = if keys_found.is_empty() { Verdict::Unsigned } else { Verdict::Signed };
+    let mut verdict = match (keys_found.is_empty(), signatures.iter().any(|s| s.problem.is_some())) {
+        (false, _) => Verdict::Signed,
+        (true, true) => Verdict::BadSignature,
+        (true, false) => Verdict::Unsigned,
+    };
     if verdict != Verdict::Signed && desc.media_type.is_index() {
         let idx = Manifest::parse(source.read_small(desc, limits::MANIFEST)?, Some(&desc.media_type), name)?;
         let mut all_signed = true;
@@ -404,10 +408,10 @@ pub fn verify_image(source: &dyn Source, all: &[(String, Descriptor)], name: &st
             keys_found.dedup();
         } else {
             keys_found.clear();
+            if platforms.iter().any(|p| p.verdict == Verdict::BadSignature) {
+                verdict = Verdict::BadSignature;
+            }
         }
-    }
-    if verdict != Verdict::Signed && signatures.iter().any(|s| s.problem.is_some()) && !platforms.iter().any(|p| p.verdict == Verdict::Signed) {
-        verdict = Verdict::BadSignature;
     }
     Ok(ImageVerdict { reference: name.to_string(), identity, digest: desc.digest.clone(), verdict, keys: keys_found, platforms, signatures })
 }

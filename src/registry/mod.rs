@@ -388,13 +388,25 @@ impl Registry {
         Ok(m)
     }
 
-    /// A manifest by tag or digest, or `None` when the registry has none under that name (404):
-    /// for names that may well not exist, such as cosign's `sha256-<hex>.sig` tags.
+    /// A manifest by tag or digest, or `None` when the registry has none under that name: for
+    /// names that most often do not exist, such as cosign's `sha256-<hex>.sig` tags. Asked with
+    /// `HEAD` first (a `GET` of a manifest counts against some registries' pull limits), then
+    /// fetched by the digest the registry named, so the bytes are checked against it.
     pub fn manifest_if_any(&self, r: &Reference, reference: &str) -> Result<Option<Manifest>> {
-        match self.manifest(r, reference) {
-            Ok(m) => Ok(Some(m)),
-            Err(Error::Registry { message, .. }) if message.starts_with("not found") => Ok(None),
+        let host = self.host(r)?;
+        let what = format!("{r}: manifest {reference}");
+        let url = format!("{}/v2/{}/manifests/{reference}", host.base, r.repository);
+        let scope = format!("repository:{}:pull", r.repository);
+        let found = self.retry(|| match self.request(&host, r, "HEAD", &url, &what, &[("Accept", media::ACCEPT.to_string())], &scope, None) {
+            Ok(resp) => Ok(Some(resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()))),
+            Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => Ok(None),
             Err(e) => Err(e),
+        })?;
+        match found {
+            None => Ok(None),
+            // A registry that names no digest on HEAD: the tag itself, checked as it comes.
+            Some(None) => self.manifest(r, reference).map(Some),
+            Some(Some(d)) => self.manifest(r, &d.to_string()).map(Some),
         }
     }
 
