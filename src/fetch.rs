@@ -131,7 +131,7 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
             }
             _ => reg.manifest(r, &r.manifest_ref())?,
         };
-        let mut planned = match &top.kind {
+        let planned = match &top.kind {
             ManifestKind::Image(_) => PlannedImage { reference: r.clone(), entry: top.descriptor(), picked_from: None, manifests: vec![top], referrers: Default::default() },
             ManifestKind::Index(children) => match &opts.platform {
                 PlatformChoice::All => {
@@ -158,9 +158,6 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                 }
             },
         };
-        // What refers to the image, each platform it keeps and the index it came from.
-        let subjects: Vec<Digest> = planned.manifests.iter().chain(planned.picked_from.iter()).map(|m| m.digest.clone()).collect();
-        planned.referrers = crate::referrers::discover(reg, r, &subjects, &opts.referrers)?;
         for m in &planned.manifests {
             if let ManifestKind::Image(im) = &m.kind {
                 for d in std::iter::once(&im.config).chain(&im.layers) {
@@ -168,10 +165,29 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                 }
             }
         }
-        for d in &planned.referrers.blobs {
-            blobs.entry(d.digest.clone()).or_insert_with(|| (d.clone(), r.clone()));
-        }
         images.push(planned);
+    }
+    // What refers to each image, each platform it keeps and the index it came from: a few
+    // requests per manifest, most answered 404, so images are asked about `jobs` at a time.
+    if opts.referrers != crate::referrers::Filter::None {
+        let found: Vec<std::sync::Mutex<Option<crate::referrers::Discovered>>> = images.iter().map(|_| Default::default()).collect();
+        let order: Vec<usize> = (0..images.len()).collect();
+        crate::pool::try_each_on(&order, opts.jobs.max(1), |&i, _| {
+            let img = &images[i];
+            let subjects: Vec<Digest> = img.manifests.iter().chain(img.picked_from.iter()).map(|m| m.digest.clone()).collect();
+            let d = crate::referrers::discover(reg, &img.reference, &subjects, &opts.referrers).map_err(|e| match e {
+                Error::Registry { what, message, retryable } => Error::Registry { what, message: format!("{message} (--referrers none fetches the image without its referrers)"), retryable },
+                e => e,
+            })?;
+            *found[i].lock().unwrap() = Some(d);
+            Ok(())
+        })?;
+        for (img, d) in images.iter_mut().zip(found) {
+            img.referrers = d.into_inner().unwrap().unwrap_or_default();
+            for b in &img.referrers.blobs {
+                blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), img.reference.clone()));
+            }
+        }
     }
     Ok(FetchPlan { images, blobs })
 }
