@@ -140,8 +140,12 @@ impl PublicKey {
         use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED, ED25519};
         match self.algorithm {
             Algorithm::Ed25519 => UnparsedPublicKey::new(&ED25519, &self.raw).verify(payload, sig).is_ok(),
-            Algorithm::EcdsaP256 if sig.len() == 64 && sig[0] != 0x30 => UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.raw).verify(payload, sig).is_ok(),
-            Algorithm::EcdsaP256 => UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.raw).verify(payload, sig).is_ok(),
+            // DER first (what cosign writes); 64 bytes may also be the raw r||s form, whatever
+            // its first byte looks like.
+            Algorithm::EcdsaP256 => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, &self.raw).verify(payload, sig).is_ok()
+                    || (sig.len() == 64 && UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &self.raw).verify(payload, sig).is_ok())
+            }
         }
     }
 
@@ -445,6 +449,41 @@ mod tests {
     // `openssl genpkey -algorithm ed25519 | openssl pkey -pubout`.
     const EC_PUB: &str = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEBBLxThVUBUGq5+uVf0GGjBGrN1i0\nJQ9b5ndiIrVZ8iIl/Jp3X8rvO5q6zJw3lUdBoU8Ox/XD1rCVweUxnKS01Q==\n-----END PUBLIC KEY-----\n";
     const ED_PUB: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAt4MsqyDApuU3Fr2nYZtXGoFCv1aV5TxMyz7ca2lacoA=\n-----END PUBLIC KEY-----\n";
+
+    /// A PEM `PUBLIC KEY` of `raw` under the fixed SPKI header of its algorithm.
+    fn pem(header: &str, raw: &[u8]) -> String {
+        let mut der = hex::decode(header).unwrap();
+        der.extend_from_slice(raw);
+        format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", base64::engine::general_purpose::STANDARD.encode(der))
+    }
+
+    #[test]
+    fn ecdsa_der_and_raw_and_ed25519_signatures_verify_and_tampering_does_not() {
+        use ring::rand::SystemRandom;
+        use ring::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING};
+        let rng = SystemRandom::new();
+        let payload = br#"{"critical":{"identity":{"docker-reference":"r/a"},"image":{"docker-manifest-digest":"sha256:00"},"type":"cosign container image signature"},"optional":null}"#;
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
+        let der_signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let raw_signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+        let ec = PublicKey::from_pem(pem("3059301306072a8648ce3d020106082a8648ce3d030107034200", der_signer.public_key().as_ref()).as_bytes(), "ec.pub").unwrap();
+        let der_sig = der_signer.sign(&rng, payload).unwrap();
+        let raw_sig = raw_signer.sign(&rng, payload).unwrap();
+        assert_eq!(raw_sig.as_ref().len(), 64);
+        assert!(ec.verifies(payload, der_sig.as_ref()) && ec.verifies(payload, raw_sig.as_ref()));
+        assert!(!ec.verifies(&payload[1..], der_sig.as_ref()) && !ec.verifies(&payload[1..], raw_sig.as_ref()));
+        let ed_pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed_signer = Ed25519KeyPair::from_pkcs8(ed_pkcs8.as_ref()).unwrap();
+        let ed = PublicKey::from_pem(pem("302a300506032b6570032100", ed_signer.public_key().as_ref()).as_bytes(), "ed.pub").unwrap();
+        let ed_sig = ed_signer.sign(payload);
+        assert!(ed.verifies(payload, ed_sig.as_ref()) && !ed.verifies(&payload[1..], ed_sig.as_ref()));
+        assert!(!ec.verifies(payload, ed_sig.as_ref()) && !ed.verifies(payload, der_sig.as_ref()), "each key its own signatures only");
+        // A compressed point (33 bytes) is refused in one line rather than misread.
+        let mut compressed = vec![2u8];
+        compressed.extend_from_slice(&der_signer.public_key().as_ref()[1..33]);
+        let e = PublicKey::from_pem(pem("3039301306072a8648ce3d020106082a8648ce3d030107032200", &compressed).as_bytes(), "c.pub").unwrap_err();
+        assert!(e.contains("uncompressed"), "{e}");
+    }
 
     #[test]
     fn keys_parse_from_spki_pem_and_junk_is_one_line() {
