@@ -203,37 +203,36 @@ pub fn discover(reg: &Registry, image: &Reference, subjects: &[Digest], filter: 
         let mut found: Vec<Manifest> = Vec::new();
         // The API, else the fallback tag.
         let listed = match reg.referrers(&repo, &subject, filter.api_type())? {
-            Some(idx) => Some(idx),
-            None => reg.manifest_if_any(&tagged(fallback_tag(&subject)), &fallback_tag(&subject))?,
+            Some(list) => list,
+            None => match reg.manifest_if_any(&tagged(fallback_tag(&subject)), &fallback_tag(&subject))? {
+                None => Vec::new(),
+                Some(Manifest { kind: ManifestKind::Index(children), .. }) => children,
+                Some(_) => return Err(Error::Other(format!("{image}: {} is a manifest, not an index of referrers", fallback_tag(&subject)))),
+            },
         };
-        if let Some(idx) = listed {
-            let ManifestKind::Index(children) = &idx.kind else {
-                return Err(Error::Other(format!("{image}: {} is a manifest, not an index of referrers", fallback_tag(&subject))));
-            };
-            for c in children {
-                if above.contains(&c.digest) {
-                    return Err(loop_err(&c.digest));
+        for c in &listed {
+            if above.contains(&c.digest) {
+                return Err(loop_err(&c.digest));
+            }
+            if found.iter().any(|m| m.digest == c.digest) {
+                continue;
+            }
+            let m = reg.manifest(&repo, &c.digest.to_string())?;
+            match graph::subject(&m) {
+                Some(s) if s.digest == subject => {}
+                other => {
+                    return Err(Error::Other(format!(
+                        "{image}: referrer {} listed for {subject} names {}, a subject not in the set",
+                        m.digest,
+                        other.map_or_else(|| "no subject".to_string(), |s| format!("subject {}", s.digest))
+                    )))
                 }
-                if found.iter().any(|m| m.digest == c.digest) {
-                    continue;
-                }
-                let m = reg.manifest(&repo, &c.digest.to_string())?;
-                match graph::subject(&m) {
-                    Some(s) if s.digest == subject => {}
-                    other => {
-                        return Err(Error::Other(format!(
-                            "{image}: referrer {} listed for {subject} names {}, a subject not in the set",
-                            m.digest,
-                            other.map_or_else(|| "no subject".to_string(), |s| format!("subject {}", s.digest))
-                        )))
-                    }
-                }
-                if !matches!(m.kind, ManifestKind::Image(_)) {
-                    return Err(Error::Other(format!("{image}: referrer {} of {subject} is an index; only image manifests are carried as referrers", m.digest)));
-                }
-                if filter.keeps_type(&artifact_type(&m)) {
-                    found.push(m);
-                }
+            }
+            if !matches!(m.kind, ManifestKind::Image(_)) {
+                return Err(Error::Other(format!("{image}: referrer {} of {subject} is an index; only image manifests are carried as referrers", m.digest)));
+            }
+            if filter.keeps_type(&artifact_type(&m)) {
+                found.push(m);
             }
         }
         let mut next: Vec<Digest> = Vec::new();

@@ -93,6 +93,15 @@ fn registry_err(what: &str, message: impl Into<String>, retryable: bool) -> Erro
     Error::Registry { what: what.to_string(), message: message.into(), retryable }
 }
 
+/// The target of a `Link: <URL>; rel="next"` header (pagination), if it has one.
+fn next_link(v: &str) -> Option<String> {
+    v.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let is_next = params.split(';').any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
+        is_next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
 /// Turns a transport error into ours, deciding whether a retry may help.
 fn transport_err(what: &str, e: ureq::Error) -> Error {
     const TLS_HINT: &str = "(for a private CA use --cert-dir DIR; --tls-verify=false to skip verification)";
@@ -410,32 +419,51 @@ impl Registry {
         }
     }
 
-    /// The OCI 1.1 referrers API: the index of manifests whose `subject` is `subject`
-    /// (`GET /v2/<name>/referrers/<digest>`, filtered by `artifact_type` where the registry
-    /// honours it), or `None` when the registry does not offer the API (404).
-    pub fn referrers(&self, r: &Reference, subject: &Digest, artifact_type: Option<&str>) -> Result<Option<Manifest>> {
+    /// The OCI 1.1 referrers API: the descriptors of the manifests whose `subject` is
+    /// `subject` (`GET /v2/<name>/referrers/<digest>`, filtered by `artifact_type` where the
+    /// registry honours it; pages followed through `Link: <…>; rel="next"` on the same host, at
+    /// most `REFERRER_PAGES`), or `None` when the registry does not offer the API (404).
+    pub fn referrers(&self, r: &Reference, subject: &Digest, artifact_type: Option<&str>) -> Result<Option<Vec<Descriptor>>> {
+        const REFERRER_PAGES: usize = 64;
         let host = self.host(r)?;
         let what = format!("{r}: referrers of {subject}");
         let mut url = format!("{}/v2/{}/referrers/{subject}", host.base, r.repository);
         if let Some(t) = artifact_type {
             url.push_str(&format!("?artifactType={}", t.replace('+', "%2B").replace('/', "%2F")));
         }
-        let got = self.retry(|| {
-            let mut resp = match self.get(&host, r, &url, &what, &[("Accept", media::OCI_INDEX.to_string())]) {
-                Ok(resp) => resp,
-                Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => return Ok(None),
-                Err(e) => return Err(e),
+        let mut out: Vec<Descriptor> = Vec::new();
+        for page in 0.. {
+            if page == REFERRER_PAGES {
+                return Err(Error::Other(format!("{what}: more than {REFERRER_PAGES} pages of referrers")));
+            }
+            let got = self.retry(|| {
+                let mut resp = match self.get(&host, r, &url, &what, &[("Accept", media::OCI_INDEX.to_string())]) {
+                    Ok(resp) => resp,
+                    Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let next = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(next_link);
+                let bytes = limits::read_capped(resp.body_mut().as_reader(), limits::MANIFEST, &what, |e| registry_err(&what, format!("reading the referrers index: {e}"), true))
+                    .map_err(|e| (e, None))?;
+                Ok(Some((bytes, next)))
+            })?;
+            let Some((bytes, next)) = got else {
+                // A 404 on a later page is a broken listing, not a registry without the API.
+                return if page == 0 { Ok(None) } else { Err(Error::Other(format!("{what}: page {} of the listing is gone", page + 1))) };
             };
-            let bytes = limits::read_capped(resp.body_mut().as_reader(), limits::MANIFEST, &what, |e| registry_err(&what, format!("reading the referrers index: {e}"), true))
-                .map_err(|e| (e, None))?;
-            Ok(Some(bytes))
-        })?;
-        let Some(bytes) = got else { return Ok(None) };
-        let m = Manifest::parse(bytes, Some(media::OCI_INDEX), &what)?;
-        if !m.media_type.is_index() {
-            return Err(Error::Other(format!("{what}: the registry answered a {}, not an index", m.media_type)));
+            let m = Manifest::parse(bytes, Some(media::OCI_INDEX), &what)?;
+            let crate::image::ManifestKind::Index(children) = m.kind else {
+                return Err(Error::Other(format!("{what}: the registry answered a {}, not an index", m.media_type)));
+            };
+            out.extend(children);
+            match next {
+                None => return Ok(Some(out)),
+                Some(n) if n.starts_with('/') => url = format!("{}{n}", host.base),
+                Some(n) if n.starts_with(&format!("{}/", host.base)) => url = n,
+                Some(n) => return Err(Error::Other(format!("{what}: the next page is on another host ({}); not followed", crate::error::one_line(&n, 200)))),
+            }
         }
-        Ok(Some(m))
+        unreachable!("the loop returns")
     }
 
     /// Downloads a blob into its partial file, resuming from what the partial already holds

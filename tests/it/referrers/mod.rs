@@ -193,3 +193,20 @@ fn a_referrer_loop_is_refused_and_nothing_is_stored() {
     // Without referrers the image itself is fine.
     env.ok(&["fetch", "--referrers", "none", &img.reference]);
 }
+
+#[test]
+fn referrers_api_pages_are_followed() {
+    let env = Env::new();
+    let src = FakeRegistry::start();
+    src.set_referrers_api(true);
+    src.set_referrers_page(2);
+    let img = src.add_image("app", "v1", &[2000]);
+    let mut want: Vec<String> = (0..5).map(|i| fake_referrer(&src, &img, &format!("application/vnd.example.t{i}"))).collect();
+    want.sort();
+    let v = env.json(&["fetch", &img.reference]);
+    let mut got: Vec<String> = v["images"][0]["referrers"].as_array().unwrap().iter().map(|r| r["digest"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    assert_eq!(got, want, "{}", src.log_summary());
+    let pages = src.log().iter().filter(|r| r.path.contains("/referrers/")).count();
+    assert!(pages >= 3, "5 referrers in pages of 2: {}", src.log_summary());
+}

@@ -215,6 +215,8 @@ struct State {
     no_mounts: bool,
     /// Serve the OCI 1.1 referrers API and answer `OCI-Subject` to manifests with `subject`.
     referrers_api: bool,
+    /// Referrers per page of the API's answer (0: all in one), the rest behind `Link`.
+    referrers_page: usize,
     /// Upload `PUT`s that store their blob and then close without an answer (`lose_put_answers`).
     lost_put_answers: u32,
     /// keyed by blob digest, manifest digest or `repo:tag`
@@ -538,6 +540,12 @@ impl FakeRegistry {
     /// filter, `OCI-Subject` on manifest puts), as distribution 2.8 does not.
     pub fn set_referrers_api(&self, on: bool) {
         self.shared.lock().referrers_api = on;
+    }
+
+    /// Pages of `n` referrers in the API's answers, each pointing at the next with
+    /// `Link: </v2/<name>/referrers/<digest>?last=<digest>>; rel="next"`.
+    pub fn set_referrers_page(&self, n: usize) {
+        self.shared.lock().referrers_page = n;
     }
 
     /// Repository names, sorted (including ones that only received blobs).

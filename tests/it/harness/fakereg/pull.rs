@@ -276,8 +276,24 @@ fn referrers(req: &Request, st: &State, repo: &str, subject: &str) -> Resp {
         }
     }
     list.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+    // Pages after `last`, when pages are asked for.
+    let mut next = None;
+    if st.referrers_page > 0 {
+        let last = req.query.iter().find(|(k, _)| k == "last").map(|(_, v)| v.clone());
+        if let Some(l) = last {
+            list.retain(|d| d["digest"].as_str().is_some_and(|x| x > l.as_str()));
+        }
+        if list.len() > st.referrers_page {
+            list.truncate(st.referrers_page);
+            let l = list.last().unwrap()["digest"].as_str().unwrap().to_string();
+            next = Some(format!("</v2/{repo}/referrers/{subject}?last={l}>; rel=\"next\""));
+        }
+    }
     let body = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": list});
     let mut resp = Resp::new(200, "application/vnd.oci.image.index.v1+json", serde_json::to_vec(&body).unwrap());
+    if let Some(n) = next {
+        resp = resp.header("Link", &n);
+    }
     if want.is_some() {
         resp = resp.header("OCI-Filters-Applied", "artifactType");
     }
