@@ -28,7 +28,7 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Write one deduplicated bundle file of images from the store
     Bundle(bundle::BundleArgs),
-    /// Re-hash every blob of a bundle and check every image in it is complete
+    /// Re-hash every blob of a bundle and check every image in it is complete (with --key: its signatures)
     Verify(verify::VerifyArgs),
     /// List a bundle's images, platforms, layers and shared blobs (reads no layer data)
     Inspect(inspect::InspectArgs),

@@ -539,3 +539,14 @@ impl Registry {
         }, || received.load(Ordering::Relaxed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_headers_give_the_next_page() {
+        assert_eq!(super::next_link(r#"</v2/a/referrers/sha256:1?last=x>; rel="next""#).as_deref(), Some("/v2/a/referrers/sha256:1?last=x"));
+        assert_eq!(super::next_link(r#"<https://h/v2/p?n=1>; rel="prev", <https://h/v2/q?n=2>; rel="next""#).as_deref(), Some("https://h/v2/q?n=2"));
+        assert_eq!(super::next_link(r#"</x>; rel="prev""#), None);
+        assert_eq!(super::next_link("garbage"), None);
+    }
+}

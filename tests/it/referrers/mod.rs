@@ -130,16 +130,20 @@ fn referrers_naming_another_subject_are_refused_and_nothing_is_stored() {
 /// An SBOM (artifactType `at`) of `img` in the fake registry, by digest only (as a client of a
 /// registry with the referrers API pushes it); returns its digest.
 fn fake_referrer(reg: &FakeRegistry, img: &TestImage, at: &str) -> String {
-    let empty = reg.add_blob(&img.repo, b"{}".to_vec());
+    fake_referrer_of(reg, &img.repo, &img.manifest_digest, img.manifest.len(), at).0
+}
+
+/// The same for any subject (digest and size) in `repo`; returns the referrer's digest and size.
+fn fake_referrer_of(reg: &FakeRegistry, repo: &str, subject: &str, subject_size: usize, at: &str) -> (String, usize) {
+    let empty = reg.add_blob(repo, b"{}".to_vec());
     let body = format!(r#"{{"kind":"{at}"}}"#).into_bytes();
-    let layer = reg.add_blob(&img.repo, body.clone());
+    let layer = reg.add_blob(repo, body.clone());
     let m = format!(
-        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{at}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"{at}","digest":"{layer}","size":{}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{}}}}}"#,
-        body.len(),
-        img.manifest_digest,
-        img.manifest.len()
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{at}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"{at}","digest":"{layer}","size":{}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{subject_size}}}}}"#,
+        body.len()
     );
-    reg.add_manifest(&img.repo, None, OCI_MANIFEST, m.into_bytes())
+    let len = m.len();
+    (reg.add_manifest(repo, None, OCI_MANIFEST, m.into_bytes()), len)
 }
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -209,4 +213,30 @@ fn referrers_api_pages_are_followed() {
     assert_eq!(got, want, "{}", src.log_summary());
     let pages = src.log().iter().filter(|r| r.path.contains("/referrers/")).count();
     assert!(pages >= 3, "5 referrers in pages of 2: {}", src.log_summary());
+}
+
+#[test]
+fn referrers_of_referrers_are_followed_to_the_depth_cap() {
+    let env = Env::new();
+    let src = FakeRegistry::start();
+    src.set_referrers_api(true);
+    let img = src.add_image("app", "v1", &[2000]);
+    // A chain six deep: each an attestation of the one before.
+    let mut chain = Vec::new();
+    let (mut d, mut n) = (img.manifest_digest.clone(), img.manifest.len());
+    for i in 0..6 {
+        (d, n) = fake_referrer_of(&src, "app", &d, n, &format!("application/vnd.example.level{}", i + 1));
+        chain.push(d.clone());
+    }
+    let v = env.json(&["fetch", &img.reference]);
+    let mut got: Vec<String> = v["images"][0]["referrers"].as_array().unwrap().iter().map(|r| r["digest"].as_str().unwrap().to_string()).collect();
+    got.sort();
+    let mut want = chain[..4].to_vec();
+    want.sort();
+    assert_eq!(got, want, "levels 1 to 4 (MAX_DEPTH) are kept, 5 and 6 are not");
+    // Bundled by the image's name, the whole kept chain goes along.
+    let b = env.path().join("b.obun");
+    env.ok(&["bundle", "-o", s(&b), &img.reference]);
+    let ins = env.json(&["inspect", s(&b)]);
+    assert_eq!(ins["images"][0]["referrers"].as_array().unwrap().len(), 4, "{ins}");
 }
