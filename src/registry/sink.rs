@@ -135,6 +135,7 @@ impl Sink for RegistrySink<'_> {
             let target = &self.targets[name];
             let Some(tag) = &target.tag else { continue };
             let bytes = tagged.get(&entry.digest).expect("the entry's manifest was put before the commit");
+            // What the tag must serve afterwards: the entry, or a merged referrers index.
             let mut want = entry.digest.clone();
             if let Some((subject, crate::referrers::Link::Index)) = crate::referrers::parse_tag(tag) {
                 // The referrers index: a registry with the referrers API lists them itself;
@@ -143,23 +144,21 @@ impl Sink for RegistrySink<'_> {
                     continue;
                 }
                 let there = self.reg.manifest_if_any(target, tag)?;
-                if let Some(merged) = crate::referrers::merge_index(bytes, there.as_ref(), &format!("{target}"))? {
-                    let d = Digest::of(&merged);
+                if let Some(merged) = crate::referrers::merge_index(bytes, there.as_ref(), &target.to_string())? {
                     self.reg.put_manifest(target, tag, crate::image::media::OCI_INDEX, &merged)?;
-                    want = d;
+                    want = Digest::of(&merged);
                 } else if there.as_ref().map(|m| &m.digest) != Some(&entry.digest) {
                     self.reg.put_manifest(target, tag, &entry.media_type, bytes)?;
                 }
             } else if self.reg.head_manifest(target, tag)?.as_ref() != Some(&entry.digest) {
                 self.reg.put_manifest(target, tag, &entry.media_type, bytes)?;
             }
-            let entry_digest = &want;
             let got = self.reg.head_manifest(target, tag)?;
-            if got.as_ref() != Some(entry_digest) {
+            if got.as_ref() != Some(&want) {
                 return Err(Error::Other(format!(
                     "{target}: after the push the registry serves {} for it, not {}",
                     got.map(|d| d.to_string()).unwrap_or_else(|| "nothing".into()),
-                    entry_digest
+                    want
                 )));
             }
         }

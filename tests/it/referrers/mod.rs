@@ -240,3 +240,33 @@ fn referrers_of_referrers_are_followed_to_the_depth_cap() {
     let ins = env.json(&["inspect", s(&b)]);
     assert_eq!(ins["images"][0]["referrers"].as_array().unwrap().len(), 4, "{ins}");
 }
+
+#[test]
+fn push_merges_the_fallback_tag_index_the_target_holds_already() {
+    let env = Env::new();
+    let src = FakeRegistry::start();
+    src.set_referrers_api(true);
+    let img = src.add_image("app", "v1", &[2000]);
+    let ours = fake_referrer(&src, &img, "application/spdx+json");
+    env.ok(&["fetch", &img.reference]);
+    // The target (no referrers API) lists another client's referrer of the same image already.
+    let dst = FakeRegistry::start();
+    let (theirs, size) = fake_referrer_of(&dst, "app", &img.manifest_digest, img.manifest.len(), "application/vnd.example.scan");
+    let hex = hex_of(&img.manifest_digest);
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{theirs}","size":{size},"artifactType":"application/vnd.example.scan"}}]}}"#
+    );
+    dst.add_manifest("app", Some(&format!("sha256-{hex}")), "application/vnd.oci.image.index.v1+json", index.into_bytes());
+    env.ok(&["push", &img.reference, "--to", &dst.host()]);
+    let (_, idx) = dst.manifest("app", &format!("sha256-{hex}")).unwrap();
+    let idx: Value = serde_json::from_slice(&idx).unwrap();
+    let mut listed: Vec<&str> = idx["manifests"].as_array().unwrap().iter().map(|d| d["digest"].as_str().unwrap()).collect();
+    listed.sort();
+    let mut want = vec![ours.as_str(), theirs.as_str()];
+    want.sort();
+    assert_eq!(listed, want, "both listed: {idx}");
+    // A second push changes nothing.
+    env.ok(&["push", &img.reference, "--to", &dst.host()]);
+    let (_, again) = dst.manifest("app", &format!("sha256-{hex}")).unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&again).unwrap(), idx);
+}
