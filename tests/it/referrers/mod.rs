@@ -148,12 +148,18 @@ fn fake_referrer_of(reg: &FakeRegistry, repo: &str, subject: &str, subject_size:
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
+/// A fake registry with the referrers API, holding `app:v1` (one layer of `layer` bytes).
+fn api_registry(layer: usize) -> (FakeRegistry, TestImage) {
+    let src = FakeRegistry::start();
+    src.set_referrers_api(true);
+    let img = src.add_image("app", "v1", &[layer]);
+    (src, img)
+}
+
 #[test]
 fn referrers_api_is_used_where_offered_for_fetch_and_push_and_the_fallback_tag_elsewhere() {
     let env = Env::new();
-    let src = FakeRegistry::start();
-    src.set_referrers_api(true);
-    let img = src.add_image("app", "v1", &[3000]);
+    let (src, img) = api_registry(3000);
     let sbom = fake_referrer(&src, &img, "application/spdx+json");
     let _att = fake_referrer(&src, &img, "application/vnd.in-toto+json");
     let v = env.json(&["fetch", "--referrers", "application/spdx+json", &img.reference]);
@@ -201,10 +207,8 @@ fn a_referrer_loop_is_refused_and_nothing_is_stored() {
 #[test]
 fn referrers_api_pages_are_followed() {
     let env = Env::new();
-    let src = FakeRegistry::start();
-    src.set_referrers_api(true);
+    let (src, img) = api_registry(2000);
     src.set_referrers_page(2);
-    let img = src.add_image("app", "v1", &[2000]);
     let mut want: Vec<String> = (0..5).map(|i| fake_referrer(&src, &img, &format!("application/vnd.example.t{i}"))).collect();
     want.sort();
     let v = env.json(&["fetch", &img.reference]);
@@ -218,9 +222,7 @@ fn referrers_api_pages_are_followed() {
 #[test]
 fn referrers_of_referrers_are_followed_to_the_depth_cap() {
     let env = Env::new();
-    let src = FakeRegistry::start();
-    src.set_referrers_api(true);
-    let img = src.add_image("app", "v1", &[2000]);
+    let (src, img) = api_registry(2000);
     // A chain six deep: each an attestation of the one before.
     let mut chain = Vec::new();
     let (mut d, mut n) = (img.manifest_digest.clone(), img.manifest.len());
@@ -244,9 +246,7 @@ fn referrers_of_referrers_are_followed_to_the_depth_cap() {
 #[test]
 fn push_merges_the_fallback_tag_index_the_target_holds_already() {
     let env = Env::new();
-    let src = FakeRegistry::start();
-    src.set_referrers_api(true);
-    let img = src.add_image("app", "v1", &[2000]);
+    let (src, img) = api_registry(2000);
     let ours = fake_referrer(&src, &img, "application/spdx+json");
     env.ok(&["fetch", &img.reference]);
     // The target (no referrers API) lists another client's referrer of the same image already.
