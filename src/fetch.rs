@@ -27,6 +27,8 @@ pub struct FetchOptions {
     pub platform: PlatformChoice,
     pub jobs: usize,
     pub progress: bool,
+    /// Which referrers (signatures, SBOMs, attestations) to fetch with each image.
+    pub referrers: crate::referrers::Filter,
 }
 
 /// One image to fetch: what its reference resolved to.
@@ -39,6 +41,8 @@ pub struct PlannedImage {
     pub picked_from: Option<Manifest>,
     /// Manifests to store: image manifests, then the index when it is the entry.
     pub manifests: Vec<Manifest>,
+    /// What refers to it (and to its platforms and index), stored as references of their own.
+    pub referrers: crate::referrers::Discovered,
 }
 
 #[derive(Debug)]
@@ -80,6 +84,8 @@ pub struct ImageReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index_digest: Option<Digest>,
     pub manifests: Vec<ManifestReport>,
+    /// The referrers fetched with it: each with the reference that carries it.
+    pub referrers: Vec<crate::referrers::Listed>,
     #[serde(flatten)]
     pub counts: Counts,
 }
@@ -126,7 +132,7 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
             _ => reg.manifest(r, &r.manifest_ref())?,
         };
         let planned = match &top.kind {
-            ManifestKind::Image(_) => PlannedImage { reference: r.clone(), entry: top.descriptor(), picked_from: None, manifests: vec![top] },
+            ManifestKind::Image(_) => PlannedImage { reference: r.clone(), entry: top.descriptor(), picked_from: None, manifests: vec![top], referrers: Default::default() },
             ManifestKind::Index(children) => match &opts.platform {
                 PlatformChoice::All => {
                     let mut manifests = Vec::new();
@@ -138,7 +144,7 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                     }
                     let entry = top.descriptor();
                     manifests.push(top);
-                    PlannedImage { reference: r.clone(), entry, picked_from: None, manifests }
+                    PlannedImage { reference: r.clone(), entry, picked_from: None, manifests, referrers: Default::default() }
                 }
                 PlatformChoice::One(want) => {
                     let Some(c) = crate::graph::pick_platform(children, want) else {
@@ -148,7 +154,7 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
                     let m = manifest_by_digest(reg, store, r, c)?;
                     let mut entry = c.clone();
                     entry.annotations.get_or_insert_with(Default::default).insert(ANNOTATION_INDEX_DIGEST.to_string(), top.digest.to_string());
-                    PlannedImage { reference: r.clone(), entry, picked_from: Some(top), manifests: vec![m] }
+                    PlannedImage { reference: r.clone(), entry, picked_from: Some(top), manifests: vec![m], referrers: Default::default() }
                 }
             },
         };
@@ -161,6 +167,28 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
         }
         images.push(planned);
     }
+    // What refers to each image, each platform it keeps and the index it came from: a few
+    // requests per manifest, most answered 404, so images are asked about `jobs` at a time.
+    if opts.referrers != crate::referrers::Filter::None {
+        let found: Vec<std::sync::Mutex<Option<crate::referrers::Discovered>>> = images.iter().map(|_| Default::default()).collect();
+        let order: Vec<usize> = (0..images.len()).collect();
+        crate::pool::try_each_on(&order, opts.jobs.max(1), |&i, _| {
+            let img = &images[i];
+            let subjects: Vec<Digest> = img.manifests.iter().chain(img.picked_from.iter()).map(|m| m.digest.clone()).collect();
+            let d = crate::referrers::discover(reg, &img.reference, &subjects, &opts.referrers).map_err(|e| match e {
+                Error::Registry { what, message, retryable } => Error::Registry { what, message: format!("{message} (--referrers none fetches the image without its referrers)"), retryable },
+                e => e,
+            })?;
+            *found[i].lock().unwrap() = Some(d);
+            Ok(())
+        })?;
+        for (img, d) in images.iter_mut().zip(found) {
+            img.referrers = d.into_inner().unwrap().unwrap_or_default();
+            for b in &img.referrers.blobs {
+                blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), img.reference.clone()));
+            }
+        }
+    }
     Ok(FetchPlan { images, blobs })
 }
 
@@ -171,12 +199,20 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
 pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptions) -> Result<FetchReport> {
     let mut manifests = BTreeMap::new();
     for img in &plan.images {
-        for m in img.manifests.iter().chain(img.picked_from.iter()) {
+        for m in img.manifests.iter().chain(img.picked_from.iter()).chain(&img.referrers.manifests) {
             manifests.insert(m.digest.clone(), m.bytes.clone());
         }
     }
     let through = plan.blobs.iter().map(|(d, (_, r))| (d.clone(), r.clone())).collect();
-    let refs: Vec<(String, Descriptor)> = plan.images.iter().map(|i| (i.reference.to_string(), i.entry.clone())).collect();
+    // Images first, then their referrers' references (subjects before what refers to them).
+    let mut refs: Vec<(String, Descriptor)> = plan.images.iter().map(|i| (i.reference.to_string(), i.entry.clone())).collect();
+    for img in &plan.images {
+        for (r, d) in &img.referrers.refs {
+            if !refs.iter().any(|(n, _)| *n == r.to_string()) {
+                refs.push((r.to_string(), d.clone()));
+            }
+        }
+    }
     let source = RegistrySource::new(reg, refs.clone(), manifests, through);
     let copy_plan = copy::plan(&source, &refs)?;
     let done = copy::execute(&source, store.sink()?, &copy_plan, &CopyOptions { jobs: opts.jobs, progress: opts.progress, label: "fetch", keep_going: true })?;
@@ -188,6 +224,8 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
         if !done.committed(&img.reference.to_string()) {
             continue;
         }
+        let carried: Vec<(String, Descriptor)> = img.referrers.refs.iter().filter(|(r, _)| done.committed(&r.to_string())).map(|(r, d)| (r.to_string(), d.clone())).collect();
+        let referrers = crate::referrers::list(&source, &carried)?;
         let mut counts = Counts::default();
         let mut manifests = Vec::new();
         for m in &img.manifests {
@@ -229,11 +267,12 @@ pub fn execute(reg: &Registry, store: &Store, plan: FetchPlan, opts: &FetchOptio
             media_type: img.entry.media_type.clone(),
             index_digest: img.picked_from.as_ref().map(|m| m.digest.clone()),
             manifests,
+            referrers,
             counts,
         });
     }
     let (retries, bytes_resumed) = (reg.retries(), reg.bytes_resumed());
-    done.into_result(plan.images.len(), "stored", "run fetch again")?;
+    done.into_result(refs.len(), "stored", "run fetch again")?;
     Ok(FetchReport { images: reports, counts: totals, retries, bytes_resumed })
 }
 

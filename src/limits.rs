@@ -10,6 +10,11 @@ use crate::error::{Error, IoContext, Result};
 
 /// A manifest or index (containers/image uses the same figure).
 pub const MANIFEST: u64 = 4 << 20;
+/// A cosign simple-signing payload (cosign's are a few hundred bytes; annotations may add
+/// some): a signature layer over it is a bad signature, never read.
+pub const SIGNATURE_PAYLOAD: u64 = 64 << 10;
+/// A public key file (`--key`; a PEM public key is a few hundred bytes).
+pub const KEY_FILE: u64 = 64 << 10;
 /// An image config blob.
 pub const CONFIG: u64 = 8 << 20;
 /// A store's or OCI layout's `index.json` (one descriptor per reference: about 300 bytes each,

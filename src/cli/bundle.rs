@@ -71,7 +71,17 @@ fn selected(source: &dyn Source, sel: &Selection) -> anyhow::Result<Vec<String>>
     if names.is_empty() {
         bail!("the {} holds no images", source.name());
     }
-    Ok(names)
+    // With the referrers (signatures, SBOMs, attestations) of the images named; a name the
+    // source lacks is left for the plan to report with the others.
+    let all = source.refs()?;
+    let present: Vec<_> = names.iter().filter_map(|n| all.iter().find(|(r, _)| r == n).cloned()).collect();
+    let mut out = names;
+    for (n, _) in ocibundle::referrers::attach(source, &all, present)? {
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
 }
 
 fn plan(source: &dyn Source, sel: &Selection, names: &[String]) -> anyhow::Result<bundle::BundlePlan> {
@@ -154,8 +164,12 @@ fn write_bundle(source: &dyn Source, a: &BundleArgs) -> anyhow::Result<i32> {
             println!("{} {n}", p.display());
         }
         println!(
-            "{} images, {} blobs, {} bytes (sum per image {}, {} saved by dedup{})",
-            names.len(),
+            "{} images{}, {} blobs, {} bytes (sum per image {}, {} saved by dedup{})",
+            names.iter().filter(|n| !ocibundle::referrers::is_referrer_ref(n)).count(),
+            match names.iter().filter(|n| ocibundle::referrers::is_referrer_ref(n)).count() {
+                0 => String::new(),
+                k => format!(" (+{k} referrer references)"),
+            },
             plan.index.entries.len(),
             report.bytes,
             size.sum_per_image_bytes,

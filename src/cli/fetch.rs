@@ -53,6 +53,10 @@ pub struct PullArgs {
     /// Blobs downloaded in parallel
     #[arg(long, default_value_t = 4, value_name = "N")]
     jobs: usize,
+    /// Referrers to fetch with each image (signatures, SBOMs, attestations): all, none, or
+    /// artifact types separated by commas (sig, att, sbom name cosign's tags)
+    #[arg(long, value_name = "all|none|TYPE,...", default_value = "all")]
+    referrers: String,
 }
 
 #[derive(Args)]
@@ -158,7 +162,7 @@ impl PullArgs {
         if self.jobs == 0 {
             bail!("--jobs must be at least 1");
         }
-        let opts = FetchOptions { platform, jobs: self.jobs, progress };
+        let opts = FetchOptions { platform, jobs: self.jobs, progress, referrers: self.referrers.parse()? };
         let reg = Registry::new(self.registry.options()?);
         let store = Store::open(root)?;
         let plan = fetch::plan(&reg, &store, refs, &opts)?;
@@ -198,7 +202,7 @@ impl PullArgs {
         for e in &lock.entries {
             let mut pinned = e.reference.clone();
             pinned.digest = Some(e.digest.clone());
-            let opts = FetchOptions { platform: ocibundle::lock::platform_choice(e), jobs: self.jobs, progress };
+            let opts = FetchOptions { platform: ocibundle::lock::platform_choice(e), jobs: self.jobs, progress, referrers: self.referrers.parse()? };
             let one = match fetch::plan(&reg, &store, &[pinned], &opts) {
                 Ok(p) => p,
                 Err(err) if e.optional => {
@@ -216,7 +220,7 @@ impl PullArgs {
                 plan.blobs.entry(d).or_insert(b);
             }
         }
-        let opts = FetchOptions { platform: PlatformChoice::All, jobs: self.jobs, progress };
+        let opts = FetchOptions { platform: PlatformChoice::All, jobs: self.jobs, progress, referrers: self.referrers.parse()? };
         Ok(fetch::execute(&reg, &store, plan, &opts)?)
     }
 }
@@ -240,6 +244,9 @@ pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {
     } else {
         for img in &report.images {
             println!("{} {} fetched {} present {}", img.reference, img.digest, img.counts.bytes_fetched, img.counts.bytes_present);
+            for r in &img.referrers {
+                println!("  referrer {} {} of {} ({} bytes)", r.artifact_type, r.digest, r.subject, r.size);
+            }
         }
         if let Some(note) = retry_note(report.retries, report.bytes_resumed) {
             let n = report.images.len();

@@ -17,10 +17,13 @@ pub struct ImportArgs {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    sign: super::SignArgs,
 }
 
 pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
     let store = Store::open(root)?;
+    gate(&store, &a)?;
     if a.file.to_str().is_some_and(transport::is_archive) {
         return match transport::open(&a.file)? {
             Opened::DockerArchive(ar) => import_docker_archive(&store, ar, a.json),
@@ -70,4 +73,20 @@ fn import_layout(store: &Store, layout: ocibundle::archive::oci::Layout, json: b
     let r = ocibundle::archive::oci::import(layout, store)?;
     let lines = r.images.iter().map(|i| format!("{} ({})", i.reference, i.digest));
     print_archive_import(&r, json, lines, &r.copied, &r.notes)
+}
+
+/// `--key`/`--require-signed`: every image's signatures checked in the source before anything
+/// is stored (a stream cannot be read twice, so it cannot be gated).
+fn gate(store: &Store, a: &ImportArgs) -> anyhow::Result<()> {
+    if a.sign.keys.is_empty() && !a.sign.require_signed {
+        return Ok(());
+    }
+    if super::stream_input(&a.file)?.is_some() {
+        anyhow::bail!("{}: signatures are checked in a file, not a stream (import the file itself with --key)", a.file.display());
+    }
+    let opened = transport::open(&a.file)?;
+    let source = opened.source(Some(store));
+    let images = source.refs()?;
+    a.sign.gate(&*source, &images, &|n| n.to_string(), a.json)?;
+    Ok(())
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use ocibundle::bundle::Bundle;
 use ocibundle::image::{ConfigInfo, Manifest, ManifestKind};
 use ocibundle::limits;
+use ocibundle::referrers;
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -24,12 +25,19 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
     let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut sizes: BTreeMap<String, u64> = BTreeMap::new();
     let mut images = Vec::new();
+    let all = ocibundle::source::Source::refs(&b)?;
     for (name, blobs, _) in &walk {
         for (d, desc) in blobs {
             users.entry(d.to_string()).or_default().push(name.clone());
             sizes.insert(d.to_string(), desc.size);
         }
+        // Referrers are listed under their image, not as images.
+        if referrers::is_referrer_ref(name) {
+            continue;
+        }
         let img = b.index.images.iter().find(|i| &i.reference == name).expect("walked image");
+        let carried = referrers::attach(&b, &all, vec![(name.clone(), img.descriptor.clone())])?;
+        let listed = referrers::list(&b, &carried[1..])?;
         let mut manifests = Vec::new();
         for desc in blobs.values() {
             let Some(_) = b.entry(&desc.digest) else { continue };
@@ -53,6 +61,7 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
         images.push(serde_json::json!({
             "reference": name, "digest": img.descriptor.digest, "media_type": img.descriptor.media_type,
             "bytes": blobs.values().map(|d| d.size).sum::<u64>(), "manifests": manifests,
+            "referrers": listed,
         }));
     }
     let shared: Vec<serde_json::Value> = users
@@ -83,6 +92,10 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
                 let tag = if n > 1 { format!(" (shared by {n} images)") } else { String::new() };
                 println!("    {} {:>12}{tag}", d, l["size"]);
             }
+        }
+        for r in i["referrers"].as_array().into_iter().flatten() {
+            let short = |k: &str| r[k].as_str().unwrap_or("").chars().take(19).collect::<String>();
+            println!("  referrer {} {} {:>12} (of {})", r["artifact_type"].as_str().unwrap_or(""), r["digest"].as_str().unwrap_or(""), r["size"], short("subject"));
         }
     }
     Ok(0)

@@ -29,7 +29,7 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Write one deduplicated bundle file of images from the store
     Bundle(bundle::BundleArgs),
-    /// Re-hash every blob of a bundle and check every image in it is complete
+    /// Re-hash every blob of a bundle and check every image in it is complete (with --key: its signatures)
     Verify(verify::VerifyArgs),
     /// List a bundle's images, platforms, layers and shared blobs (reads no layer data)
     Inspect(inspect::InspectArgs),
@@ -243,4 +243,42 @@ pub fn locked_names(source: &dyn ocibundle::source::Source, lock: &ocibundle::lo
         anyhow::bail!("the {} holds none of the locked images", source.name());
     }
     Ok(names)
+}
+
+/// The promotion gate's flags (`verify`, `import`, `push`): trusted keys and whether an image
+/// that is not signed by one of them stops the command.
+#[derive(clap::Args, Default)]
+pub struct SignArgs {
+    /// Check cosign signatures with this public key (PEM: ECDSA P-256 or Ed25519; repeatable)
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+    /// Fail when an image is unsigned or badly signed (needs --key)
+    #[arg(long)]
+    pub require_signed: bool,
+}
+
+impl SignArgs {
+    /// Checks the signatures of `images` in `source` when keys were given (before anything is
+    /// stored or pushed), printing one line per image on stderr unless `quiet`; an error with
+    /// `--require-signed` when one is not signed. `identity` gives the name an image's
+    /// signatures must carry.
+    pub fn gate(&self, source: &dyn ocibundle::source::Source, images: &[(String, ocibundle::image::Descriptor)], identity: &dyn Fn(&str) -> String, quiet: bool) -> anyhow::Result<Option<Vec<ocibundle::signature::ImageVerdict>>> {
+        if self.keys.is_empty() {
+            if self.require_signed {
+                anyhow::bail!("--require-signed needs at least one --key FILE");
+            }
+            return Ok(None);
+        }
+        let keys = ocibundle::signature::load_keys(&self.keys)?;
+        let verdicts = ocibundle::signature::verify_images(source, images, &keys, identity)?;
+        if !quiet {
+            for v in &verdicts {
+                eprintln!("{}", v.line());
+            }
+        }
+        if self.require_signed {
+            ocibundle::signature::require_signed(&verdicts)?;
+        }
+        Ok(Some(verdicts))
+    }
 }

@@ -29,6 +29,8 @@ pub struct PushArgs {
     /// Print a JSON summary on stdout
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    sign: super::SignArgs,
 }
 
 pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
@@ -52,6 +54,9 @@ pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
     let report = sources.with(|source| -> anyhow::Result<_> {
         let names = super::selected_names(source, &a.source)?;
         let images = ocibundle::export::select(source, &names)?;
+        // The gate, before anything is sent: signatures name the images as the source does,
+        // whatever --rewrite makes of them.
+        a.sign.gate(source, &images, &|n| n.to_string(), false)?;
         let (plan, rules) = push::plan(source, &images, &opts)?;
         Ok(push::execute(&reg, source, &plan, rules, &opts)?)
     })?;

@@ -22,6 +22,8 @@ pub struct VerifyArgs {
     /// Print JSON
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    sign: super::SignArgs,
 }
 
 pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
@@ -31,18 +33,27 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
     let archive = a.file.to_str().filter(|s| ocibundle::transport::is_archive(s));
     // The names and descriptors the source holds (none for a stream), for a lock's pins.
     let mut held: Option<Vec<(String, ocibundle::image::Descriptor)>> = None;
-    let (mut report, name, bundle_id) = match super::stream_input(&a.file)? {
+    // Signatures are checked against each image's own name, with no network.
+    let gate = |source: &dyn ocibundle::source::Source| -> anyhow::Result<Option<Vec<ocibundle::signature::ImageVerdict>>> {
+        let images = source.refs()?;
+        a.sign.gate(source, &images, &|n| n.to_string(), true)
+    };
+    let (mut report, name, bundle_id, verdicts) = match super::stream_input(&a.file)? {
         _ if archive.is_some() => {
             let opened = ocibundle::transport::open(&a.file)?;
             let source = opened.source(None);
             let images = source.refs()?;
             let r = ocibundle::validate::check(&*source, &images, ocibundle::validate::Options { deep: a.deep });
+            let v = if r.problems.is_empty() { gate(&*source)? } else { None };
             held = Some(images);
-            (r, source.name(), String::new())
+            (r, source.name(), String::new(), v)
         }
         Some((reader, name)) => {
+            if !a.sign.keys.is_empty() || a.sign.require_signed {
+                anyhow::bail!("{name}: signatures are checked in a bundle file, not a stream (verify the file itself with --key)");
+            }
             let r = ocibundle::bundle::stream::verify(reader, &name)?;
-            (r, name, String::new())
+            (r, name, String::new(), None)
         }
         None => {
             let b = Bundle::open(&a.file)?;
@@ -50,15 +61,18 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
             // A delta's base blobs must be in the store it will be imported into.
             let store = if b.index.requires.is_empty() { None } else { Store::open_existing(root).ok() };
             let mut r = b.verify(store.as_ref());
+            let source = ocibundle::source::BundleOverStore { bundle: &b, store: store.as_ref() };
             if a.deep && r.problems.is_empty() {
                 // Every image as any source's are checked: diff_ids, every layer inflated.
-                let source = ocibundle::source::BundleOverStore { bundle: &b, store: store.as_ref() };
                 let images = ocibundle::source::Source::refs(&source)?;
                 r.problems = ocibundle::validate::check(&source, &images, ocibundle::validate::Options { deep: true }).problems;
             }
-            (r, b.name.clone(), b.index.bundle_id.to_string())
+            // Signatures only over blobs that checked out (the gate reads them again, verified).
+            let v = if r.problems.is_empty() { gate(&source)? } else { None };
+            (r, b.name.clone(), b.index.bundle_id.to_string(), v)
         }
     };
+    let unsigned: Vec<String> = verdicts.iter().flatten().filter(|v| v.verdict != ocibundle::signature::Verdict::Signed).map(|v| v.line()).collect();
     let mut missing_required = Vec::new();
     let mut missing_optional = Vec::new();
     if let Some(list) = list {
@@ -90,6 +104,7 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
             "bundle": name, "source": name, "bundle_id": bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty(),
             "blobs_checked": report.blobs_checked, "bytes_checked": report.bytes_checked, "images": report.images,
             "problems": report.problems, "missing_required": missing_required, "missing_optional": missing_optional,
+            "signatures": verdicts,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -99,9 +114,15 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
         for m in &missing_required {
             println!("missing: required image {m}");
         }
+        for v in verdicts.iter().flatten() {
+            println!("{}", v.line());
+        }
     }
     if let Some(first) = report.problems.first() {
         anyhow::bail!("{}: {} problem(s); first: {first}", name, report.problems.len());
+    }
+    if a.sign.require_signed && !unsigned.is_empty() {
+        ocibundle::signature::require_signed(verdicts.as_deref().unwrap_or_default())?;
     }
     if !missing_required.is_empty() {
         anyhow::bail!("{}: required image(s) missing: {}", name, missing_required.join(", "));

@@ -80,7 +80,8 @@ pub fn select(source: &dyn Source, names: &[String]) -> Result<Vec<(String, Desc
             }
         }
     }
-    Ok(out)
+    // Signatures, SBOMs and attestations travel with their images.
+    crate::referrers::attach(source, &all, out)
 }
 
 /// Reads and parses a manifest or index from the source.
@@ -204,9 +205,13 @@ pub(crate) fn refuse_existing(fin: &Path, force: bool) -> Result<()> {
 
 /// Runs an export.
 pub fn export(source: &dyn Source, names: &[String], opts: &ExportOptions) -> Result<ExportReport> {
-    let images = select(source, names)?;
+    let mut images = select(source, names)?;
     match opts.format {
-        Format::DockerArchive => docker_archive::write(source, &images, opts),
+        Format::DockerArchive => {
+            // A docker-archive holds container images only: referrers cannot go there.
+            images.retain(|(n, _)| !crate::referrers::is_referrer_ref(n));
+            docker_archive::write(source, &images, opts)
+        }
         Format::OciLayout | Format::OciArchive => oci::write(source, &images, opts),
     }
 }

@@ -93,6 +93,15 @@ fn registry_err(what: &str, message: impl Into<String>, retryable: bool) -> Erro
     Error::Registry { what: what.to_string(), message: message.into(), retryable }
 }
 
+/// The target of a `Link: <URL>; rel="next"` header (pagination), if it has one.
+fn next_link(v: &str) -> Option<String> {
+    v.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let is_next = params.split(';').any(|p| p.trim().replace(' ', "") == "rel=\"next\"" || p.trim() == "rel=next");
+        is_next.then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+    })
+}
+
 /// Turns a transport error into ours, deciding whether a retry may help.
 fn transport_err(what: &str, e: ureq::Error) -> Error {
     const TLS_HINT: &str = "(for a private CA use --cert-dir DIR; --tls-verify=false to skip verification)";
@@ -388,6 +397,75 @@ impl Registry {
         Ok(m)
     }
 
+    /// A manifest by tag or digest, or `None` when the registry has none under that name: for
+    /// names that most often do not exist, such as cosign's `sha256-<hex>.sig` tags. Asked with
+    /// `HEAD` first (a `GET` of a manifest counts against some registries' pull limits), then
+    /// fetched by the digest the registry named, so the bytes are checked against it.
+    pub fn manifest_if_any(&self, r: &Reference, reference: &str) -> Result<Option<Manifest>> {
+        let host = self.host(r)?;
+        let what = format!("{r}: manifest {reference}");
+        let url = format!("{}/v2/{}/manifests/{reference}", host.base, r.repository);
+        let scope = format!("repository:{}:pull", r.repository);
+        let found = self.retry(|| match self.request(&host, r, "HEAD", &url, &what, &[("Accept", media::ACCEPT.to_string())], &scope, None) {
+            Ok(resp) => Ok(Some(resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|d| d.parse::<Digest>().ok()))),
+            Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => Ok(None),
+            Err(e) => Err(e),
+        })?;
+        match found {
+            None => Ok(None),
+            // A registry that names no digest on HEAD: the tag itself, checked as it comes.
+            Some(None) => self.manifest(r, reference).map(Some),
+            Some(Some(d)) => self.manifest(r, &d.to_string()).map(Some),
+        }
+    }
+
+    /// The OCI 1.1 referrers API: the descriptors of the manifests whose `subject` is
+    /// `subject` (`GET /v2/<name>/referrers/<digest>`, filtered by `artifact_type` where the
+    /// registry honours it; pages followed through `Link: <…>; rel="next"` on the same host, at
+    /// most `REFERRER_PAGES`), or `None` when the registry does not offer the API (404).
+    pub fn referrers(&self, r: &Reference, subject: &Digest, artifact_type: Option<&str>) -> Result<Option<Vec<Descriptor>>> {
+        const REFERRER_PAGES: usize = 64;
+        let host = self.host(r)?;
+        let what = format!("{r}: referrers of {subject}");
+        let mut url = format!("{}/v2/{}/referrers/{subject}", host.base, r.repository);
+        if let Some(t) = artifact_type {
+            url.push_str(&format!("?artifactType={}", t.replace('+', "%2B").replace('/', "%2F")));
+        }
+        let mut out: Vec<Descriptor> = Vec::new();
+        for page in 0.. {
+            if page == REFERRER_PAGES {
+                return Err(Error::Other(format!("{what}: more than {REFERRER_PAGES} pages of referrers")));
+            }
+            let got = self.retry(|| {
+                let mut resp = match self.get(&host, r, &url, &what, &[("Accept", media::OCI_INDEX.to_string())]) {
+                    Ok(resp) => resp,
+                    Err((Error::Registry { message, .. }, _)) if message.starts_with("not found") => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let next = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(next_link);
+                let bytes = limits::read_capped(resp.body_mut().as_reader(), limits::MANIFEST, &what, |e| registry_err(&what, format!("reading the referrers index: {e}"), true))
+                    .map_err(|e| (e, None))?;
+                Ok(Some((bytes, next)))
+            })?;
+            let Some((bytes, next)) = got else {
+                // A 404 on a later page is a broken listing, not a registry without the API.
+                return if page == 0 { Ok(None) } else { Err(Error::Other(format!("{what}: page {} of the listing is gone", page + 1))) };
+            };
+            let m = Manifest::parse(bytes, Some(media::OCI_INDEX), &what)?;
+            let crate::image::ManifestKind::Index(children) = m.kind else {
+                return Err(Error::Other(format!("{what}: the registry answered a {}, not an index", m.media_type)));
+            };
+            out.extend(children);
+            match next {
+                None => return Ok(Some(out)),
+                Some(n) if n.starts_with('/') => url = format!("{}{n}", host.base),
+                Some(n) if n.starts_with(&format!("{}/", host.base)) => url = n,
+                Some(n) => return Err(Error::Other(format!("{what}: the next page is on another host ({}); not followed", crate::error::one_line(&n, 200)))),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
     /// Downloads a blob into its partial file, resuming from what the partial already holds
     /// (HTTP Range) after a dropped connection or an earlier run. The caller commits, which
     /// verifies digest and size. `progress` gets the count of each chunk written.
@@ -459,5 +537,16 @@ impl Registry {
             }
             Ok(())
         }, || received.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn link_headers_give_the_next_page() {
+        assert_eq!(super::next_link(r#"</v2/a/referrers/sha256:1?last=x>; rel="next""#).as_deref(), Some("/v2/a/referrers/sha256:1?last=x"));
+        assert_eq!(super::next_link(r#"<https://h/v2/p?n=1>; rel="prev", <https://h/v2/q?n=2>; rel="next""#).as_deref(), Some("https://h/v2/q?n=2"));
+        assert_eq!(super::next_link(r#"</x>; rel="prev""#), None);
+        assert_eq!(super::next_link("garbage"), None);
     }
 }

@@ -260,6 +260,18 @@ impl Registry {
     /// Puts a manifest byte for byte under `reference` (its digest or a tag); returns the
     /// digest the registry reports.
     pub fn put_manifest(&self, r: &Reference, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Option<Digest>> {
+        Ok(self.put_manifest_answered(r, reference, media_type, bytes)?.0)
+    }
+
+    /// Puts a manifest by its digest as `put_manifest` does; true when the registry answered
+    /// with `OCI-Subject`, which says it indexes manifests by their `subject` (the referrers
+    /// API of OCI distribution 1.1).
+    pub fn put_manifest_subject(&self, r: &Reference, media_type: &str, digest: &Digest, bytes: &[u8]) -> Result<bool> {
+        Ok(self.put_manifest_answered(r, &digest.to_string(), media_type, bytes)?.1)
+    }
+
+    /// The one manifest `PUT`: the digest the registry reports, and whether it sent `OCI-Subject`.
+    fn put_manifest_answered(&self, r: &Reference, reference: &str, media_type: &str, bytes: &[u8]) -> Result<(Option<Digest>, bool)> {
         let host = self.host(r)?;
         let what = format!("{r}: manifest {reference}");
         let url = format!("{}/v2/{}/manifests/{reference}", host.base, r.repository);
@@ -267,7 +279,7 @@ impl Registry {
         self.retry(|| {
             let mut body: &[u8] = bytes;
             let resp = self.request(&host, r, "PUT", &url, &what, &[("Content-Type", media_type.to_string())], &scope, Some((&mut body, bytes.len() as u64)))?;
-            Ok(header(&resp, "docker-content-digest").and_then(|d| d.parse().ok()))
+            Ok((header(&resp, "docker-content-digest").and_then(|d| d.parse().ok()), header(&resp, "oci-subject").is_some()))
         })
     }
 

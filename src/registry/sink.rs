@@ -31,6 +31,9 @@ pub struct RegistrySink<'a> {
     /// The manifests references point at, and their bytes once put (for the tags at the commit).
     entries: BTreeSet<Digest>,
     tagged: Mutex<BTreeMap<Digest, Vec<u8>>>,
+    /// Target repositories that answered a manifest with `subject` with `OCI-Subject`: they
+    /// offer the referrers API, so no fallback tag index is written there.
+    referrers_api: Mutex<BTreeSet<String>>,
 }
 
 /// `registry/repository`: where a blob lives.
@@ -54,7 +57,7 @@ impl<'a> RegistrySink<'a> {
             }
             entries.insert(img.descriptor.digest.clone());
         }
-        RegistrySink { reg, repos, targets, entries, uploads, dry_run, outcomes, tagged: Mutex::default() }
+        RegistrySink { reg, repos, targets, entries, uploads, dry_run, outcomes, tagged: Mutex::default(), referrers_api: Mutex::default() }
     }
 
     fn repos_of(&self, d: &Digest) -> &[Reference] {
@@ -108,8 +111,15 @@ impl Sink for RegistrySink<'_> {
             return Ok(true);
         }
         let by_digest = desc.digest.to_string();
+        // A referrer (it names a `subject`) is put even when present: the answer says whether
+        // the registry offers the referrers API.
+        let referrer = crate::image::Manifest::parse(bytes.to_vec(), Some(&desc.media_type), &by_digest).is_ok_and(|m| m.subject.is_some());
         for repo in self.repos_of(&desc.digest) {
-            if self.reg.head_manifest(repo, &by_digest)?.as_ref() != Some(&desc.digest) {
+            if referrer {
+                if self.reg.put_manifest_subject(repo, &desc.media_type, &desc.digest, bytes)? {
+                    self.referrers_api.lock().unwrap().insert(repo_key(repo));
+                }
+            } else if self.reg.head_manifest(repo, &by_digest)?.as_ref() != Some(&desc.digest) {
                 self.reg.put_manifest(repo, &by_digest, &desc.media_type, bytes)?;
             }
         }
@@ -124,16 +134,31 @@ impl Sink for RegistrySink<'_> {
         for (name, entry) in refs {
             let target = &self.targets[name];
             let Some(tag) = &target.tag else { continue };
-            if self.reg.head_manifest(target, tag)?.as_ref() != Some(&entry.digest) {
-                let bytes = tagged.get(&entry.digest).expect("the entry's manifest was put before the commit");
+            let bytes = tagged.get(&entry.digest).expect("the entry's manifest was put before the commit");
+            // What the tag must serve afterwards: the entry, or a merged referrers index.
+            let mut want = entry.digest.clone();
+            if let Some((subject, crate::referrers::Link::Index)) = crate::referrers::parse_tag(tag) {
+                // The referrers index: a registry with the referrers API lists them itself;
+                // else the fallback tag, merged with what the target lists there already.
+                if self.referrers_api.lock().unwrap().contains(&repo_key(target)) || self.reg.referrers(target, &subject, None)?.is_some() {
+                    continue;
+                }
+                let there = self.reg.manifest_if_any(target, tag)?;
+                if let Some(merged) = crate::referrers::merge_index(bytes, there.as_ref(), &target.to_string())? {
+                    self.reg.put_manifest(target, tag, crate::image::media::OCI_INDEX, &merged)?;
+                    want = Digest::of(&merged);
+                } else if there.as_ref().map(|m| &m.digest) != Some(&entry.digest) {
+                    self.reg.put_manifest(target, tag, &entry.media_type, bytes)?;
+                }
+            } else if self.reg.head_manifest(target, tag)?.as_ref() != Some(&entry.digest) {
                 self.reg.put_manifest(target, tag, &entry.media_type, bytes)?;
             }
             let got = self.reg.head_manifest(target, tag)?;
-            if got.as_ref() != Some(&entry.digest) {
+            if got.as_ref() != Some(&want) {
                 return Err(Error::Other(format!(
                     "{target}: after the push the registry serves {} for it, not {}",
                     got.map(|d| d.to_string()).unwrap_or_else(|| "nothing".into()),
-                    entry.digest
+                    want
                 )));
             }
         }

@@ -18,3 +18,4 @@ mod mutation;
 mod artifacts;
 mod lock;
 mod airgap;
+mod referrers;

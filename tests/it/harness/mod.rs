@@ -9,3 +9,4 @@ pub mod fixtures;
 pub mod peers;
 pub mod procfs;
 pub mod registry;
+pub mod signer;

@@ -213,6 +213,10 @@ struct State {
     absolute_locations: bool,
     /// `POST ?mount=` always opens a plain upload (202), as registries without mounts do.
     no_mounts: bool,
+    /// Serve the OCI 1.1 referrers API and answer `OCI-Subject` to manifests with `subject`.
+    referrers_api: bool,
+    /// Referrers per page of the API's answer (0: all in one), the rest behind `Link`.
+    referrers_page: usize,
     /// Upload `PUT`s that store their blob and then close without an answer (`lose_put_answers`).
     lost_put_answers: u32,
     /// keyed by blob digest, manifest digest or `repo:tag`
@@ -530,6 +534,18 @@ impl FakeRegistry {
     /// With `false`, `POST ?mount=&from=` never mounts: it answers 202 with a fresh upload.
     pub fn set_mounts(&self, on: bool) {
         self.shared.lock().no_mounts = !on;
+    }
+
+    /// Offer the OCI 1.1 referrers API (`GET /v2/<name>/referrers/<digest>`, `artifactType`
+    /// filter, `OCI-Subject` on manifest puts), as distribution 2.8 does not.
+    pub fn set_referrers_api(&self, on: bool) {
+        self.shared.lock().referrers_api = on;
+    }
+
+    /// Pages of `n` referrers in the API's answers, each pointing at the next with
+    /// `Link: </v2/<name>/referrers/<digest>?last=<digest>>; rel="next"`.
+    pub fn set_referrers_page(&self, n: usize) {
+        self.shared.lock().referrers_page = n;
     }
 
     /// Repository names, sorted (including ones that only received blobs).

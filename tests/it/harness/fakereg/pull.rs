@@ -77,6 +77,11 @@ pub(super) fn route(req: &Request, shared: &Shared) -> Resp {
             AuthResult::Challenge(r) => r,
             AuthResult::Ok => Resp::new(200, "application/json", b"{}".to_vec()),
         }
+    } else if let Some((repo, subject)) = req.path.strip_prefix("/v2/").and_then(|r| r.rsplit_once("/referrers/")).filter(|_| st.referrers_api) {
+        match check_auth(req, &st, port, Some(repo)) {
+            AuthResult::Challenge(r) => r,
+            AuthResult::Ok => referrers(req, &st, repo, subject),
+        }
     } else if let Some(rest) = req.path.strip_prefix("/v2/") {
         let (repo, kind, reference) = if let Some(i) = rest.rfind("/manifests/") {
             (&rest[..i], "manifests", &rest[i + "/manifests/".len()..])
@@ -244,6 +249,53 @@ pub(super) fn apply_faults(req: &Request, st: &mut State, key: Option<String>, m
     }
     if resp.cut.is_none() {
         resp.stall = f.stall;
+    }
+    resp
+}
+
+/// The OCI 1.1 referrers API: an index of the repository's manifests whose `subject` is
+/// `subject`, each with its artifactType and annotations, filtered by `artifactType`.
+fn referrers(req: &Request, st: &State, repo: &str, subject: &str) -> Resp {
+    let want = req.query.iter().find(|(k, _)| k == "artifactType").map(|(_, t)| t.clone());
+    let mut list: Vec<serde_json::Value> = Vec::new();
+    if let Some(r) = st.repos.get(repo) {
+        for (digest, (mt, bytes)) in &r.manifests {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else { continue };
+            if v["subject"]["digest"] != subject {
+                continue;
+            }
+            let at = v["artifactType"].as_str().or(v["config"]["mediaType"].as_str()).unwrap_or("").to_string();
+            if want.as_ref().is_some_and(|w| *w != at) {
+                continue;
+            }
+            let mut d = serde_json::json!({"mediaType": mt, "digest": digest, "size": bytes.len(), "artifactType": at});
+            if v["annotations"].is_object() {
+                d["annotations"] = v["annotations"].clone();
+            }
+            list.push(d);
+        }
+    }
+    list.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+    // Pages after `last`, when pages are asked for.
+    let mut next = None;
+    if st.referrers_page > 0 {
+        let last = req.query.iter().find(|(k, _)| k == "last").map(|(_, v)| v.clone());
+        if let Some(l) = last {
+            list.retain(|d| d["digest"].as_str().is_some_and(|x| x > l.as_str()));
+        }
+        if list.len() > st.referrers_page {
+            list.truncate(st.referrers_page);
+            let l = list.last().unwrap()["digest"].as_str().unwrap().to_string();
+            next = Some(format!("</v2/{repo}/referrers/{subject}?last={l}>; rel=\"next\""));
+        }
+    }
+    let body = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": list});
+    let mut resp = Resp::new(200, "application/vnd.oci.image.index.v1+json", serde_json::to_vec(&body).unwrap());
+    if let Some(n) = next {
+        resp = resp.header("Link", &n);
+    }
+    if want.is_some() {
+        resp = resp.header("OCI-Filters-Applied", "artifactType");
     }
     resp
 }

@@ -722,11 +722,13 @@ pub(super) fn write_inner(
                 r.tags.insert(reference.to_string(), digest.clone());
             }
             let loc = location(&st, format!("/v2/{repo}/manifests/{digest}"));
-            Some(
-                Resp::empty(201)
-                    .header("Location", &loc)
-                    .header("Docker-Content-Digest", &digest),
-            )
+            let resp = Resp::empty(201)
+                .header("Location", &loc)
+                .header("Docker-Content-Digest", &digest);
+            Some(match v["subject"]["digest"].as_str().filter(|_| st.referrers_api) {
+                Some(s) => resp.header("OCI-Subject", s),
+                None => resp,
+            })
         }
     }
 }
