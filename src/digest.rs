@@ -20,6 +20,12 @@ impl Digest {
     pub fn from_bytes(raw: &[u8; 32]) -> Digest {
         Digest { hex: hex::encode(raw) }
     }
+    /// The 32 bytes the hex spells.
+    pub fn raw(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(&self.hex, &mut b).expect("a digest is 64 hex digits");
+        b
+    }
     /// The digest of a byte slice.
     pub fn of(data: &[u8]) -> Digest {
         Digest::from_bytes(&Sha256::digest(data).into())

@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod bundle;
 pub mod cancel;
+pub mod chunk;
 pub mod codec;
 pub mod copy;
 pub mod digest;

@@ -45,6 +45,13 @@ pub trait Source: Sync {
         None
     }
 
+    /// A layer's tar straight from content the source holds below the layer (a version 2
+    /// bundle), with its size, verified against its diff_id as it is read; None when the source
+    /// holds the layer only compressed.
+    fn layer_tar(&self, _desc: &Descriptor) -> Result<Option<(u64, Box<dyn Read + Send + '_>)>> {
+        Ok(None)
+    }
+
     /// A small blob read whole (manifests, configs), capped and verified.
     fn read_small(&self, desc: &Descriptor, cap: u64) -> Result<Vec<u8>> {
         if desc.size > cap {
@@ -91,6 +98,9 @@ impl<S: Source + ?Sized> Source for &S {
     }
     fn remote(&self) -> Option<&dyn RemoteBlobs> {
         (**self).remote()
+    }
+    fn layer_tar(&self, desc: &Descriptor) -> Result<Option<(u64, Box<dyn Read + Send + '_>)>> {
+        (**self).layer_tar(desc)
     }
 }
 
@@ -185,15 +195,21 @@ impl Source for Bundle {
         Ok(self.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect())
     }
     fn has(&self, d: &Digest) -> bool {
-        self.entry(d).is_some()
+        self.holds(d)
     }
     fn size_of(&self, d: &Digest) -> Option<u64> {
-        self.entry(d).map(|e| e.size)
+        self.blob_size(d)
+    }
+    fn layer_tar(&self, desc: &Descriptor) -> Result<Option<(u64, Box<dyn Read + Send + '_>)>> {
+        Bundle::layer_tar(self, &desc.digest).map(|o| o.map(|(n, r)| (n, r as Box<dyn Read + Send + '_>)))
     }
     fn what_blob(&self, desc: &Descriptor) -> String {
         format!("{}: blob {}", self.name, desc.digest)
     }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
+        if let Some(r) = self.rebuilt_blob(desc)? {
+            return Ok(r);
+        }
         let e = self.sized_entry(desc)?;
         Ok(Box::new(VerifyingReader::new(self.vols.range(e.offset, e.size), desc.digest.clone(), desc.size, format!("{}: blob {}", self.name, desc.digest))))
     }
@@ -204,11 +220,19 @@ impl Source for Bundle {
 
 impl LocalBlobs for Bundle {
     fn read_from(&self, desc: &Descriptor, offset: u64) -> Result<Box<dyn Read + Send + '_>> {
+        if let Some(mut r) = self.rebuilt_blob(desc)? {
+            // Rebuilt from the start; what a resumed copy already holds is skipped.
+            std::io::copy(&mut (&mut r).take(offset), &mut std::io::sink()).map_err(|e| Error::Other(format!("{}: blob {}: {e}", self.name, desc.digest)))?;
+            return Ok(r);
+        }
         let e = self.sized_entry(desc)?;
         let offset = offset.min(e.size);
         Ok(Box::new(self.vols.range(e.offset + offset, e.size - offset)))
     }
     fn mapped(&self, desc: &Descriptor) -> Result<Option<Box<dyn Mapped + '_>>> {
+        if self.recipe_entry(&desc.digest).is_some() {
+            return Ok(None);
+        }
         let e = self.sized_entry(desc)?;
         Ok(Some(Box::new(self.vols.mapped(e.offset, e.size))))
     }
@@ -223,7 +247,7 @@ pub struct BundleOverStore<'a> {
 impl BundleOverStore<'_> {
     /// The source that holds `d`: the bundle first, then the store.
     fn holder(&self, d: &Digest) -> Option<&dyn LocalBlobs> {
-        if self.bundle.has(d) {
+        if self.bundle.holds(d) {
             return Some(self.bundle);
         }
         self.store.filter(|s| s.has(d)).map(|s| s as &dyn LocalBlobs)
@@ -246,8 +270,11 @@ impl Source for BundleOverStore<'_> {
     fn what_blob(&self, desc: &Descriptor) -> String {
         self.bundle.what_blob(desc)
     }
+    fn layer_tar(&self, desc: &Descriptor) -> Result<Option<(u64, Box<dyn Read + Send + '_>)>> {
+        Source::layer_tar(self.bundle, desc)
+    }
     fn blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        if self.bundle.has(&desc.digest) {
+        if self.bundle.holds(&desc.digest) {
             return self.bundle.blob(desc);
         }
         match self.store {

@@ -7,7 +7,10 @@ use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::media::MediaType;
 
+/// Version 1: whole blobs only. Version 2: content below the layer (chunk packs and recipes)
+/// besides whole blobs. Readers take both; writers write 2 unless asked for `--dedup blobs`.
 pub const VERSION: u32 = 1;
+pub const VERSION_CHUNKED: u32 = 2;
 pub const HEADER_MAGIC: &[u8; 8] = b"OCIBNDL\x01";
 pub const TRAILER_MAGIC: &[u8; 8] = b"OCIBEND\x01";
 pub const VOLUME_MAGIC: &[u8; 8] = b"OCIBVOL\x01";
@@ -16,8 +19,14 @@ pub const ENTRY_HEADER_LEN: u64 = 48;
 pub const TRAILER_LEN: u64 = 64;
 pub const VOLUME_HEADER_LEN: u64 = 64;
 
-/// Entry kinds. Only whole blobs exist in version 1; the rest are reserved.
+/// Entry kinds. Only whole blobs exist in version 1.
 pub const KIND_BLOB: u8 = 1;
+/// Version 2: one zstd frame holding chunks back to back (the index lists them).
+pub const KIND_PACK: u8 = 2;
+/// Version 2: one layer's recipe, a zstd frame (`chunk::recipe`).
+pub const KIND_RECIPE: u8 = 3;
+pub const MEDIA_PACK: &str = "application/vnd.ocibundle.chunks.v1+zstd";
+pub const MEDIA_RECIPE: &str = "application/vnd.ocibundle.recipe.v1+zstd";
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().unwrap())
@@ -27,8 +36,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 }
 
 fn check_version(what: &str, version: u32, flags: u32) -> Result<()> {
-    if version != VERSION {
-        return Err(Error::Other(format!("{what}: bundle format version {version} is not supported (this ocibundle reads version {VERSION})")));
+    if version != VERSION && version != VERSION_CHUNKED {
+        return Err(Error::Other(format!("{what}: bundle format version {version} is not supported (this ocibundle reads versions {VERSION} and {VERSION_CHUNKED})")));
     }
     if flags != 0 {
         return Err(Error::Other(format!("{what}: unknown bundle flags {flags:#x} (written by a newer ocibundle?)")));
@@ -36,10 +45,10 @@ fn check_version(what: &str, version: u32, flags: u32) -> Result<()> {
     Ok(())
 }
 
-pub fn encode_header(bundle_id: &BundleId) -> [u8; 64] {
+pub fn encode_header(bundle_id: &BundleId, version: u32) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[..8].copy_from_slice(HEADER_MAGIC);
-    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[8..12].copy_from_slice(&version.to_le_bytes());
     b[16..48].copy_from_slice(bundle_id.bytes());
     b
 }
@@ -52,13 +61,14 @@ fn check_zero(b: &[u8], what: &str, record: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn decode_header(b: &[u8; 64], what: &str) -> Result<[u8; 32]> {
+/// The bundle id and the format version.
+pub fn decode_header(b: &[u8; 64], what: &str) -> Result<([u8; 32], u32)> {
     if &b[..8] != HEADER_MAGIC {
         return Err(Error::Other(format!("{what}: not an ocibundle bundle (wrong magic)")));
     }
     check_version(what, u32_at(b, 8), u32_at(b, 12))?;
     check_zero(&b[48..], what, "bundle header")?;
-    Ok(b[16..48].try_into().unwrap())
+    Ok((b[16..48].try_into().unwrap(), u32_at(b, 8)))
 }
 
 pub fn encode_entry(kind: u8, len: u64, digest: &Digest) -> [u8; 48] {
@@ -72,7 +82,7 @@ pub fn encode_entry(kind: u8, len: u64, digest: &Digest) -> [u8; 48] {
 /// An entry header: kind, data length, digest.
 pub fn decode_entry(b: &[u8; 48], what: &str) -> Result<(u8, u64, Digest)> {
     let kind = b[0];
-    if kind != KIND_BLOB {
+    if !matches!(kind, KIND_BLOB | KIND_PACK | KIND_RECIPE) {
         return Err(Error::Other(format!("{what}: unknown entry kind {kind} (written by a newer ocibundle?)")));
     }
     check_zero(&b[1..8], what, "entry header")?;
@@ -86,10 +96,10 @@ pub struct Trailer {
     pub index_sha256: [u8; 32],
 }
 
-pub fn encode_trailer(t: &Trailer) -> [u8; 64] {
+pub fn encode_trailer(t: &Trailer, version: u32) -> [u8; 64] {
     let mut b = [0u8; 64];
     b[..8].copy_from_slice(TRAILER_MAGIC);
-    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[8..12].copy_from_slice(&version.to_le_bytes());
     b[16..24].copy_from_slice(&t.index_offset.to_le_bytes());
     b[24..32].copy_from_slice(&t.index_len.to_le_bytes());
     b[32..64].copy_from_slice(&t.index_sha256);
@@ -138,6 +148,41 @@ pub struct IndexEntry {
     pub size: u64,
     pub offset: u64,
     pub media_type: MediaType,
+    /// Version 2, kind 2: the chunks the frame holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<PackInfo>,
+    /// Version 2, kind 3: the layer the recipe rebuilds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<RecipeInfo>,
+}
+
+/// A chunk pack: its size decompressed and its chunks in order, each `[sha256 hex, length]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PackInfo {
+    pub raw_size: u64,
+    pub chunks: Vec<(String, u32)>,
+}
+
+/// What a recipe rebuilds: the layer blob (digest, size, media type), its tar (diff_id, size),
+/// the recipe's own size decompressed, and who compressed the layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecipeInfo {
+    pub layer: Digest,
+    pub layer_size: u64,
+    pub layer_media_type: MediaType,
+    pub diff_id: Digest,
+    pub tar_size: u64,
+    pub raw_size: u64,
+    pub producer: String,
+}
+
+/// Version 2: a layer carried whole because no exact rebuild was proven, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RawLayer {
+    pub digest: Digest,
+    pub size: u64,
+    pub producer: String,
+    pub why: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -168,6 +213,13 @@ pub struct Index {
     pub volume_size: u64,
     #[serde(default = "one")]
     pub volumes: u32,
+    /// Version 2: layers carried whole, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub raw: Vec<RawLayer>,
+    /// Version 2 deltas: layers the receiving store must hold, whose chunks the recipes use
+    /// without the bundle carrying them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_layers: Vec<Required>,
 }
 
 fn one() -> u32 {
@@ -197,8 +249,21 @@ impl Index {
             return Err(Error::Other(format!("{what}: the index names its base by a malformed id (corrupt index)")));
         }
         for e in &idx.entries {
-            if e.kind != KIND_BLOB {
+            let known = match idx.version {
+                VERSION => e.kind == KIND_BLOB,
+                _ => match e.kind {
+                    KIND_BLOB => true,
+                    KIND_PACK => e.pack.is_some(),
+                    KIND_RECIPE => e.recipe.is_some(),
+                    _ => false,
+                },
+            };
+            if !known {
                 return Err(Error::Other(format!("{what}: unknown entry kind {} for {} (written by a newer ocibundle?)", e.kind, e.digest)));
+            }
+            if let Some(p) = &e.pack
+                && p.chunks.iter().any(|(h, _)| !(h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')))) {
+                return Err(Error::Other(format!("{what}: chunk pack {} names a chunk by a malformed digest (corrupt index)", e.digest)));
             }
         }
         Ok(idx)
@@ -248,12 +313,13 @@ mod tests {
     #[test]
     fn records_round_trip_and_reject() {
         let id = [7u8; 32];
-        assert_eq!(decode_header(&encode_header(&BundleId(id)), "f").unwrap(), id);
-        let mut h = encode_header(&BundleId(id));
-        h[8] = 2;
-        assert!(decode_header(&h, "f").unwrap_err().to_string().contains("version 2 is not supported"));
+        assert_eq!(decode_header(&encode_header(&BundleId(id), VERSION), "f").unwrap(), (id, 1));
+        assert_eq!(decode_header(&encode_header(&BundleId(id), VERSION_CHUNKED), "f").unwrap(), (id, 2));
+        let mut h = encode_header(&BundleId(id), VERSION);
+        h[8] = 3;
+        assert!(decode_header(&h, "f").unwrap_err().to_string().contains("version 3 is not supported"));
         let t = Trailer { index_offset: 5, index_len: 9, index_sha256: [1; 32] };
-        assert_eq!(decode_trailer(&encode_trailer(&t), "f").unwrap(), t);
+        assert_eq!(decode_trailer(&encode_trailer(&t, VERSION), "f").unwrap(), t);
         let d = Digest::of(b"x");
         assert_eq!(decode_entry(&encode_entry(KIND_BLOB, 3, &d), "f").unwrap(), (KIND_BLOB, 3, d.clone()));
         assert!(decode_entry(&encode_entry(9, 3, &d), "f").unwrap_err().to_string().contains("unknown entry kind 9"));
@@ -264,7 +330,7 @@ mod tests {
     fn a_base_id_that_is_not_64_hex_is_refused_before_it_is_cut_mid_character() {
         let index = |id: &str| {
             let base = Base { kind: "bundle".into(), id: id.into() };
-            Index { format: "ocibundle".into(), version: 1, bundle_id: BundleId([0; 32]), images: vec![], entries: vec![], requires: vec![], base: Some(base), volume_size: 0, volumes: 1 }.to_bytes()
+            Index { format: "ocibundle".into(), version: 1, bundle_id: BundleId([0; 32]), images: vec![], entries: vec![], requires: vec![], base: Some(base), volume_size: 0, volumes: 1, raw: vec![], base_layers: vec![] }.to_bytes()
         };
         assert!(Index::parse(&index(&"ab".repeat(32)), "f").is_ok());
         // Byte 16 falls inside an `é`: `&id[..16]` in the delta messages would panic.

@@ -1,9 +1,12 @@
 //! The bundle: one file (or volume set) carrying every blob of a set of images once.
 //! Format spec: docs/design.md, "Bundle format".
+pub mod base;
+pub mod chunked;
 pub mod format;
 pub mod inventory;
 pub mod plan;
 pub mod reader;
+pub mod rebuild;
 pub mod stream;
 pub mod volumes;
 pub mod writer;

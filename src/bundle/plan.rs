@@ -118,7 +118,7 @@ pub fn plan(source: &dyn Source, refs: &[String], base: Option<&BaseSet>, split_
     let mut entries = Vec::new();
     for d in &carried {
         offset += ENTRY_HEADER_LEN;
-        entries.push(IndexEntry { kind: KIND_BLOB, digest: d.digest.clone(), size: d.size, offset, media_type: d.media_type.clone() });
+        entries.push(IndexEntry { kind: KIND_BLOB, digest: d.digest.clone(), size: d.size, offset, media_type: d.media_type.clone(), pack: None, recipe: None });
         offset += d.size;
     }
     let volume_payload = split_size.map(|s| s - VOLUME_HEADER_LEN);
@@ -132,6 +132,8 @@ pub fn plan(source: &dyn Source, refs: &[String], base: Option<&BaseSet>, split_
         base: base.map(|b| b.base.clone()),
         volume_size: volume_payload.unwrap_or(0),
         volumes: 1,
+        raw: Vec::new(),
+        base_layers: Vec::new(),
     };
     // The volume count is inside the index whose length decides it: iterate to the fixed point.
     let stream_len = loop {

@@ -7,7 +7,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::format::{decode_entry, decode_header, decode_trailer, Index, IndexEntry, ENTRY_HEADER_LEN, HEADER_LEN, TRAILER_LEN};
+use super::format::KIND_RECIPE;
+use super::rebuild::{blob_reader, read_recipe, Chunks, TarReader};
 use super::volumes::VolumeSet;
+use std::sync::Arc;
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, Result};
 use crate::image::{Descriptor, Manifest};
@@ -20,10 +23,13 @@ use crate::store::{Store, ANNOTATION_INDEX_DIGEST};
 pub type ImageWalk = (String, BTreeMap<Digest, Descriptor>, Vec<(Digest, String)>);
 
 pub struct Bundle {
-    pub vols: VolumeSet,
+    pub vols: Arc<VolumeSet>,
     pub index: Index,
     pub name: String,
     by_digest: BTreeMap<Digest, usize>,
+    /// Version 2: layers rebuilt from recipes (layer digest -> recipe entry), and the chunks.
+    recipes: BTreeMap<Digest, usize>,
+    pub chunks: Option<Arc<Chunks>>,
 }
 
 /// A bundle's check reports as every other source's does (see `validate`).
@@ -48,7 +54,7 @@ impl Bundle {
         }
         let mut h = [0u8; 64];
         vols.read_exact_at(&mut h, 0)?;
-        let id = decode_header(&h, &name)?;
+        let (id, version) = decode_header(&h, &name)?;
         let mut t = [0u8; 64];
         vols.read_exact_at(&mut t, vols.len - TRAILER_LEN)?;
         let last = if vols.volume_count() > 1 { vols.last_volume().display().to_string() } else { name.clone() };
@@ -84,6 +90,9 @@ impl Bundle {
             let list: Vec<String> = foreign.iter().map(|p| p.display().to_string()).collect();
             return Err(Error::Other(format!("{} belong(s) to another bundle (this one is {})", list.join(", "), index.bundle_id.short())));
         }
+        if index.version != version {
+            return Err(Error::Other(format!("{name}: header and index give different format versions (corrupt)")));
+        }
         if index_id != id {
             return Err(Error::Other(format!("{name}: header and index name different bundles (corrupt)")));
         }
@@ -102,13 +111,71 @@ impl Bundle {
                 return Err(Error::Other(format!("{name}: index entry {} has a bad offset (corrupt index)", e.digest)));
             }
             end = e.offset + e.size;
-            by_digest.insert(e.digest.clone(), i);
+            if e.kind == super::format::KIND_BLOB {
+                by_digest.insert(e.digest.clone(), i);
+            }
         }
-        Ok(Bundle { vols, index, name, by_digest })
+        let mut recipes = BTreeMap::new();
+        for (i, e) in index.entries.iter().enumerate().filter(|(_, e)| e.kind == KIND_RECIPE) {
+            let layer = &e.recipe.as_ref().expect("checked").layer;
+            if by_digest.contains_key(layer) || recipes.insert(layer.clone(), i).is_some() {
+                return Err(Error::Other(format!("{name}: layer {layer} is in the bundle twice (corrupt index)")));
+            }
+        }
+        let vols = Arc::new(vols);
+        let chunks = match index.version {
+            super::format::VERSION_CHUNKED => Some(Arc::new(Chunks::from_index(vols.clone(), &index, &name)?)),
+            _ => None,
+        };
+        Ok(Bundle { vols, index, name, by_digest, recipes, chunks })
     }
 
+    /// The entry carrying blob `d` whole.
     pub fn entry(&self, d: &Digest) -> Option<&IndexEntry> {
         self.by_digest.get(d).map(|&i| &self.index.entries[i])
+    }
+
+    /// The recipe entry that rebuilds layer `d` (version 2).
+    pub fn recipe_entry(&self, d: &Digest) -> Option<&IndexEntry> {
+        self.recipes.get(d).map(|&i| &self.index.entries[i])
+    }
+
+    /// Whether the bundle holds blob `d`, whole or as a recipe.
+    pub fn holds(&self, d: &Digest) -> bool {
+        self.by_digest.contains_key(d) || self.recipes.contains_key(d)
+    }
+
+    /// The size of blob `d` if the bundle holds it.
+    pub fn blob_size(&self, d: &Digest) -> Option<u64> {
+        self.entry(d).map(|e| e.size).or_else(|| self.recipe_entry(d).and_then(|e| e.recipe.as_ref()).map(|r| r.layer_size))
+    }
+
+    /// The recipe of layer `d`, read and checked.
+    pub fn recipe(&self, d: &Digest) -> Result<Option<Arc<crate::chunk::recipe::Recipe>>> {
+        self.recipe_entry(d).map(|e| read_recipe(&self.vols, e, &self.name).map(Arc::new)).transpose()
+    }
+
+    /// Layer `d` rebuilt from its recipe, byte for byte, as a stream verified against the
+    /// layer's digest and size.
+    pub fn rebuilt_blob(&self, desc: &Descriptor) -> Result<Option<Box<dyn Read + Send + 'static>>> {
+        let Some(r) = self.recipe(&desc.digest)? else { return Ok(None) };
+        if r.layer_size != desc.size {
+            return Err(Error::SizeMismatch { what: format!("{}: blob", self.name), digest: desc.digest.clone(), expected: desc.size, found: r.layer_size });
+        }
+        let what = format!("{}: layer {}", self.name, desc.digest);
+        let chunks = self.chunks.clone().expect("a version 2 bundle has a chunk table");
+        let inner = blob_reader(r, chunks, what.clone())?;
+        Ok(Some(Box::new(crate::digest::VerifyingReader::new(inner, desc.digest.clone(), desc.size, what))))
+    }
+
+    /// Layer `d`'s tar straight from its recipe and chunks (no compression), verified against
+    /// its diff_id; with the tar's size.
+    pub fn layer_tar(&self, d: &Digest) -> Result<Option<(u64, Box<dyn Read + Send + 'static>)>> {
+        let Some(r) = self.recipe(d)? else { return Ok(None) };
+        let chunks = self.chunks.clone().expect("a version 2 bundle has a chunk table");
+        let (diff_id, size) = (r.diff_id.clone(), r.tar_size);
+        let what = format!("{}: layer {} (its tar)", self.name, d);
+        Ok(Some((size, Box::new(crate::digest::VerifyingReader::new(std::io::BufReader::with_capacity(1 << 20, TarReader::new(r, chunks)), diff_id, size, what)))))
     }
 
     /// Reads a small blob (manifest, config) from the bundle, capped and verified.
@@ -156,7 +223,7 @@ impl Bundle {
                 if blobs.contains_key(&d.digest) {
                     return Ok(None);
                 }
-                let here = self.entry(&d.digest).is_some() || store.is_some_and(|s| s.has_blob(&d.digest, Some(d.size)));
+                let here = self.holds(&d.digest) || store.is_some_and(|s| s.has_blob(&d.digest, Some(d.size)));
                 if !here {
                     let why = if self.index.requires.iter().any(|r| r.digest == d.digest) {
                         let base = self.index.base.as_ref().map(|b| format!("{} {}", b.kind, &b.id[..16.min(b.id.len())])).unwrap_or_else(|| "?".into());
@@ -218,6 +285,10 @@ impl Bundle {
         if found != e.digest {
             return Err(format!("content hashes to {found}"));
         }
+        // A chunk pack is decoded and every chunk checked against its name.
+        if let (Some(p), Some(c)) = (&e.pack, &self.chunks) {
+            c.check_pack(e, p).map_err(|x| x.to_string())?;
+        }
         Ok(())
     }
 
@@ -233,6 +304,7 @@ impl Bundle {
         let mut bad: Vec<(Digest, String)> = order.iter().zip(checked).filter_map(|(e, r)| r.err().map(|x| (e.digest.clone(), x))).collect();
         report.blobs_checked = self.index.entries.len() as u64;
         report.bytes_checked = self.index.entries.iter().map(|e| e.size).sum();
+        bad.extend(self.check_recipes(store));
         bad.sort();
         for (d, detail) in bad {
             report.problems.push(BlobProblem { digest: d.to_string(), images: users.get(&d).cloned().unwrap_or_default(), detail });
@@ -245,6 +317,28 @@ impl Bundle {
             }
         }
         report
+    }
+
+    /// Version 2: every recipe decodes, rebuilds the layer the index says, and names only
+    /// chunks the bundle carries or (a delta) its base layers in `store` can give.
+    fn check_recipes(&self, store: Option<&Store>) -> Vec<(Digest, String)> {
+        let Some(chunks) = &self.chunks else { return Vec::new() };
+        let base_ok = !self.index.base_layers.is_empty() && store.is_some_and(|s| self.index.base_layers.iter().all(|r| s.has_blob(&r.digest, Some(r.size))));
+        let mut bad = Vec::new();
+        for (layer, _) in &self.recipes {
+            match self.recipe(layer) {
+                Err(e) => bad.push((layer.clone(), e.to_string())),
+                Ok(Some(r)) => {
+                    let missing = r.chunks().filter(|(s, _)| !chunks.has(s)).count();
+                    if missing > 0 && !base_ok {
+                        let why = if self.index.base_layers.is_empty() { "not in the bundle (corrupt bundle)".to_string() } else { format!("left to the delta's base layers ({}), which the store lacks: import the base first", self.index.base_layers.len()) };
+                        bad.push((layer.clone(), format!("{missing} chunk(s) of its recipe are {why}")));
+                    }
+                }
+                Ok(None) => {}
+            }
+        }
+        bad
     }
 
     /// Copies every blob into `store`, verifying each, then points the references at them.
@@ -266,11 +360,22 @@ impl Bundle {
                 self.index.requires.len()
             )));
         }
+        // A delta's chunks left to its base: cut from the store's own layers first.
+        super::base::attach(self, store)?;
         // One copy from the bundle (a delta's base read from the store) into the store.
         let source = crate::source::BundleOverStore { bundle: self, store: Some(store) };
         let refs: Vec<(String, Descriptor)> = self.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect();
         let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let c = store.import_from(&source, &refs, jobs, progress)?;
+        // The recipes go into the analysis cache: a later delta against these layers finds its
+        // chunks here without cutting them again, and a re-bundle skips their analysis.
+        for (layer, _) in &self.recipes {
+            if let Ok(Some(r)) = self.recipe(layer) {
+                let desc = Descriptor { media_type: Default::default(), digest: layer.clone(), size: r.layer_size, platform: None, annotations: None };
+                let producer = self.recipe_entry(layer).and_then(|e| e.recipe.as_ref()).map(|i| i.producer.clone()).unwrap_or_default();
+                let _ = (crate::chunk::analyze::Cache { store }).put(&desc, &crate::chunk::analyze::Analyzed::Recipe { recipe: (*r).clone(), producer });
+            }
+        }
         Ok(ImportReport { images: refs.into_iter().map(|(n, _)| n).collect(), blobs_imported: c.blobs_imported, bytes_imported: c.bytes_imported, blobs_present: c.blobs_present, bytes_present: c.bytes_present })
     }
 }

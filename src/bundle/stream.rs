@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn an_entry_claiming_a_huge_length_is_a_truncation_not_an_add_overflow() {
-        let mut b = encode_header(&crate::digest::BundleId([1; 32])).to_vec();
+        let mut b = encode_header(&crate::digest::BundleId([1; 32]), crate::bundle::format::VERSION).to_vec();
         b.extend(encode_entry(KIND_BLOB, 3, &Digest::of(b"abc")));
         b.extend(b"abc");
         b.extend(encode_entry(KIND_BLOB, u64::MAX, &Digest::of(b"x")));
@@ -204,4 +204,26 @@ mod tests {
         let e = verify(&b[..], "stdin").unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
     }
+}
+
+/// A bundle stream, by format: version 1 is read as it passes; version 2 cannot be (a recipe
+/// names chunks anywhere in the stream), so it is spooled into an unnamed-on-drop file in `dir`
+/// and read as a file.
+pub enum Opened {
+    Walk(Box<dyn Read>),
+    Spooled(tempfile::NamedTempFile),
+}
+
+pub fn open(mut r: Box<dyn Read>, name: &str, dir: &std::path::Path) -> Result<Opened> {
+    let mut h = [0u8; 64];
+    r.read_exact(&mut h).map_err(|e| Error::Other(format!("{name}: too short for a bundle ({e})")))?;
+    let (_, version) = decode_header(&h, name)?;
+    if version == super::format::VERSION {
+        return Ok(Opened::Walk(Box::new(std::io::Cursor::new(h.to_vec()).chain(r))));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut f = tempfile::Builder::new().prefix("stream-").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    f.write_all(&h).map_err(|e| Error::io(f.path(), e))?;
+    std::io::copy(&mut r, f.as_file_mut()).map_err(|e| Error::Other(format!("{name}: spooling the stream into {}: {e}", dir.display())))?;
+    Ok(Opened::Spooled(f))
 }

@@ -20,6 +20,8 @@ use crate::writeback;
 #[derive(Debug, Clone)]
 pub enum Target {
     Stdout,
+    /// Nowhere: only counts (exact sizes of version 2 bundles, which `size` predicts by writing).
+    Discard { split: Option<u64> },
     File(PathBuf),
     Split { base: PathBuf, size: u64 },
 }
@@ -81,7 +83,7 @@ pub struct VolumeWriter {
     bundle_id: BundleId,
     current: Option<OpenVolume>,
     done: Vec<(PathBuf, PathBuf, Digest, u64)>,
-    stdout: Option<io::BufWriter<io::Stdout>>,
+    stdout: Option<Box<dyn Write>>,
     number: u32,
     pub position: u64,
 }
@@ -92,8 +94,21 @@ impl VolumeWriter {
             && *size <= VOLUME_HEADER_LEN + 4096 {
             return Err(Error::Other(format!("--split-size {size} is too small (minimum {} bytes)", VOLUME_HEADER_LEN + 4097)));
         }
-        let stdout = matches!(target, Target::Stdout).then(|| io::BufWriter::with_capacity(1 << 20, io::stdout()));
+        let stdout: Option<Box<dyn Write>> = match &target {
+            Target::Stdout => Some(Box::new(io::BufWriter::with_capacity(1 << 20, io::stdout()))),
+            Target::Discard { .. } => Some(Box::new(io::sink())),
+            _ => None,
+        };
         Ok(VolumeWriter { target, bundle_id, current: None, done: Vec::new(), stdout, number: 0, position: 0 })
+    }
+
+    /// The size of each volume file, when split.
+    pub fn split_size(&self) -> Option<u64> {
+        match &self.target {
+            Target::Split { size, .. } => Some(*size),
+            Target::Discard { split } => *split,
+            _ => None,
+        }
     }
 
     fn open_next(&mut self) -> Result<()> {
@@ -101,7 +116,7 @@ impl VolumeWriter {
         let (final_path, header) = match &self.target {
             Target::File(p) => (p.clone(), false),
             Target::Split { base, .. } => (volume_path(base, self.number), true),
-            Target::Stdout => unreachable!(),
+            Target::Stdout | Target::Discard { .. } => unreachable!(),
         };
         let tmp = crate::litter::claim_temp(&final_path);
         let f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).at(&final_path)?;
@@ -148,7 +163,7 @@ impl VolumeWriter {
         let base = match &self.target {
             Target::File(p) => p.clone(),
             Target::Split { base, .. } => base.clone(),
-            Target::Stdout => unreachable!(),
+            Target::Stdout | Target::Discard { .. } => unreachable!(),
         };
         let mut sum_path = base.as_os_str().to_owned();
         sum_path.push(".sha256");

@@ -24,9 +24,21 @@ pub struct Selection {
     /// Volumes of at most SIZE bytes each (4G = 4e9, 4.7G, 25G, 4Gi = 2^32)
     #[arg(long, value_name = "SIZE")]
     split_size: Option<String>,
-    /// Delta: leave out blobs that BASE (an older bundle, or a `store inventory` file) holds
+    /// Delta: leave out blobs that BASE (an older bundle, or a `store inventory` file) holds;
+    /// with `--dedup chunks`, also every chunk of the base's layers
     #[arg(long, value_name = "BASE")]
     since: Option<PathBuf>,
+    /// What is stored once: `chunks` (format 2: files and parts of files below the layer, each
+    /// layer rebuilt byte for byte on the other side) or `blobs` (format 1: whole blobs; fast,
+    /// no decompression, readable by ocibundle releases before format 2)
+    #[arg(long, value_enum, default_value = "chunks")]
+    dedup: Dedup,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dedup {
+    Chunks,
+    Blobs,
 }
 
 #[derive(Args)]
@@ -101,7 +113,7 @@ fn sources(root: &Path, sel: &Selection) -> anyhow::Result<super::Sources> {
 
 fn exists_any(target: &Target) -> Option<PathBuf> {
     match target {
-        Target::Stdout => None,
+        Target::Stdout | Target::Discard { .. } => None,
         Target::File(p) => p.exists().then(|| p.clone()),
         Target::Split { base, .. } => {
             let first = bundle::volumes::volume_path(base, 1);
@@ -123,7 +135,7 @@ pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
             if !lock.entries.is_empty() {
                 a.pull.fetch_locked(root, &lock, false, !a.json)?;
             }
-            return sources(root, &a.sel)?.with(|source| write_bundle(source, &a));
+            return sources(root, &a.sel)?.with(|source| write_bundle(root, source, &a));
         }
         let names = collect_refs(&a.sel.images.refs, a.sel.images.images.as_deref())?;
         let missing: Vec<ocibundle::Reference> = names.into_iter().filter(|n| !have.contains(&n.to_string())).collect();
@@ -131,10 +143,10 @@ pub fn run_bundle(root: &Path, a: BundleArgs) -> anyhow::Result<i32> {
             a.pull.fetch(root, &missing, !a.json)?;
         }
     }
-    sources(root, &a.sel)?.with(|source| write_bundle(source, &a))
+    sources(root, &a.sel)?.with(|source| write_bundle(root, source, &a))
 }
 
-fn write_bundle(source: &dyn Source, a: &BundleArgs) -> anyhow::Result<i32> {
+fn write_bundle(root: &Path, source: &dyn Source, a: &BundleArgs) -> anyhow::Result<i32> {
     let names = selected(source, &a.sel)?;
     let plan = plan(source, &a.sel, &names)?;
     let stdout = a.output.as_os_str() == "-";
@@ -148,14 +160,18 @@ fn write_bundle(source: &dyn Source, a: &BundleArgs) -> anyhow::Result<i32> {
         && !a.force {
         bail!("{} exists (use --force to replace it)", p.display());
     }
-    let report = bundle::writer::write(source, &plan, target, !a.json && !stdout)?;
-    let size = plan.size_report();
+    let (report, chunks) = write_any(root, source, &a.sel, &plan, target, !a.json && !stdout)?;
+    let mut size = serde_json::to_value(plan.size_report())?;
+    if let Some(c) = &chunks {
+        add_chunk_figures(&mut size, c, report.bytes);
+    }
     if a.json {
         let files: Vec<serde_json::Value> = report.files.iter().map(|(p, n)| serde_json::json!({"path": p, "bytes": n})).collect();
         let doc = serde_json::json!({
             "bundle_id": report.bundle_id, "bytes": report.bytes, "files": files,
             "images": names, "blobs": plan.index.entries.len(), "requires": plan.index.requires.len(),
             "base": plan.index.base, "size": size,
+            "format_version": if chunks.is_some() { 2 } else { 1 },
         });
         let out = serde_json::to_string_pretty(&doc)?;
         if stdout { eprintln!("{out}") } else { println!("{out}") }
@@ -172,8 +188,8 @@ fn write_bundle(source: &dyn Source, a: &BundleArgs) -> anyhow::Result<i32> {
             },
             plan.index.entries.len(),
             report.bytes,
-            size.sum_per_image_bytes,
-            size.sum_per_image_bytes.saturating_sub(size.carried_bytes),
+            size["sum_per_image_bytes"].as_u64().unwrap_or(0),
+            size["sum_per_image_bytes"].as_u64().unwrap_or(0).saturating_sub(report.bytes),
             if plan.index.requires.is_empty() { String::new() } else { format!("; {} blobs left to the base", plan.index.requires.len()) }
         );
     }
@@ -192,8 +208,38 @@ pub fn run_size(root: &Path, a: SizeArgs) -> anyhow::Result<i32> {
     sources(root, &a.sel)?.with(|source| {
         let names = selected(source, &a.sel)?;
         let plan = plan(source, &a.sel, &names)?;
-        print_size(&serde_json::to_value(plan.size_report())?, a.json)
+        let mut v = serde_json::to_value(plan.size_report())?;
+        if a.sel.dedup == Dedup::Chunks {
+            // Exact only by doing it: the analysis (cached in the store) and the packing, into nothing.
+            let split = a.sel.split_size.as_deref().map(parse_size).transpose()?;
+            let (report, c) = write_any(root, source, &a.sel, &plan, Target::Discard { split }, false)?;
+            add_chunk_figures(&mut v, &c.expect("chunks"), report.bytes);
+        }
+        print_size(&v, a.json)
     })
+}
+
+/// Writes the planned bundle in the chosen format; the chunk figures for format 2.
+fn write_any(root: &Path, source: &dyn Source, sel: &Selection, plan: &bundle::BundlePlan, target: Target, progress: bool) -> anyhow::Result<(bundle::writer::WriteReport, Option<bundle::chunked::ChunkStats>)> {
+    if sel.dedup == Dedup::Blobs {
+        return Ok((bundle::writer::write(source, plan, target, progress)?, None));
+    }
+    let store = root.join("oci-layout").exists().then(|| Store::open_existing(root).ok()).flatten();
+    let base = match &sel.since {
+        Some(p) => Some(bundle::chunked::chunk_base(p, source, store.as_ref())?),
+        None => None,
+    };
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let opts = bundle::chunked::Options { jobs, cache: store.as_ref(), base: base.as_ref(), progress };
+    let (r, c) = bundle::chunked::write(source, plan, target, &opts)?;
+    Ok((r, Some(c)))
+}
+
+/// Format 2's figures beside the blob-level ones: the bundle's real size, what went below the
+/// layer and what went whole (per producer, and why).
+fn add_chunk_figures(v: &mut serde_json::Value, c: &bundle::chunked::ChunkStats, bytes: u64) {
+    v["bundle_bytes"] = bytes.into();
+    v["chunks"] = serde_json::to_value(c).unwrap_or_default();
 }
 
 /// The size figures of a bundle already written, from its index.

@@ -32,7 +32,14 @@ pub fn run(root: &Path, a: ImportArgs) -> anyhow::Result<i32> {
         };
     }
     let r = match super::stream_input(&a.file)? {
-        Some((reader, name)) => ocibundle::bundle::stream::import(reader, &name, &store)?,
+        Some((reader, name)) => match ocibundle::bundle::stream::open(reader, &name, &store.tmp_dir())? {
+            ocibundle::bundle::stream::Opened::Walk(r) => ocibundle::bundle::stream::import(r, &name, &store)?,
+            ocibundle::bundle::stream::Opened::Spooled(f) => {
+                let mut b = Bundle::open(f.path())?;
+                b.name = name;
+                b.import(&store, !a.json)?
+            }
+        },
         None => Bundle::open(&a.file)?.import(&store, !a.json)?,
     };
     if a.json {

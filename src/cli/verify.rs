@@ -52,8 +52,14 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
             if !a.sign.keys.is_empty() || a.sign.require_signed {
                 anyhow::bail!("{name}: signatures are checked in a bundle file, not a stream (verify the file itself with --key)");
             }
-            let r = ocibundle::bundle::stream::verify(reader, &name)?;
-            (r, name, String::new(), None)
+            match ocibundle::bundle::stream::open(reader, &name, &std::env::temp_dir())? {
+                ocibundle::bundle::stream::Opened::Walk(r) => (ocibundle::bundle::stream::verify(r, &name)?, name, String::new(), None),
+                ocibundle::bundle::stream::Opened::Spooled(f) => {
+                    let mut b = Bundle::open(f.path())?;
+                    b.name = name.clone();
+                    (b.verify(None), name, b.index.bundle_id.to_string(), None)
+                }
+            }
         }
         None => {
             let b = Bundle::open(&a.file)?;

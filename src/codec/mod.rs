@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::digest::{DiffId, Hasher};
 use crate::error::{Error, Result};
 
+pub mod exact;
 pub mod gunzip;
 pub mod hint;
 

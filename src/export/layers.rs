@@ -32,6 +32,10 @@ impl Layer {
 /// is wrong.
 /// A source without local access gives no hint: its layers are spooled.
 pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option<u64>> {
+    // Content below the layer knows its tar's size exactly.
+    if let Some((size, _)) = source.layer_tar(desc)? {
+        return Ok(Some(size));
+    }
     let Some(local) = source.local() else { return Ok(None) };
     let c = desc.size;
     let head = local.read_at(desc, 0, c.min(hint::HEAD) as usize)?;
@@ -48,6 +52,11 @@ pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option
 /// against its own digest too (the source's verified stream, read to its end), so a blob that
 /// no longer matches its name fails even when it still inflates to the right tar.
 pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
+    // A layer held below the layer (a format 2 bundle) gives its tar with no gzip at all.
+    if let Some((_, tar)) = source.layer_tar(&layer.desc)? {
+        let mut src = BufReader::with_capacity(1 << 20, tar);
+        return codec::inflate_checked(&mut src, &layer.diff_id, &layer.what(), stop, out);
+    }
     let mut src = BufReader::with_capacity(1 << 20, source.blob(&layer.desc)?);
     codec::inflate_checked(&mut src, &layer.diff_id, &layer.what(), stop, out)
 }

@@ -202,7 +202,7 @@ impl Store {
     }
 
     /// Writes a small file atomically: temp file, fsync, rename.
-    pub(crate) fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
+    pub fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
         fs::create_dir_all(self.tmp_dir()).at(self.tmp_dir())?;
         let tmp = tempfile_in(&self.tmp_dir())?;
         let (mut f, tmp_path) = tmp;

@@ -233,9 +233,29 @@ const BROKEN: &[(&str, &str, &str)] = &[
         "error: bad-magic.obun: not an ocibundle bundle (wrong magic)",
     ),
     (
-        "version2.obun",
-        "error: version2.obun: bundle format version 2 is not supported (this ocibundle reads version 1)",
-        "error: version2.obun: bundle format version 2 is not supported (this ocibundle reads version 1)",
+        "version9.obun",
+        "error: version9.obun: bundle format version 9 is not supported (this ocibundle reads versions 1 and 2)",
+        "error: version9.obun: bundle format version 9 is not supported (this ocibundle reads versions 1 and 2)",
+    ),
+    (
+        "v2-unknown-chunk.obun",
+        "error: v2-unknown-chunk.obun: 2 problem(s); first: blob sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: chunk 0000000000000000000000000000000000000000000000000000000000000000 in pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba does not hash to its name (corrupt bundle)",
+        "error: v2-unknown-chunk.obun: 1 chunk(s) its recipes name are not in the bundle, and it is not a delta (corrupt bundle)",
+    ),
+    (
+        "v2-inflates.obun",
+        "error: v2-inflates.obun: 1 problem(s); first: blob sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: decodes to 244901+ bytes, the index says 244900 (corrupt bundle)",
+        "error: v2-inflates.obun: blob sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-inflates.obun: layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-inflates.obun: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: decodes to 244901+ bytes, the index says 244900",
+    ),
+    (
+        "v2-absurd.obun",
+        "error: v2-absurd.obun: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba claims 1099511627776 bytes decoded, over the 256 MiB cap (corrupt index)",
+        "error: v2-absurd.obun: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba claims 1099511627776 bytes decoded, over the 256 MiB cap (corrupt index)",
+    ),
+    (
+        "v2-recipe-short.obun",
+        "error: v2-recipe-short.obun: 1 problem(s); first: blob sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3466+ bytes, the index says 3465 (corrupt bundle) (used by fixtures.example/ocibundle/chunky:v1)",
+        "error: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3466+ bytes, the index says 3465 (corrupt bundle)",
     ),
     (
         "unknown-kind.obun",

@@ -1,0 +1,363 @@
+//! Writing a bundle in format version 2: every chunkable blob (layers, artifact files) analysed
+//! once (in parallel, cached in the store), its new chunks packed once into zstd frames while
+//! the layer is checked against its recipe, then the recipes, the whole blobs (configs,
+//! manifests, indexes, layers with no proven exact rebuild), the index and the trailer.
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::sync::mpsc::{channel, sync_channel};
+use std::sync::Mutex;
+
+use sha2::Digest as _;
+
+use super::format::{encode_entry, encode_header, Index, IndexEntry, PackInfo, RawLayer, RecipeInfo, Required, KIND_BLOB, KIND_PACK, KIND_RECIPE, MEDIA_PACK, MEDIA_RECIPE, VERSION_CHUNKED, VOLUME_HEADER_LEN};
+use super::plan::BundlePlan;
+use super::volumes::{Target, VolumeWriter};
+use super::writer::{checked, io_err, write_blob_entry, write_index, BlobChecker, WriteReport};
+use crate::chunk::analyze::{analyze, walk, Analyzed, Cache};
+use crate::digest::{BundleId, Digest};
+use crate::error::{Error, Result};
+use crate::image::Descriptor;
+use crate::progress::Progress;
+use crate::source::Source;
+use crate::store::Store;
+
+/// How chunks are packed: frames of about this many bytes before compression (the zstd window
+/// is the frame), at this level. Chosen by measurement, docs/design.md "Bundle format version 2".
+pub const PACK_SIZE: usize = 16 << 20;
+pub const LEVEL: i32 = 6;
+/// Blobs smaller than this are carried whole: a recipe would cost more than it saves.
+const CHUNK_MIN_BLOB: u64 = 32 << 10;
+
+pub struct Options<'a> {
+    pub jobs: usize,
+    /// The store whose analysis cache is read and filled.
+    pub cache: Option<&'a Store>,
+    /// Chunks the receiving side can cut from its own layers (a delta's base), with those layers.
+    pub base: Option<&'a ChunkBase>,
+    pub progress: bool,
+}
+
+/// Chunks a delta leaves to its base: every chunk of the base's layers, and which layers they are.
+#[derive(Default)]
+pub struct ChunkBase {
+    pub chunks: HashSet<[u8; 32]>,
+    pub layers: BTreeMap<Digest, u64>,
+}
+
+/// Whether a blob is worth analysing: anything but manifests, indexes and configs, above a size.
+pub fn chunkable(d: &Descriptor) -> bool {
+    !(d.media_type.is_index() || d.media_type.is_manifest() || d.media_type.is_config()) && d.size >= CHUNK_MIN_BLOB
+}
+
+fn knob(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The analysis of one blob: from the store's cache, or worked out (and cached).
+pub fn analysis(source: &dyn Source, d: &Descriptor, cache: Option<&Store>) -> Result<Analyzed> {
+    let cache = cache.map(|store| Cache { store });
+    if let Some(a) = cache.as_ref().and_then(|c| c.get(d)) {
+        return Ok(a);
+    }
+    let a = analyze(source, d, &source.what_blob(d))?;
+    if let Some(c) = &cache {
+        c.put(d, &a)?;
+    }
+    Ok(a)
+}
+
+/// Packs chunks into frames, compressed on worker threads, written in order.
+struct Packer {
+    buf: Vec<u8>,
+    chunks: Vec<(String, u32)>,
+    seq: u64,
+    target: usize,
+}
+
+impl Packer {
+    fn take(&mut self) -> Option<(u64, Vec<u8>, Vec<(String, u32)>)> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        Some((seq, std::mem::replace(&mut self.buf, Vec::with_capacity(self.target + (1 << 20))), std::mem::take(&mut self.chunks)))
+    }
+}
+
+fn compress_frame(raw: &[u8], level: i32) -> Result<Vec<u8>> {
+    use zstd::stream::raw::CParameter;
+    let mut c = zstd::bulk::Compressor::new(level).map_err(|e| Error::Other(format!("zstd: {e}")))?;
+    let wlog = (raw.len().max(1 << 10) as f64).log2().ceil() as u32;
+    c.set_parameter(CParameter::WindowLog(wlog.clamp(10, crate::limits::ZSTD_WINDOW_LOG))).map_err(|e| Error::Other(format!("zstd: {e}")))?;
+    c.set_parameter(CParameter::ContentSizeFlag(true)).map_err(|e| Error::Other(format!("zstd: {e}")))?;
+    c.compress(raw).map_err(|e| Error::Other(format!("zstd: {e}")))
+}
+
+/// The bundle id of a version 2 bundle: what version 1 would have, and the version.
+fn id_v2(plan: &BundlePlan) -> BundleId {
+    let mut h = sha2::Sha256::new();
+    h.update(plan.bundle_id.bytes());
+    h.update(b"ocibundle format 2, chunks");
+    BundleId(h.finalize().into())
+}
+
+/// How many bytes went which way, for `size`/`inspect`.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ChunkStats {
+    pub layers_rebuilt: u64,
+    pub layer_bytes_rebuilt: u64,
+    pub layers_raw: u64,
+    pub raw_bytes: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    pub chunks_left_to_base: u64,
+    pub packed_bytes: u64,
+    pub recipe_bytes: u64,
+}
+
+pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Options) -> Result<(WriteReport, ChunkStats)> {
+    let level = knob("OCIBUNDLE_ZSTD_LEVEL", LEVEL as usize) as i32;
+    let pack_size = knob("OCIBUNDLE_PACK_KIB", PACK_SIZE >> 10) << 10;
+    let descs: Vec<Descriptor> = plan.index.entries.iter().map(|e| Descriptor { media_type: e.media_type.clone(), digest: e.digest.clone(), size: e.size, platform: None, annotations: None }).collect();
+    // 1. Analyse (largest first, so the pool ends together).
+    let mut todo: Vec<&Descriptor> = descs.iter().filter(|d| chunkable(d)).collect();
+    todo.sort_by_key(|d| std::cmp::Reverse(d.size));
+    let bar = Progress::new(opts.progress, todo.iter().map(|d| d.size).sum(), "analyse");
+    let done = bar.blob("", 0);
+    let results = crate::pool::map_all(&todo, |d, _| {
+        let a = analysis(source, d, opts.cache);
+        done.inc(d.size);
+        a
+    });
+    bar.finish();
+    let mut analysed: BTreeMap<Digest, Analyzed> = BTreeMap::new();
+    for (d, r) in todo.iter().zip(results) {
+        analysed.insert(d.digest.clone(), r?);
+    }
+    // 2. Which chunks each layer brings (first use, in bundle order, not left to a base).
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
+    let mut stats = ChunkStats::default();
+    let mut emits: BTreeMap<Digest, HashSet<usize>> = BTreeMap::new();
+    let mut base_used: BTreeMap<Digest, u64> = BTreeMap::new();
+    for d in &descs {
+        let Some(Analyzed::Recipe { recipe, .. }) = analysed.get(&d.digest) else { continue };
+        let mut emit = HashSet::new();
+        for (i, (sha, _)) in recipe.chunks().enumerate() {
+            if let Some(b) = opts.base.filter(|b| b.chunks.contains(sha)) {
+                if seen.insert(*sha) {
+                    stats.chunks_left_to_base += 1;
+                }
+                let _ = b;
+                continue;
+            }
+            if seen.insert(*sha) {
+                emit.insert(i);
+            }
+        }
+        emits.insert(d.digest.clone(), emit);
+    }
+    if let Some(b) = opts.base
+        && stats.chunks_left_to_base > 0 {
+        base_used = b.layers.clone();
+    }
+
+    // 3. Write: header, packs (while each layer is checked against its recipe), recipes, blobs.
+    let bundle_id = id_v2(plan);
+    let mut w = VolumeWriter::new(target, bundle_id)?;
+    w.write_all(&encode_header(&bundle_id, VERSION_CHUNKED)).map_err(io_err)?;
+    let mut entries: Vec<IndexEntry> = Vec::new();
+    let total_in: u64 = descs.iter().map(|d| d.size).sum();
+    let bar = Progress::new(opts.progress, total_in, "bundle");
+    let total = bar.blob("", 0);
+    let jobs = opts.jobs.max(1);
+    let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>, Vec<(String, u32)>)>(jobs);
+    let job_rx = Mutex::new(job_rx);
+    std::thread::scope(|s| -> Result<()> {
+        let (done_tx, done_rx) = channel::<(u64, Result<Vec<u8>>, u64, Vec<(String, u32)>)>();
+        for _ in 0..jobs {
+            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            s.spawn(move || loop {
+                let job = job_rx.lock().unwrap().recv();
+                let Ok((seq, raw, chunks)) = job else { return };
+                let frame = compress_frame(&raw, level);
+                if done_tx.send((seq, frame, raw.len() as u64, chunks)).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(done_tx);
+        let mut pending: BTreeMap<u64, (Result<Vec<u8>>, u64, Vec<(String, u32)>)> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut write_ready = |w: &mut VolumeWriter, pending: &mut BTreeMap<u64, _>, entries: &mut Vec<IndexEntry>, stats: &mut ChunkStats| -> Result<()> {
+            while let Some((frame, raw_size, chunks)) = pending.remove(&next) {
+                let frame: Vec<u8> = frame?;
+                let digest = Digest::of(&frame);
+                w.write_all(&encode_entry(KIND_PACK, frame.len() as u64, &digest)).map_err(io_err)?;
+                let offset = w.position;
+                w.write_all(&frame).map_err(io_err)?;
+                stats.packed_bytes += frame.len() as u64;
+                entries.push(IndexEntry { kind: KIND_PACK, digest, size: frame.len() as u64, offset, media_type: MEDIA_PACK.into(), pack: Some(PackInfo { raw_size, chunks }), recipe: None });
+                next += 1;
+            }
+            Ok(())
+        };
+        let mut packer = Packer { buf: Vec::with_capacity(pack_size + (1 << 20)), chunks: Vec::new(), seq: 0, target: pack_size };
+        let walked = (|| -> Result<()> {
+            for d in &descs {
+                let Some(Analyzed::Recipe { recipe, .. }) = analysed.get(&d.digest) else { continue };
+                let emit = &emits[&d.digest];
+                walk(source, d, recipe, emit, &mut |sha, bytes| {
+                    packer.buf.extend_from_slice(bytes);
+                    packer.chunks.push((hex::encode(sha), bytes.len() as u32));
+                    stats.chunks += 1;
+                    stats.chunk_bytes += bytes.len() as u64;
+                    if packer.buf.len() >= pack_size {
+                        let job = packer.take().expect("a full pack");
+                        job_tx.send(job).map_err(|_| Error::Other("a compression thread stopped".into()))?;
+                    }
+                    while let Ok((seq, f, n, c)) = done_rx.try_recv() {
+                        pending.insert(seq, (f, n, c));
+                    }
+                    write_ready(&mut w, &mut pending, &mut entries, &mut stats)
+                })?;
+                total.inc(d.size);
+            }
+            if let Some(job) = packer.take() {
+                job_tx.send(job).map_err(|_| Error::Other("a compression thread stopped".into()))?;
+            }
+            Ok(())
+        })();
+        drop(job_tx);
+        for (seq, f, n, c) in done_rx.iter() {
+            pending.insert(seq, (f, n, c));
+        }
+        walked?;
+        write_ready(&mut w, &mut pending, &mut entries, &mut stats)
+    })?;
+    // Recipes, in bundle order.
+    let mut raw = Vec::new();
+    for d in &descs {
+        match analysed.get(&d.digest) {
+            Some(Analyzed::Recipe { recipe, producer }) => {
+                let body = recipe.encode();
+                let frame = zstd::bulk::compress(&body, 9).map_err(|e| Error::Other(format!("zstd: {e}")))?;
+                let digest = Digest::of(&frame);
+                w.write_all(&encode_entry(KIND_RECIPE, frame.len() as u64, &digest)).map_err(io_err)?;
+                let offset = w.position;
+                w.write_all(&frame).map_err(io_err)?;
+                stats.recipe_bytes += frame.len() as u64;
+                stats.layers_rebuilt += 1;
+                stats.layer_bytes_rebuilt += d.size;
+                let info = RecipeInfo { layer: d.digest.clone(), layer_size: d.size, layer_media_type: d.media_type.clone(), diff_id: recipe.diff_id.clone(), tar_size: recipe.tar_size, raw_size: body.len() as u64, producer: producer.clone() };
+                entries.push(IndexEntry { kind: KIND_RECIPE, digest, size: frame.len() as u64, offset, media_type: MEDIA_RECIPE.into(), pack: None, recipe: Some(info) });
+            }
+            Some(Analyzed::Raw { producer, why }) => {
+                stats.layers_raw += 1;
+                stats.raw_bytes += d.size;
+                raw.push(RawLayer { digest: d.digest.clone(), size: d.size, producer: producer.clone(), why: why.clone() });
+            }
+            None => {}
+        }
+    }
+    // Whole blobs, as in version 1.
+    let checker = BlobChecker::new();
+    let what = format!("{}: blob", source.name());
+    let copied = (|| -> Result<()> {
+        for d in &descs {
+            if matches!(analysed.get(&d.digest), Some(Analyzed::Recipe { .. })) {
+                continue;
+            }
+            let offset = w.position + super::format::ENTRY_HEADER_LEN;
+            write_blob_entry(&mut w, source, d, &checker, &|n| total.inc(n), &what)?;
+            entries.push(IndexEntry { kind: KIND_BLOB, digest: d.digest.clone(), size: d.size, offset, media_type: d.media_type.clone(), pack: None, recipe: None });
+        }
+        Ok(())
+    })();
+    let verdict = checked(checker, &what);
+    copied?;
+    verdict?;
+    let volume_payload = match &w_target_size(&w) {
+        Some(s) => Some(s - VOLUME_HEADER_LEN),
+        None => None,
+    };
+    let mut index = Index {
+        format: "ocibundle".into(),
+        version: VERSION_CHUNKED,
+        bundle_id,
+        images: plan.index.images.clone(),
+        entries,
+        requires: plan.index.requires.clone(),
+        base: plan.index.base.clone(),
+        volume_size: volume_payload.unwrap_or(0),
+        volumes: 1,
+        raw,
+        base_layers: base_used.into_iter().map(|(digest, size)| Required { digest, size }).collect(),
+    };
+    // The volume count is inside the index whose length decides it: iterate to the fixed point.
+    loop {
+        let len = w.position + index.to_bytes().len() as u64 + super::format::TRAILER_LEN;
+        let vols = volume_payload.map(|p| len.div_ceil(p).max(1) as u32).unwrap_or(1);
+        if vols == index.volumes {
+            break;
+        }
+        index.volumes = vols;
+    }
+    write_index(&mut w, &index.to_bytes(), VERSION_CHUNKED)?;
+    bar.finish();
+    let stream_len = w.position;
+    let files = w.commit()?;
+    let bytes = match volume_payload {
+        Some(_) => stream_len + index.volumes as u64 * VOLUME_HEADER_LEN,
+        None => stream_len,
+    };
+    let _ = KIND_BLOB;
+    Ok((WriteReport { bundle_id, bytes, files }, stats))
+}
+
+fn w_target_size(w: &VolumeWriter) -> Option<u64> {
+    w.split_size()
+}
+
+/// What a delta made with `--since BASE` can leave to the receiving side below the layer: every
+/// chunk of the base's layers that this side can cut (a format 2 base bundle's recipes say
+/// them; layers the base names that `source` or the store holds are analysed, cached).
+pub fn chunk_base(base: &std::path::Path, source: &dyn Source, store: Option<&Store>) -> Result<ChunkBase> {
+    let mut out = ChunkBase::default();
+    let set = super::load_base(base)?;
+    if !super::inventory::is_inventory(base)? {
+        let b = super::Bundle::open(base)?;
+        for e in b.index.entries.iter().filter(|e| e.kind == KIND_RECIPE) {
+            let r = super::rebuild::read_recipe(&b.vols, e, &b.name)?;
+            out.chunks.extend(r.chunks().map(|(s, _)| *s));
+            out.layers.insert(r.layer.clone(), r.layer_size);
+        }
+    }
+    for d in &set.digests {
+        if out.layers.contains_key(d) {
+            continue;
+        }
+        let held: Option<(&dyn Source, u64)> = match (source.size_of(d), store.and_then(|s| Source::size_of(s, d))) {
+            (Some(n), _) => Some((source, n)),
+            (None, Some(n)) => Some((store.unwrap() as &dyn Source, n)),
+            _ => None,
+        };
+        let Some((from, size)) = held else { continue };
+        let desc = Descriptor { media_type: crate::media::MediaType::Other("application/octet-stream".into()), digest: d.clone(), size, platform: None, annotations: None };
+        if !chunkable(&desc) || is_json(from, &desc)? {
+            continue;
+        }
+        if let Analyzed::Recipe { recipe, .. } = analysis(from, &desc, store)? {
+            out.chunks.extend(recipe.chunks().map(|(s, _)| *s));
+            out.layers.insert(d.clone(), size);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a blob is JSON (a manifest or config named only by digest in an inventory).
+fn is_json(source: &dyn Source, d: &Descriptor) -> Result<bool> {
+    let mut head = [0u8; 1];
+    let n = source.blob(d)?.read(&mut head).map_err(|e| Error::Other(format!("{}: {e}", source.what_blob(d))))?;
+    Ok(n == 1 && head[0] == b'{')
+}

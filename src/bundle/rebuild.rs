@@ -1,0 +1,316 @@
+//! Reading content below the layer back out of a version 2 bundle: chunks from their packs
+//! (each pack checked against its digest before it is decoded, each chunk against its name), a
+//! layer's tar from its recipe, and its exact compressed blob from that tar. Every caller gets
+//! the bytes through a verifying stream (layer digest, or diff_id for the tar).
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use sha2::Digest as _;
+
+use super::format::{Index, IndexEntry, KIND_PACK, KIND_RECIPE};
+use super::volumes::VolumeSet;
+use crate::chunk::recipe::{Op, Recipe, CHUNK_CAP};
+use crate::codec::exact;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// A pack may not decode to more than this; a recipe not to more than this.
+pub const PACK_CAP: u64 = 256 << 20;
+pub const RECIPE_CAP: u64 = 1 << 30;
+/// Decoded packs a reader keeps (the chunks of one layer mostly sit in a few packs in a row).
+const PACKS_KEPT: usize = 3;
+
+/// Chunks the bundle leaves to the receiving store (a delta): found by cutting base layers.
+pub trait BaseChunks: Send + Sync {
+    /// The chunk's bytes, checked, or None when no base layer holds it.
+    fn chunk(&self, sha: &[u8; 32], len: u32) -> Result<Option<Vec<u8>>>;
+}
+
+struct Pack {
+    offset: u64,
+    size: u64,
+    raw_size: u64,
+    digest: Digest,
+}
+
+#[derive(Clone, Copy)]
+struct Loc {
+    pack: u32,
+    at: u64,
+    len: u32,
+}
+
+/// Where every chunk of a bundle is, from its index.
+pub struct Chunks {
+    vols: Arc<VolumeSet>,
+    packs: Vec<Pack>,
+    map: HashMap<[u8; 32], Loc>,
+    pub name: String,
+    pub base: std::sync::OnceLock<Arc<dyn BaseChunks>>,
+}
+
+impl Chunks {
+    /// Builds the chunk table from a checked index: every pack's chunks must add up to its size.
+    pub fn from_index(vols: Arc<VolumeSet>, index: &Index, name: &str) -> Result<Chunks> {
+        let mut packs = Vec::new();
+        let mut map = HashMap::new();
+        for e in index.entries.iter().filter(|e| e.kind == KIND_PACK) {
+            let p = e.pack.as_ref().expect("a checked index has pack info");
+            if p.raw_size > PACK_CAP {
+                return Err(Error::Other(format!("{name}: chunk pack {} claims {} bytes decoded, over the {} MiB cap (corrupt index)", e.digest, p.raw_size, PACK_CAP >> 20)));
+            }
+            let mut at = 0u64;
+            for (h, len) in &p.chunks {
+                if *len == 0 || *len > CHUNK_CAP {
+                    return Err(Error::Other(format!("{name}: chunk pack {} lists a chunk of {len} bytes (corrupt index)", e.digest)));
+                }
+                let mut sha = [0u8; 32];
+                hex::decode_to_slice(h, &mut sha).map_err(|_| Error::Other(format!("{name}: chunk pack {} names a chunk by a malformed digest (corrupt index)", e.digest)))?;
+                map.entry(sha).or_insert(Loc { pack: packs.len() as u32, at, len: *len });
+                at += *len as u64;
+            }
+            if at != p.raw_size {
+                return Err(Error::Other(format!("{name}: chunk pack {} lists {at} bytes of chunks but holds {} (corrupt index)", e.digest, p.raw_size)));
+            }
+            packs.push(Pack { offset: e.offset, size: e.size, raw_size: p.raw_size, digest: e.digest.clone() });
+        }
+        Ok(Chunks { vols, packs, map, name: name.to_string(), base: std::sync::OnceLock::new() })
+    }
+
+    pub fn has(&self, sha: &[u8; 32]) -> bool {
+        self.map.contains_key(sha)
+    }
+
+    pub fn count(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Reads and decodes pack `i`, checked against its digest first.
+    fn pack(&self, i: u32) -> Result<Arc<Vec<u8>>> {
+        let p = &self.packs[i as usize];
+        let mut frame = vec![0u8; p.size as usize];
+        self.vols.read_exact_at(&mut frame, p.offset)?;
+        let found = Digest::of(&frame);
+        if found != p.digest {
+            return Err(Error::DigestMismatch { what: format!("{}: chunk pack", self.name), expected: p.digest.clone(), found });
+        }
+        let raw = decode_capped(&frame, p.raw_size).map_err(|e| Error::Other(format!("{}: chunk pack {}: {e}", self.name, p.digest)))?;
+        Ok(Arc::new(raw))
+    }
+
+    /// Decodes pack entry `e` (already checked against its digest) and checks every chunk
+    /// against its name.
+    pub fn check_pack(&self, e: &IndexEntry, p: &super::format::PackInfo) -> Result<()> {
+        let mut frame = vec![0u8; e.size as usize];
+        self.vols.read_exact_at(&mut frame, e.offset)?;
+        let raw = decode_capped(&frame, p.raw_size).map_err(|x| Error::Other(format!("chunk pack {}: {x} (corrupt bundle)", e.digest)))?;
+        let mut at = 0usize;
+        for (h, len) in &p.chunks {
+            let c = &raw[at..at + *len as usize];
+            if hex::encode(sha2::Sha256::digest(c)) != *h {
+                return Err(Error::Other(format!("chunk {h} in pack {} does not hash to its name (corrupt bundle)", e.digest)));
+            }
+            at += *len as usize;
+        }
+        Ok(())
+    }
+
+    /// One chunk's bytes, checked against its name.
+    pub fn read(&self, sha: &[u8; 32], len: u32, kept: &mut Vec<(u32, Arc<Vec<u8>>)>) -> Result<ChunkBytes> {
+        let Some(loc) = self.map.get(sha).copied() else {
+            if let Some(b) = self.base.get()
+                && let Some(v) = b.chunk(sha, len)? {
+                return Ok(ChunkBytes { data: Arc::new(v), start: 0, len: len as usize });
+            }
+            return Err(Error::Other(format!("{}: chunk {} is neither in the bundle nor in the store's base layers (a delta bundle needs its base imported first)", self.name, hex::encode(sha))));
+        };
+        if loc.len != len {
+            return Err(Error::Other(format!("{}: a recipe says chunk {} has {len} bytes, the pack says {} (corrupt bundle)", self.name, hex::encode(sha), loc.len)));
+        }
+        let data = match kept.iter().position(|(i, _)| *i == loc.pack) {
+            Some(k) => {
+                let hit = kept.remove(k);
+                kept.insert(0, hit.clone());
+                hit.1
+            }
+            None => {
+                let d = self.pack(loc.pack)?;
+                kept.insert(0, (loc.pack, d.clone()));
+                kept.truncate(PACKS_KEPT);
+                d
+            }
+        };
+        let (start, n) = (loc.at as usize, len as usize);
+        if sha2::Sha256::digest(&data[start..start + n]).as_slice() != sha {
+            return Err(Error::Other(format!("{}: chunk {} does not hash to its name (corrupt bundle)", self.name, hex::encode(sha))));
+        }
+        Ok(ChunkBytes { data, start, len: n })
+    }
+}
+
+/// Decodes one zstd frame to exactly `size` bytes; more is refused, not allocated.
+pub fn decode_capped(frame: &[u8], size: u64) -> std::io::Result<Vec<u8>> {
+    let mut d = zstd::stream::read::Decoder::with_buffer(frame)?;
+    d.window_log_max(crate::limits::ZSTD_WINDOW_LOG)?;
+    let mut out = Vec::with_capacity(size.min(PACK_CAP) as usize);
+    (&mut d).take(size + 1).read_to_end(&mut out)?;
+    if out.len() as u64 != size {
+        return Err(std::io::Error::other(format!("decodes to {}{} bytes, the index says {size}", out.len(), if out.len() as u64 > size { "+" } else { "" })));
+    }
+    Ok(out)
+}
+
+pub struct ChunkBytes {
+    data: Arc<Vec<u8>>,
+    start: usize,
+    len: usize,
+}
+
+impl ChunkBytes {
+    pub fn bytes(&self) -> &[u8] {
+        &self.data[self.start..self.start + self.len]
+    }
+}
+
+/// Reads a recipe entry: checked against its digest, decoded within its declared size, parsed,
+/// and checked to rebuild the layer the index says.
+pub fn read_recipe(vols: &VolumeSet, e: &IndexEntry, name: &str) -> Result<Recipe> {
+    let info = e.recipe.as_ref().filter(|_| e.kind == KIND_RECIPE).ok_or_else(|| Error::Other(format!("{name}: entry {} is not a recipe", e.digest)))?;
+    let what = format!("{name}: recipe of layer {}", info.layer);
+    if info.raw_size > RECIPE_CAP || e.size > RECIPE_CAP {
+        return Err(Error::TooLarge { what, limit: RECIPE_CAP });
+    }
+    let mut frame = vec![0u8; e.size as usize];
+    vols.read_exact_at(&mut frame, e.offset)?;
+    let found = Digest::of(&frame);
+    if found != e.digest {
+        return Err(Error::DigestMismatch { what, expected: e.digest.clone(), found });
+    }
+    let body = decode_capped(&frame, info.raw_size).map_err(|x| Error::Other(format!("{what}: {x} (corrupt bundle)")))?;
+    let r = Recipe::decode(&body, &what)?;
+    if r.layer != info.layer || r.layer_size != info.layer_size || r.diff_id != info.diff_id || r.tar_size != info.tar_size {
+        return Err(Error::Other(format!("{what}: the recipe rebuilds another layer than the index says (corrupt bundle)")));
+    }
+    Ok(r)
+}
+
+/// A layer's tar stream, pulled from its recipe (metadata) and chunks. Not verified as a
+/// whole: callers wrap it in a verifying reader (diff_id) or rebuild the blob from it and
+/// verify that.
+pub struct TarReader {
+    recipe: Arc<Recipe>,
+    chunks: Arc<Chunks>,
+    kept: Vec<(u32, Arc<Vec<u8>>)>,
+    op: usize,
+    meta_at: usize,
+    /// The op being read: its bytes and how far.
+    cur: Option<(ChunkBytes, usize)>,
+    meta_left: usize,
+}
+
+impl TarReader {
+    pub fn new(recipe: Arc<Recipe>, chunks: Arc<Chunks>) -> TarReader {
+        TarReader { recipe, chunks, kept: Vec::new(), op: 0, meta_at: 0, cur: None, meta_left: 0 }
+    }
+}
+
+impl Read for TarReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            if self.meta_left > 0 {
+                let n = self.meta_left.min(buf.len());
+                buf[..n].copy_from_slice(&self.recipe.meta[self.meta_at..self.meta_at + n]);
+                self.meta_at += n;
+                self.meta_left -= n;
+                return Ok(n);
+            }
+            if let Some((c, at)) = &mut self.cur {
+                let b = c.bytes();
+                if *at < b.len() {
+                    let n = (b.len() - *at).min(buf.len());
+                    buf[..n].copy_from_slice(&b[*at..*at + n]);
+                    *at += n;
+                    return Ok(n);
+                }
+                self.cur = None;
+            }
+            let Some(op) = self.recipe.ops.get(self.op) else { return Ok(0) };
+            self.op += 1;
+            match op {
+                Op::Meta(n) => self.meta_left = *n as usize,
+                Op::Chunk { sha, len } => {
+                    if crate::cancel::requested() {
+                        return Err(std::io::Error::other(Error::Interrupted.to_string()));
+                    }
+                    let c = self.chunks.read(sha, *len, &mut self.kept).map_err(|e| std::io::Error::other(e.to_string()))?;
+                    self.cur = Some((c, 0));
+                }
+            }
+        }
+    }
+}
+
+/// The exact compressed blob a recipe rebuilds, as a stream: the tar is pulled from chunks and
+/// re-compressed on a thread of its own (the codec writes; the caller reads).
+pub fn blob_reader(recipe: Arc<Recipe>, chunks: Arc<Chunks>, what: String) -> Result<Box<dyn Read + Send>> {
+    let rec = exact::Rebuild::decode(&recipe.rebuild, &what)?;
+    let (tx, rx) = sync_channel::<std::result::Result<Vec<u8>, String>>(4);
+    std::thread::spawn(move || {
+        let mut out = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(1 << 20) };
+        let mut tar = std::io::BufReader::with_capacity(1 << 20, TarReader::new(recipe, chunks));
+        let r = exact::rebuild(&rec, &mut tar, &mut out, &what).and_then(|_| out.flush().map_err(|e| Error::Other(format!("{what}: {e}"))));
+        if let Err(e) = r {
+            let _ = tx.send(Err(e.to_string()));
+        }
+    });
+    Ok(Box::new(ChannelReader { rx, cur: Vec::new(), at: 0 }))
+}
+
+struct ChannelWriter {
+    tx: SyncSender<std::result::Result<Vec<u8>, String>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let v = std::mem::replace(&mut self.buf, Vec::with_capacity(1 << 20));
+            self.tx.send(Ok(v)).map_err(|_| std::io::Error::other("reader gone"))?;
+        }
+        Ok(())
+    }
+}
+
+struct ChannelReader {
+    rx: Receiver<std::result::Result<Vec<u8>, String>>,
+    cur: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.cur.len() {
+            match self.rx.recv() {
+                Ok(Ok(v)) => {
+                    self.cur = v;
+                    self.at = 0;
+                }
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = (self.cur.len() - self.at).min(buf.len());
+        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
