@@ -8,8 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::digest::{DiffId, Hasher};
 use crate::error::{Error, Result};
 
+pub mod exact;
 pub mod gunzip;
 pub mod hint;
+mod regzip;
+mod rezstd;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
