@@ -56,6 +56,9 @@ pub struct ZstdParams {
     /// 0: libzstd's single-threaded streaming API; 1: its multi-threaded one with one worker,
     /// which the zstd CLI uses by default (its output is the same for any number of workers).
     pub workers: u32,
+    /// The libzstd version that proved it (`ZSTD_versionNumber`, 10507 = 1.5.7): another
+    /// version may compress differently, so `rebuild` refuses to use one.
+    pub libzstd: u32,
 }
 
 /// Version of the encoded record; [`Rebuild::decode`] refuses any other.
@@ -70,7 +73,7 @@ impl Rebuild {
     /// - gzip: members; per member: header length, header, pieces; per piece: plain length,
     ///   corrections length, corrections; then the 8-byte trailer.
     /// - zstd: level (zigzag), flags (1 checksum, 2 content size present, 4 long), content size if
-    ///   present, workers.
+    ///   present, workers, libzstd version.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(FORMAT);
         match self {
@@ -98,6 +101,7 @@ impl Rebuild {
                     put_varint(out, n);
                 }
                 put_varint(out, u64::from(z.workers));
+                put_varint(out, u64::from(z.libzstd));
             }
         }
     }
@@ -160,7 +164,11 @@ impl Rebuild {
                 if workers > 1 {
                     return Err(c.bad(format!("zstd workers {workers} (0 or 1 expected)")));
                 }
-                Rebuild::Zstd(ZstdParams { level: level as i32, checksum: flags & 1 != 0, content_size, long: flags & 4 != 0, workers: workers as u32 })
+                let libzstd = c.varint("libzstd version")?;
+                if libzstd > 999_999 {
+                    return Err(c.bad(format!("libzstd version {libzstd} out of range")));
+                }
+                Rebuild::Zstd(ZstdParams { level: level as i32, checksum: flags & 1 != 0, content_size, long: flags & 4 != 0, workers: workers as u32, libzstd: libzstd as u32 })
             }
             t => return Err(c.bad(format!("unknown kind {t}"))),
         };
@@ -616,7 +624,7 @@ mod tests {
         let mut longer = good.clone();
         longer.push(0);
         assert!(Rebuild::decode(&longer, "l").unwrap_err().to_string().contains("1 bytes after the record"));
-        let cases: [(&[u8], &str); 9] = [
+        let cases: [(&[u8], &str); 10] = [
             (&[9, 0], "unknown format version 9"),
             (&[FORMAT, 7], "unknown kind 7"),
             (&[FORMAT, TAG_GZIP, 0xff, 0xff, 0xff, 0xff, 0x0f], "does not fit"),
@@ -626,6 +634,7 @@ mod tests {
             (&[FORMAT, TAG_GZIP, 1, 3, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], "not a valid header"),
             (&[FORMAT, TAG_ZSTD, 0x80, 0x01, 0, 0], "level out of range"),
             (&[FORMAT, TAG_ZSTD, 6, 0x10, 0], "unknown zstd flags"),
+            (&[FORMAT, TAG_ZSTD, 6, 0, 0, 0xff, 0xff, 0xff, 0x0f], "libzstd version"),
         ];
         for (b, want) in cases {
             let e = Rebuild::decode(b, "layer x").unwrap_err().to_string();
@@ -644,12 +653,76 @@ mod tests {
         }
     }
 
+    fn zst(data: &[u8], level: i32, workers: u32, size: bool) -> Vec<u8> {
+        use zstd::stream::raw::CParameter;
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+        e.include_checksum(true).unwrap();
+        if workers > 0 {
+            e.set_parameter(CParameter::NbWorkers(workers)).unwrap();
+        }
+        if size {
+            e.set_pledged_src_size(Some(data.len() as u64)).unwrap();
+        }
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn libzstd_frames_are_rebuilt_exactly() {
+        let data = sample(600_000);
+        for (level, workers, size) in [(3, 1, true), (3, 0, true), (1, 0, false), (7, 1, false), (19, 0, true)] {
+            let blob = zst(&data, level, workers, size);
+            let (a, got, back) = round(&blob);
+            let Some(Rebuild::Zstd(z)) = &a.rebuild else { panic!("level {level} workers {workers}: {:?}", a.why_not) };
+            assert_eq!((z.level, z.content_size.is_some()), (level, size), "{z:?}");
+            assert_eq!(a.producer, "zstd (libzstd)");
+            assert!(got == data && back.unwrap() == blob, "level {level} workers {workers}");
+        }
+    }
+
+    #[test]
+    fn zstd_that_cannot_be_exact_says_why() {
+        let data = sample(200_000);
+        let one = zst(&data, 3, 0, true);
+        let mut two = one.clone();
+        two.extend(zst(&data, 3, 0, true));
+        let mut trailing = one.clone();
+        trailing.extend_from_slice(b"xyz");
+        let truncated = &one[..one.len() - 5];
+        // A frame no libzstd level makes: an empty raw block, then the data as a raw block.
+        let mut raw = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20, 5];
+        raw.extend_from_slice(&[0, 0, 0, (5 << 3 | 1) as u8, 0, 0]); // raw 0 bytes; last, raw, 5 bytes
+        raw.extend_from_slice(b"hello");
+        for (name, b, want) in [("two", &two[..], "another zstd frame"), ("trailing", &trailing[..], "bytes after"), ("truncated", truncated, "truncated"), ("raw", &raw[..], "no libzstd level")] {
+            let mut got = Vec::new();
+            let a = analyze(&mut &b[..], &mut |x| Ok(got.extend_from_slice(x)), "t").unwrap();
+            let why = a.why_not.unwrap_or_default();
+            assert!(a.rebuild.is_none() && why.starts_with("zstd (other)") && why.contains(want), "{name}: {why}");
+        }
+    }
+
+    #[test]
+    fn zstd_rebuild_refuses_a_plain_stream_of_the_wrong_length_or_another_libzstd() {
+        let data = sample(100_000);
+        let (rec, plain) = record_of(&zst(&data, 3, 0, true));
+        let Rebuild::Zstd(z) = &rec else { panic!() };
+        let other = Rebuild::Zstd(ZstdParams { libzstd: 10504, ..z.clone() });
+        let e = rebuild(&other, &mut &plain[..], &mut Vec::new(), "layer x").unwrap_err();
+        assert!(e.to_string().contains("needs libzstd 1.5.4, this build has"), "{e}");
+        let e = rebuild(&rec, &mut &plain[..plain.len() - 10], &mut Vec::new(), "layer x").unwrap_err();
+        assert!(e.to_string().contains("ends 10 bytes before"), "{e}");
+        let mut longer = plain.clone();
+        longer.extend_from_slice(b"12345");
+        let e = rebuild(&rec, &mut &longer[..], &mut Vec::new(), "layer x").unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+    }
+
     #[test]
     fn zstd_records_round_trip() {
         for z in [
-            ZstdParams { level: 3, checksum: true, content_size: Some(123_456_789), long: false, workers: 1 },
-            ZstdParams { level: 19, checksum: false, content_size: None, long: true, workers: 0 },
-            ZstdParams { level: -5, checksum: false, content_size: Some(0), long: false, workers: 0 },
+            ZstdParams { level: 3, checksum: true, content_size: Some(123_456_789), long: false, workers: 1, libzstd: 10507 },
+            ZstdParams { level: 19, checksum: false, content_size: None, long: true, workers: 0, libzstd: 10504 },
+            ZstdParams { level: -5, checksum: false, content_size: Some(0), long: false, workers: 0, libzstd: 1 },
         ] {
             let rec = Rebuild::Zstd(z);
             let mut b = Vec::new();
