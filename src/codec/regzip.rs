@@ -164,23 +164,20 @@ const OS_UNIX: u8 = 3;
 const OS_UNKNOWN: u8 = 255;
 
 /// Who wrote a gzip blob, from its first member's header (MTIME, OS) and, when the body could be
-/// modelled (`hash` is `Some`), the hash function preflate-rs found. Measured: GNU gzip and
-/// pigz write OS 3 (Unix); zlib's own gzip wrapper OS 3 (Python's `gzip.compress(mtime=0)` uses
-/// it); Python's GzipFile, Go's compress/gzip and pgzip OS 255; pgzip alone a fixed MTIME.
+/// modelled (`hash` is `Some`), the hash function preflate-rs found: with OS 255 a zlib hash
+/// tells Python's GzipFile from Go (whose bodies preflate-rs models as libdeflate-like).
+/// Measured: GNU gzip, pigz and zlib's own gzip wrapper (Python's `gzip.compress(mtime=0)`) write
+/// OS 3 (Unix); Python's GzipFile, Go's compress/gzip and pgzip OS 255; pgzip alone a fixed MTIME.
 fn producer(header: &[u8], hash: Option<HashAlgorithm>) -> String {
     let (mtime, os) = (header.get(4..8), header.get(9).copied());
-    let encoder = match hash {
-        Some(HashAlgorithm::Zlib { .. }) => return if os == Some(OS_UNIX) { "gzip (zlib/GNU gzip/pigz)".into() } else { "gzip (zlib, e.g. Python gzip)".into() },
-        Some(h) => return format!("gzip ({h:?}-like encoder)"),
-        None => match (mtime, os) {
-            (Some(m), Some(OS_UNKNOWN)) if m == PGZIP_MTIME => "klauspost pgzip",
-            (Some(_), Some(OS_UNKNOWN)) => "Go compress/gzip or another non-zlib encoder",
-            (Some(_), Some(OS_UNIX)) => "unknown encoder, OS byte 3",
-            (Some(_), Some(os)) => return format!("gzip (unknown encoder, OS byte {os})"),
-            _ => "bad header",
-        },
-    };
-    format!("gzip ({encoder})")
+    match (mtime, os) {
+        (Some(_), Some(OS_UNIX)) => "gzip (zlib/GNU gzip/pigz)".into(),
+        (Some(_), Some(OS_UNKNOWN)) if matches!(hash, Some(HashAlgorithm::Zlib { .. })) => "gzip (zlib, e.g. Python gzip)".into(),
+        (Some(m), Some(OS_UNKNOWN)) if m == PGZIP_MTIME => "gzip (klauspost pgzip)".into(),
+        (Some(_), Some(OS_UNKNOWN)) => "gzip (Go compress/gzip)".into(),
+        (Some(_), Some(os)) => format!("gzip (unknown encoder, OS byte {os})"),
+        _ => "gzip (bad header)".into(),
+    }
 }
 
 /// Replays the members: header, each piece re-deflated from its plain bytes, trailer (after

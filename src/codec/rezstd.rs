@@ -333,8 +333,8 @@ pub(super) fn rebuild(z: &ZstdParams, plain: &mut dyn Read, out: &mut dyn Write,
             Err(e) => return Err(Error::from_read(what, e)),
         };
         fed += n as u64;
-        if z.content_size.is_some_and(|c| fed > c) {
-            return Err(Error::Other(format!("{what}: the plain stream is longer than the exact-rebuild record's {} bytes", z.content_size.unwrap_or(0))));
+        if let Some(c) = z.content_size.filter(|&c| fed > c) {
+            return Err(Error::Other(format!("{what}: the plain stream is longer than the exact-rebuild record's {c} bytes")));
         }
         let mut ib = InBuffer::around(&ibuf[..n]);
         while ib.pos() < n {

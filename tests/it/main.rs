@@ -15,3 +15,4 @@ mod archive_source;
 mod matrix;
 mod kill9;
 mod mutation;
+mod exact;
