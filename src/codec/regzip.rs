@@ -12,10 +12,14 @@ use crate::error::{Error, Result};
 /// FCOMMENT (65536 each, as `gunzip` allows), FHCRC (2).
 pub(super) const HEADER_MAX: usize = 10 + 2 + 65535 + 2 * 65536 + 2;
 
-/// Plain text preflate-rs may hold per piece (its `plain_text_limit`): a piece ends at the first
-/// block boundary past it (so a piece is at most this plus one block). 16 MiB holds any block
-/// zlib (at most 16 Ki symbols of at most 258 bytes: 4 MiB) or Go (64 Ki tokens) writes.
-pub(super) const PIECE_PLAIN_MAX: usize = 16 << 20;
+/// Plain text preflate-rs may decode per call (its `plain_text_limit`): a piece ends at the last
+/// block boundary before it. 16 MiB holds any Huffman block zlib (at most 16 Ki symbols of at
+/// most 258 bytes: 4 MiB) or Go (64 Ki tokens) writes.
+const PLAIN_LIMIT: usize = 16 << 20;
+
+/// The most plain bytes a piece may have, here and in a record: preflate-rs does not count
+/// stored blocks against its limit, so a piece may hold up to a slice of them on top.
+pub(super) const PIECE_PLAIN_MAX: usize = 32 << 20;
 
 /// Deflate bytes handed to preflate-rs per call: each call keeps its blocks' tokens and plain
 /// text in memory, so this bounds memory; it grows (to `SLICE_MAX`) only when one block is
@@ -24,13 +28,13 @@ const SLICE: usize = 1 << 20;
 const SLICE_MAX: usize = 64 << 20;
 /// The first call is bigger: preflate-rs estimates the encoder's parameters (hash function, match
 /// finder, insertion policy) from the first call's blocks alone and keeps them for the member.
-/// Estimated on 1 MiB of a tar that began with incompressible files, it took zlib -6 for
-/// libdeflate and failed 8 MB later; 8 MiB (capped at `PIECE_PLAIN_MAX` of plain text) found zlib.
+/// Estimated on 1 MiB of a tar that began with incompressible files, it took GNU gzip -6 for
+/// libdeflate and failed 8 MB later; 8 MiB (capped at `PLAIN_LIMIT` of plain text) found zlib.
 const FIRST_SLICE: usize = 8 << 20;
 
 /// Pieces are made so that their plain text ends at a block boundary within this limit.
 fn config() -> PreflateConfig {
-    PreflateConfig { plain_text_limit: PIECE_PLAIN_MAX, verify_compression: true, ..PreflateConfig::default() }
+    PreflateConfig { plain_text_limit: PLAIN_LIMIT, verify_compression: true, ..PreflateConfig::default() }
 }
 
 /// The length of the gzip member header `b` holds, if it is exactly one whole valid header.
@@ -116,6 +120,9 @@ fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut
                     *hash = r.parameters.map(|t| t.hash_algorithm);
                 }
                 let text = p.plain_text().text();
+                if text.len() > PIECE_PLAIN_MAX {
+                    return Err(Stop::No(format!("deflate blocks at byte {at} inflate to over {} MiB in one piece", PIECE_PLAIN_MAX >> 20)));
+                }
                 crc.update(text);
                 plain(text)?;
                 pieces.push(Piece { plain_len: text.len() as u64, corrections: r.corrections });
@@ -133,7 +140,7 @@ fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut
                 want *= 2;
             }
             Err(e) if e.exit_code() == ExitCode::PlainTextLimit => {
-                return Err(Stop::No(format!("a deflate block at byte {at} inflates to over {} MiB", PIECE_PLAIN_MAX >> 20)));
+                return Err(Stop::No(format!("a deflate block at byte {at} inflates to over {} MiB", PLAIN_LIMIT >> 20)));
             }
             Err(e) => return Err(Stop::No(format!("preflate-rs cannot rebuild the deflate data at byte {at}: {e}"))),
         }
