@@ -12,7 +12,7 @@ source scripts/lib/ensure-tools.sh
 
 ensure_tools docker-registry=docker-registry skopeo=skopeo podman=podman umoci=umoci oci-image-tool=oci-image-tool \
   htpasswd=apache2-utils openssl=openssl curl=curl jq=jq zstd=zstd /usr/bin/time=time \
-  python3=python3 sha256sum=coreutils containerd=containerd ctr=containerd
+  python3=python3 sha256sum=coreutils containerd=containerd ctr=containerd pigz=pigz go=golang-go
 # ISA-L for src/codec/gunzip.rs: libisal-dev (the header build.rs looks for) and libisal2 (loaded at
 # run time) are files, not commands, so ensure_tools cannot check them. Optional: without them
 # the build has only the flate2 path and the tests skip the ISA-L variants with a note.

@@ -1,52 +1,736 @@
-//! PLACEHOLDER until the exact-rebuild codec lands: plain tars only.
-use std::io::{Read, Write};
+//! Exact rebuild of a compressed layer blob from its decompressed stream: the correction record
+//! ([`Rebuild`]) that [`analyze`] works out and proves while the blob streams through it once, its
+//! compact binary form, and [`rebuild`], which replays it. gzip goes through preflate-rs
+//! (`regzip`), zstd through a re-encode with libzstd (`rezstd`); a plain tar is its own stream.
+//!
+//! Why a record proven at write time: a bundle that keeps only the decompressed stream must still
+//! give back the registry's exact bytes (the layer digest), and only a re-encode compared byte for
+//! byte with the original shows that it will. The caller checks the rebuilt blob's digest anyway
+//! (at write time and at every restore), so a bug here is caught, never silent.
+use std::io::{self, Read, Write};
 
+use super::{Compression, regzip, rezstd};
 use crate::error::{Error, Result};
 
+/// What it takes to rebuild a compressed blob byte for byte from its decompressed stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rebuild {
+    /// The blob is the decompressed stream itself (an uncompressed tar).
     Plain,
+    /// gzip: each member's header and trailer verbatim, its deflate body as preflate-rs pieces.
+    Gzip { members: Vec<GzMember> },
+    /// zstd: one frame that libzstd re-encodes exactly with these parameters.
+    Zstd(ZstdParams),
 }
+
+/// One gzip member (most blobs have one; eStargz and concatenated gzip have several).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GzMember {
+    /// The member header (RFC 1952: magic, flags, MTIME, XFL, OS and any optional fields).
+    pub header: Vec<u8>,
+    /// The deflate body, in the pieces preflate-rs cut it into, in order.
+    pub pieces: Vec<Piece>,
+    /// CRC32 and ISIZE, as found (and checked against the plain stream).
+    pub trailer: [u8; 8],
+}
+
+/// A run of whole deflate blocks: how many plain bytes it decodes to and the preflate-rs
+/// corrections that turn those bytes back into its compressed bits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Piece {
+    pub plain_len: u64,
+    pub corrections: Vec<u8>,
+}
+
+/// The libzstd parameters proven to reproduce a zstd frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZstdParams {
+    /// Compression level (1..=22).
+    pub level: i32,
+    /// Whether the frame ends with a content checksum.
+    pub checksum: bool,
+    /// The content size the encoder was told beforehand (and wrote into the frame header), if any.
+    pub content_size: Option<u64>,
+    /// `--long`: long-distance matching with a 128 MiB window.
+    pub long: bool,
+    /// 0: libzstd's single-threaded streaming API; 1: its multi-threaded one with one worker,
+    /// which the zstd CLI uses by default (its output is the same for any number of workers).
+    pub workers: u32,
+    /// The libzstd version that proved it (`ZSTD_versionNumber`, 10507 = 1.5.7): another
+    /// version may compress differently, so `rebuild` refuses to use one.
+    pub libzstd: u32,
+}
+
+/// Version of the encoded record; [`Rebuild::decode`] refuses any other.
+const FORMAT: u8 = 1;
+const TAG_PLAIN: u8 = 0;
+const TAG_GZIP: u8 = 1;
+const TAG_ZSTD: u8 = 2;
 
 impl Rebuild {
+    /// Appends the record's binary form: a format byte, a kind tag, then the kind's fields,
+    /// lengths and counts as LEB128 varints:
+    /// - gzip: members; per member: header length, header, pieces; per piece: plain length,
+    ///   corrections length, corrections; then the 8-byte trailer.
+    /// - zstd: level (zigzag), flags (1 checksum, 2 content size present, 4 long), content size if
+    ///   present, workers, libzstd version.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(0);
-    }
-    pub fn decode(b: &[u8], what: &str) -> Result<Rebuild> {
-        match b {
-            [0] => Ok(Rebuild::Plain),
-            _ => Err(Error::Other(format!("{what}: unknown rebuild record"))),
+        out.push(FORMAT);
+        match self {
+            Rebuild::Plain => out.push(TAG_PLAIN),
+            Rebuild::Gzip { members } => {
+                out.push(TAG_GZIP);
+                put_varint(out, members.len() as u64);
+                for m in members {
+                    put_varint(out, m.header.len() as u64);
+                    out.extend_from_slice(&m.header);
+                    put_varint(out, m.pieces.len() as u64);
+                    for p in &m.pieces {
+                        put_varint(out, p.plain_len);
+                        put_varint(out, p.corrections.len() as u64);
+                        out.extend_from_slice(&p.corrections);
+                    }
+                    out.extend_from_slice(&m.trailer);
+                }
+            }
+            Rebuild::Zstd(z) => {
+                out.push(TAG_ZSTD);
+                put_varint(out, ((z.level << 1) ^ (z.level >> 31)) as u32 as u64);
+                out.push(u8::from(z.checksum) | u8::from(z.content_size.is_some()) << 1 | u8::from(z.long) << 2);
+                if let Some(n) = z.content_size {
+                    put_varint(out, n);
+                }
+                put_varint(out, u64::from(z.workers));
+                put_varint(out, u64::from(z.libzstd));
+            }
         }
     }
+
+    /// Reads a record written by [`Rebuild::encode`] from untrusted bytes: every count and length
+    /// is checked against what is left of `b` and against the caps the writer keeps (so memory
+    /// stays within a small multiple of `b`), and anything unknown or left over is an error
+    /// naming `what`.
+    pub fn decode(b: &[u8], what: &str) -> Result<Rebuild> {
+        let mut c = Cursor { b, at: 0, what };
+        let format = c.byte("format version")?;
+        if format != FORMAT {
+            return Err(c.bad(format!("unknown format version {format} (this build reads {FORMAT})")));
+        }
+        let rec = match c.byte("kind")? {
+            TAG_PLAIN => Rebuild::Plain,
+            TAG_GZIP => {
+                let n = c.count("gzip members", 10)?;
+                let mut members = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let hlen = c.varint("gzip header length")?;
+                    if hlen > regzip::HEADER_MAX as u64 {
+                        return Err(c.bad(format!("gzip header length {hlen} is over the {}-byte limit", regzip::HEADER_MAX)));
+                    }
+                    let header = c.bytes(hlen, "gzip header")?.to_vec();
+                    if regzip::header_len(&header) != Some(header.len()) {
+                        return Err(c.bad("a gzip member header is not a valid header".into()));
+                    }
+                    let np = c.count("deflate pieces", 2)?;
+                    let mut pieces = Vec::with_capacity(np.min(1024));
+                    for _ in 0..np {
+                        let plain_len = c.varint("piece length")?;
+                        if plain_len > regzip::PIECE_PLAIN_MAX as u64 {
+                            return Err(c.bad(format!("a deflate piece of {plain_len} bytes is over the {}-byte limit", regzip::PIECE_PLAIN_MAX)));
+                        }
+                        let clen = c.varint("corrections length")?;
+                        let corrections = c.bytes(clen, "corrections")?.to_vec();
+                        pieces.push(Piece { plain_len, corrections });
+                    }
+                    let trailer = c.bytes(8, "gzip trailer")?.try_into().expect("8 bytes");
+                    members.push(GzMember { header, pieces, trailer });
+                }
+                if members.is_empty() {
+                    return Err(c.bad("a gzip record without members".into()));
+                }
+                Rebuild::Gzip { members }
+            }
+            TAG_ZSTD => {
+                let z = c.varint("zstd level")?;
+                let level = i64::from(z as u32 >> 1) ^ -i64::from(z as u32 & 1);
+                if z > u64::from(u32::MAX) || !(rezstd::LEVELS).contains(&level) {
+                    return Err(c.bad(format!("zstd level out of range (encoded {z})")));
+                }
+                let flags = c.byte("zstd flags")?;
+                if flags & !7 != 0 {
+                    return Err(c.bad(format!("unknown zstd flags {flags:#x}")));
+                }
+                let content_size = if flags & 2 != 0 { Some(c.varint("zstd content size")?) } else { None };
+                let workers = c.varint("zstd workers")?;
+                if workers > 1 {
+                    return Err(c.bad(format!("zstd workers {workers} (0 or 1 expected)")));
+                }
+                let libzstd = c.varint("libzstd version")?;
+                if libzstd > 999_999 {
+                    return Err(c.bad(format!("libzstd version {libzstd} out of range")));
+                }
+                Rebuild::Zstd(ZstdParams { level: level as i32, checksum: flags & 1 != 0, content_size, long: flags & 4 != 0, workers: workers as u32, libzstd: libzstd as u32 })
+            }
+            t => return Err(c.bad(format!("unknown kind {t}"))),
+        };
+        if c.at != b.len() {
+            return Err(c.bad(format!("{} bytes after the record", b.len() - c.at)));
+        }
+        Ok(rec)
+    }
+
+    /// The record's size in bytes: what a bundle stores besides the decompressed stream.
     pub fn side_bytes(&self) -> u64 {
-        0
+        let mut v = Vec::new();
+        self.encode(&mut v);
+        v.len() as u64
     }
 }
 
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A reader over an untrusted record.
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+    what: &'a str,
+}
+
+impl Cursor<'_> {
+    fn bad(&self, msg: String) -> Error {
+        Error::Other(format!("{}: exact-rebuild record: {msg} (at byte {})", self.what, self.at))
+    }
+    fn byte(&mut self, field: &str) -> Result<u8> {
+        Ok(self.bytes(1, field)?[0])
+    }
+    fn bytes(&mut self, n: u64, field: &str) -> Result<&[u8]> {
+        let left = self.b.len() - self.at;
+        if n > left as u64 {
+            return Err(self.bad(format!("truncated: {field} needs {n} bytes, {left} left")));
+        }
+        let s = &self.b[self.at..self.at + n as usize];
+        self.at += n as usize;
+        Ok(s)
+    }
+    fn varint(&mut self, field: &str) -> Result<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte(field)?;
+            if shift == 63 && b > 1 {
+                break;
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(self.bad(format!("{field}: varint over 64 bits")))
+    }
+    /// A count of items that each take at least `min_bytes` of the record: more than the rest
+    /// could hold is an error before anything is allocated.
+    fn count(&mut self, field: &str, min_bytes: u64) -> Result<usize> {
+        let n = self.varint(field)?;
+        let left = (self.b.len() - self.at) as u64;
+        if n > left / min_bytes {
+            return Err(self.bad(format!("{field}: count {n} does not fit in the {left} bytes left")));
+        }
+        Ok(n as usize)
+    }
+}
+
+/// What [`analyze`] found out about a blob.
+#[derive(Debug)]
 pub struct Analysis {
+    /// The proven record, or `None` when the blob cannot be rebuilt exactly (then see `why_not`).
     pub rebuild: Option<Rebuild>,
+    /// Who wrote the blob, as far as its bytes tell: e.g. "gzip (zlib/GNU gzip/pigz)",
+    /// "gzip (Go compress/gzip)", "gzip (klauspost pgzip)", "zstd (libzstd)", "zstd (other)",
+    /// "plain".
     pub producer: String,
+    /// One line saying why there is no record, naming the producer.
     pub why_not: Option<String>,
 }
 
-pub fn analyze(r: &mut dyn Read, plain: &mut dyn FnMut(&[u8]) -> Result<()>, what: &str) -> Result<Analysis> {
-    let mut buf = vec![0u8; 1 << 20];
-    let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    if crate::codec::Compression::sniff(&buf[..n]) != crate::codec::Compression::Plain {
-        return Ok(Analysis { rebuild: None, producer: "compressed".into(), why_not: Some("no exact rebuild yet".into()) });
+impl Analysis {
+    pub(super) fn exact(rebuild: Rebuild, producer: String) -> Analysis {
+        Analysis { rebuild: Some(rebuild), producer, why_not: None }
     }
-    plain(&buf[..n])?;
-    loop {
-        let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-        if n == 0 {
-            break;
-        }
-        plain(&buf[..n])?;
+    pub(super) fn not_exact(producer: String, why: &str) -> Analysis {
+        let why_not = Some(format!("{producer}: {why}"));
+        Analysis { rebuild: None, producer, why_not }
     }
-    Ok(Analysis { rebuild: Some(Rebuild::Plain), producer: "plain".into(), why_not: None })
 }
 
+/// Streams the compressed blob `r` once: hands every piece of its decompressed stream, in order,
+/// to `plain`, and works out a [`Rebuild`] record that is proven exact (each part re-encoded and
+/// compared with the original while it runs). Memory is bounded (tens of MiB, plus the record)
+/// whatever the blob's size. `r` is always read to its end, so a verifying reader sees all of it.
+///
+/// A blob that cannot be rebuilt exactly (another encoder, bytes after the stream, a corrupt
+/// stream, a preflate-rs prediction failure...) gives `Ok` with `rebuild: None` and `why_not`:
+/// the caller then carries the blob whole and discards what `plain` got (which may stop short of
+/// the whole stream). `Err` only for an error from `r` or from `plain`.
+pub fn analyze(r: &mut dyn Read, plain: &mut dyn FnMut(&[u8]) -> Result<()>, what: &str) -> Result<Analysis> {
+    let mut w = Window::new(r, what);
+    let found = match Compression::sniff(w.fill(4)?) {
+        Compression::Plain => {
+            loop {
+                let avail = w.fill(1)?;
+                if avail.is_empty() {
+                    break;
+                }
+                plain(avail)?;
+                let n = avail.len();
+                w.consume(n);
+            }
+            Analysis::exact(Rebuild::Plain, "plain".into())
+        }
+        Compression::Gzip => regzip::analyze(&mut w, plain)?,
+        Compression::Zstd => rezstd::analyze(&mut w, plain)?,
+    };
+    w.drain()?;
+    Ok(found)
+}
+
+/// Rebuilds the compressed blob from its decompressed stream `plain` into `out`, streaming with
+/// bounded memory; returns the bytes written. A `plain` shorter or longer than the record says,
+/// or one that the record does not fit (a gzip CRC32, a zstd content size), is an error naming
+/// `what`; a record for another stream of the same length can also give wrong bytes, which the
+/// caller's digest check rejects.
 pub fn rebuild(rec: &Rebuild, plain: &mut dyn Read, out: &mut dyn Write, what: &str) -> Result<u64> {
     match rec {
-        Rebuild::Plain => std::io::copy(plain, out).map_err(|e| Error::Other(format!("{what}: {e}"))),
+        Rebuild::Plain => io::copy(plain, &mut Out { out, what }).map_err(|e| Error::from_read(what, e)),
+        Rebuild::Gzip { members } => regzip::rebuild(members, plain, out, what),
+        Rebuild::Zstd(z) => rezstd::rebuild(z, plain, out, what),
+    }
+}
+
+/// `out` with its write errors named as such (io::copy cannot tell them from read errors).
+pub(super) struct Out<'a> {
+    pub out: &'a mut dyn Write,
+    pub what: &'a str,
+}
+
+impl Write for Out<'_> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.out.write(b).map_err(|e| io::Error::new(e.kind(), Error::Other(format!("{}: writing the rebuilt blob: {e}", self.what))))
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Out<'_> {
+    pub fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.out.write_all(b).map_err(|e| Error::Other(format!("{}: writing the rebuilt blob: {e}", self.what)))
+    }
+}
+
+/// Fills `buf` from `r`; fewer bytes than asked is an error saying how many the plain stream
+/// lacked.
+pub(super) fn read_plain(r: &mut dyn Read, buf: &mut [u8], what: &str) -> Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Err(Error::Other(format!("{what}: the plain stream ends {} bytes before the exact-rebuild record does", buf.len() - got))),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_read(what, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Errors unless `r` is at its end (the record has used up all the plain bytes it describes).
+pub(super) fn expect_plain_end(r: &mut dyn Read, what: &str) -> Result<()> {
+    let mut more = [0u8; 4096];
+    let mut extra = 0u64;
+    loop {
+        match r.read(&mut more) {
+            Ok(0) if extra == 0 => return Ok(()),
+            Ok(0) => return Err(Error::Other(format!("{what}: the plain stream is {extra} bytes longer than the exact-rebuild record"))),
+            Ok(n) if extra < 1 << 20 => extra += n as u64,
+            Ok(_) => return Err(Error::Other(format!("{what}: the plain stream is over 1 MiB longer than the exact-rebuild record"))),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::from_read(what, e)),
+        }
+    }
+}
+
+/// Bytes read from a blob and not yet used: the parsers look ahead (a whole gzip header, a
+/// deflate slice) without a copy per look.
+pub(super) struct Window<'a> {
+    r: &'a mut dyn Read,
+    buf: Vec<u8>,
+    start: usize,
+    eof: bool,
+    pub what: &'a str,
+    /// Bytes consumed so far (the offset of `avail()[0]` in the blob).
+    pub pos: u64,
+}
+
+/// How much a [`Window`] reads at a time.
+const READ: usize = 1 << 20;
+
+impl<'a> Window<'a> {
+    pub fn new(r: &'a mut dyn Read, what: &'a str) -> Self {
+        Window { r, buf: Vec::new(), start: 0, eof: false, what, pos: 0 }
+    }
+
+    /// The unused bytes, at least `n` of them unless the blob ends first.
+    pub fn fill(&mut self, n: usize) -> Result<&[u8]> {
+        while self.buf.len() - self.start < n && !self.eof {
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
+            }
+            let have = self.buf.len();
+            self.buf.resize(have + (n - have).max(READ), 0);
+            let got = loop {
+                match self.r.read(&mut self.buf[have..]) {
+                    Ok(k) => break k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.buf.truncate(have);
+                        return Err(Error::from_read(self.what, e));
+                    }
+                }
+            };
+            self.buf.truncate(have + got);
+            self.eof = got == 0;
+        }
+        Ok(&self.buf[self.start..])
+    }
+
+    pub fn avail(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Whether the blob has no bytes left.
+    pub fn at_end(&mut self) -> Result<bool> {
+        Ok(self.fill(1)?.is_empty())
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.buf.len() - self.start, "consumed more than was read");
+        self.start += n;
+        self.pos += n as u64;
+    }
+
+    /// Reads the rest of the blob, discarding it.
+    pub fn drain(&mut self) -> Result<()> {
+        while !self.at_end()? {
+            let n = self.avail().len();
+            self.consume(n);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gz(data: &[u8], level: u32) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn sample(n: usize) -> Vec<u8> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Runs of text-like bytes with some noise: compressible, not trivially.
+                if (i / 4096) % 3 == 0 { x as u8 } else { b"the quick brown fox "[(i + (x % 3) as usize) % 20] }
+            })
+            .collect()
+    }
+
+    /// A plain callback that appends to `v`.
+    fn collect(v: &mut Vec<u8>) -> impl FnMut(&[u8]) -> Result<()> + '_ {
+        move |b| {
+            v.extend_from_slice(b);
+            Ok(())
+        }
+    }
+
+    /// analyze, then rebuild from what `plain` got: returns (analysis, plain bytes, rebuilt blob).
+    fn round(blob: &[u8]) -> (Analysis, Vec<u8>, Option<Vec<u8>>) {
+        let mut got = Vec::new();
+        let a = analyze(&mut &blob[..], &mut collect(&mut got), "test blob").unwrap();
+        let rebuilt = a.rebuild.as_ref().map(|rec| {
+            let mut enc = Vec::new();
+            rec.encode(&mut enc);
+            assert_eq!(enc.len() as u64, rec.side_bytes());
+            let back = Rebuild::decode(&enc, "test record").unwrap();
+            assert_eq!(&back, rec);
+            let mut out = Vec::new();
+            let n = rebuild(&back, &mut &got[..], &mut out, "test blob").unwrap();
+            assert_eq!(n, out.len() as u64);
+            out
+        });
+        (a, got, rebuilt)
+    }
+
+    #[test]
+    fn plain_is_its_own_stream() {
+        let data = sample(100_000);
+        let (a, got, back) = round(&data);
+        assert_eq!(a.rebuild, Some(Rebuild::Plain));
+        assert_eq!(a.producer, "plain");
+        assert!(got == data && back.unwrap() == data);
+        let (a, got, back) = round(b"");
+        assert!(a.rebuild == Some(Rebuild::Plain) && got.is_empty() && back.unwrap().is_empty());
+    }
+
+    #[test]
+    fn zlib_gzip_is_rebuilt_exactly_at_every_level() {
+        let data = sample(300_000);
+        for level in [0, 1, 6, 9] {
+            let blob = gz(&data, level);
+            let (a, got, back) = round(&blob);
+            assert!(a.rebuild.is_some(), "level {level}: {:?}", a.why_not);
+            assert!(got == data, "level {level}: plain stream");
+            assert!(back.unwrap() == blob, "level {level}: rebuilt blob");
+        }
+        // Empty input: one piece that is only the final block.
+        let blob = gz(b"", 6);
+        let (a, got, back) = round(&blob);
+        assert!(a.rebuild.is_some() && got.is_empty() && back.unwrap() == blob, "{:?}", a.why_not);
+    }
+
+    #[test]
+    fn multi_member_gzip_is_rebuilt_member_by_member() {
+        let data = sample(120_000);
+        let mut blob = gz(&data[..70_000], 6);
+        blob.extend(gz(&data[70_000..], 1));
+        blob.extend(gz(b"", 9));
+        let (a, got, back) = round(&blob);
+        let Some(Rebuild::Gzip { members }) = &a.rebuild else { panic!("{:?}", a.why_not) };
+        assert_eq!(members.len(), 3);
+        assert!(got == data && back.unwrap() == blob);
+    }
+
+    #[test]
+    fn gzip_that_cannot_be_exact_says_why() {
+        let data = sample(50_000);
+        let blob = gz(&data, 6);
+        let mut trailing = blob.clone();
+        trailing.extend_from_slice(b"\0\0\0\0");
+        let mut bad_crc = blob.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        let truncated = &blob[..blob.len() - 3];
+        let mut corrupt = blob.clone();
+        corrupt[20] ^= 0xff;
+        corrupt[21] ^= 0xff;
+        for (name, b, want) in [("trailing", &trailing[..], "after the gzip stream"), ("crc", &bad_crc[..], "CRC32"), ("truncated", truncated, "truncated"), ("corrupt", &corrupt[..], "")] {
+            let mut read = 0;
+            let mut counting = CountingReader(b, &mut read);
+            let a = analyze(&mut counting, &mut |_| Ok(()), "test blob").unwrap();
+            let why = a.why_not.unwrap_or_default();
+            assert!(a.rebuild.is_none() && why.starts_with("gzip (") && why.contains(want), "{name}: {why}");
+            assert_eq!(read, b.len(), "{name}: the blob is read to its end");
+        }
+    }
+
+    struct CountingReader<'a>(&'a [u8], &'a mut usize);
+    impl Read for CountingReader<'_> {
+        fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+            let n = self.0.read(b)?;
+            *self.1 += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn errors_from_the_reader_and_the_callback_are_errors() {
+        struct Failing;
+        impl Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk on fire"))
+            }
+        }
+        let e = analyze(&mut Failing, &mut |_| Ok(()), "layer x").unwrap_err();
+        assert!(e.to_string().contains("layer x") && e.to_string().contains("disk on fire"), "{e}");
+        let blob = gz(&sample(10_000), 6);
+        let e = analyze(&mut &blob[..], &mut |_| Err(Error::Other("sink full".into())), "layer x").unwrap_err();
+        assert!(e.to_string().contains("sink full"), "{e}");
+    }
+
+    fn record_of(blob: &[u8]) -> (Rebuild, Vec<u8>) {
+        let mut got = Vec::new();
+        let a = analyze(&mut &blob[..], &mut collect(&mut got), "t").unwrap();
+        (a.rebuild.unwrap(), got)
+    }
+
+    #[test]
+    fn rebuild_refuses_a_plain_stream_of_the_wrong_length() {
+        let data = sample(200_000);
+        for blob in [gz(&data, 6), zst(&data, 3, 0, true)] {
+            let (rec, plain) = record_of(&blob);
+            let e = rebuild(&rec, &mut &plain[..plain.len() - 10], &mut Vec::new(), "layer x").unwrap_err();
+            assert!(e.to_string().contains("ends 10 bytes before"), "{e}");
+            let mut longer = plain.clone();
+            longer.extend_from_slice(b"12345");
+            let e = rebuild(&rec, &mut &longer[..], &mut Vec::new(), "layer x").unwrap_err();
+            assert!(e.to_string().contains("longer than the exact-rebuild record"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_record_for_another_stream_fails_or_gives_other_bytes_never_panics() {
+        let a = sample(200_000);
+        let mut b = a.clone();
+        b.reverse();
+        let blob_a = gz(&a, 6);
+        let (rec_a, _) = record_of(&blob_a);
+        let (rec_b, plain_b) = record_of(&gz(&b, 9));
+        // Same length, other content: the CRC32 check (or preflate) refuses it.
+        let mut out = Vec::new();
+        let r = rebuild(&rec_a, &mut &plain_b[..], &mut out, "layer x");
+        assert!(r.is_err() || out != blob_a);
+        // Pieces of b's record spliced into a's: other corrections for the same plain bytes.
+        let (Rebuild::Gzip { members: ma }, Rebuild::Gzip { members: mb }) = (&rec_a, &rec_b) else { panic!() };
+        let mut mixed = ma.clone();
+        for (p, q) in mixed[0].pieces.iter_mut().zip(&mb[0].pieces) {
+            p.corrections = q.corrections.clone();
+        }
+        let mut out = Vec::new();
+        let r = rebuild(&Rebuild::Gzip { members: mixed }, &mut &a[..], &mut out, "layer x");
+        assert!(r.is_err() || out != blob_a);
+        // Corrections cut short or flipped.
+        for cut in [0usize, 1, 7] {
+            let mut m = ma.clone();
+            for p in &mut m[0].pieces {
+                let n = p.corrections.len();
+                p.corrections.truncate(n.min(cut));
+            }
+            let mut out = Vec::new();
+            let r = rebuild(&Rebuild::Gzip { members: m }, &mut &a[..], &mut out, "layer x");
+            assert!(r.is_err() || out != blob_a, "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn decode_refuses_bad_records_with_a_clear_error() {
+        let (rec, _) = record_of(&gz(&sample(50_000), 6));
+        let mut good = Vec::new();
+        rec.encode(&mut good);
+        // Every truncation fails cleanly.
+        for n in 0..good.len() {
+            let e = Rebuild::decode(&good[..n], "layer x").unwrap_err().to_string();
+            assert!(e.starts_with("layer x: exact-rebuild record:"), "{n}: {e}");
+        }
+        let mut longer = good.clone();
+        longer.push(0);
+        assert!(Rebuild::decode(&longer, "l").unwrap_err().to_string().contains("1 bytes after the record"));
+        let cases: [(&[u8], &str); 10] = [
+            (&[9, 0], "unknown format version 9"),
+            (&[FORMAT, 7], "unknown kind 7"),
+            (&[FORMAT, TAG_GZIP, 0xff, 0xff, 0xff, 0xff, 0x0f], "does not fit"),
+            (&[FORMAT, TAG_GZIP, 0], "without members"),
+            (&[FORMAT, TAG_GZIP, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0], "over the"),
+            (&[FORMAT, TAG_GZIP, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], "over 64 bits"),
+            (&[FORMAT, TAG_GZIP, 1, 3, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0], "not a valid header"),
+            (&[FORMAT, TAG_ZSTD, 0x80, 0x01, 0, 0], "level out of range"),
+            (&[FORMAT, TAG_ZSTD, 6, 0x10, 0], "unknown zstd flags"),
+            (&[FORMAT, TAG_ZSTD, 6, 0, 0, 0xff, 0xff, 0xff, 0x0f], "libzstd version"),
+        ];
+        for (b, want) in cases {
+            let e = Rebuild::decode(b, "layer x").unwrap_err().to_string();
+            assert!(e.contains(want), "{b:?}: {e}");
+        }
+        // A piece promising more plain bytes than the writer ever puts in one.
+        let mut big = vec![FORMAT, TAG_GZIP, 1, 10, 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1];
+        put_varint(&mut big, 1 << 40);
+        big.extend_from_slice(&[0; 9]);
+        assert!(Rebuild::decode(&big, "l").unwrap_err().to_string().contains("over the"), "huge piece");
+        // Flipping any byte never panics.
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 0x5a;
+            let _ = Rebuild::decode(&b, "l");
+        }
+    }
+
+    fn zst(data: &[u8], level: i32, workers: u32, size: bool) -> Vec<u8> {
+        use zstd::stream::raw::CParameter;
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+        e.include_checksum(true).unwrap();
+        if workers > 0 {
+            e.set_parameter(CParameter::NbWorkers(workers)).unwrap();
+        }
+        if size {
+            e.set_pledged_src_size(Some(data.len() as u64)).unwrap();
+        }
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn libzstd_frames_are_rebuilt_exactly() {
+        let data = sample(600_000);
+        for (level, workers, size) in [(3, 1, true), (3, 0, true), (1, 0, false), (7, 1, false), (19, 0, true)] {
+            let blob = zst(&data, level, workers, size);
+            let (a, got, back) = round(&blob);
+            let Some(Rebuild::Zstd(z)) = &a.rebuild else { panic!("level {level} workers {workers}: {:?}", a.why_not) };
+            assert_eq!((z.level, z.content_size.is_some()), (level, size), "{z:?}");
+            assert_eq!(a.producer, "zstd (libzstd)");
+            assert!(got == data && back.unwrap() == blob, "level {level} workers {workers}");
+        }
+    }
+
+    #[test]
+    fn zstd_that_cannot_be_exact_says_why() {
+        let data = sample(200_000);
+        let one = zst(&data, 3, 0, true);
+        let mut two = one.clone();
+        two.extend(zst(&data, 3, 0, true));
+        let mut trailing = one.clone();
+        trailing.extend_from_slice(b"xyz");
+        let truncated = &one[..one.len() - 5];
+        // A frame no libzstd level makes: an empty raw block, then the data as a raw block.
+        let mut raw = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20, 5];
+        raw.extend_from_slice(&[0, 0, 0, (5 << 3 | 1) as u8, 0, 0]); // raw 0 bytes; last, raw, 5 bytes
+        raw.extend_from_slice(b"hello");
+        for (name, b, want) in [("two", &two[..], "another zstd frame"), ("trailing", &trailing[..], "bytes after"), ("truncated", truncated, "truncated"), ("raw", &raw[..], "no libzstd level")] {
+            let mut got = Vec::new();
+            let a = analyze(&mut &b[..], &mut collect(&mut got), "t").unwrap();
+            let why = a.why_not.unwrap_or_default();
+            assert!(a.rebuild.is_none() && why.starts_with("zstd (other)") && why.contains(want), "{name}: {why}");
+        }
+    }
+
+    #[test]
+    fn a_zstd_record_from_another_libzstd_is_refused() {
+        let (rec, plain) = record_of(&zst(&sample(100_000), 3, 0, true));
+        let Rebuild::Zstd(z) = &rec else { panic!() };
+        let other = Rebuild::Zstd(ZstdParams { libzstd: 10504, ..z.clone() });
+        let e = rebuild(&other, &mut &plain[..], &mut Vec::new(), "layer x").unwrap_err();
+        assert!(e.to_string().contains("needs libzstd 1.5.4, this build has"), "{e}");
+    }
+
+    #[test]
+    fn zstd_records_round_trip() {
+        for z in [
+            ZstdParams { level: 3, checksum: true, content_size: Some(123_456_789), long: false, workers: 1, libzstd: 10507 },
+            ZstdParams { level: 19, checksum: false, content_size: None, long: true, workers: 0, libzstd: 10504 },
+            ZstdParams { level: -5, checksum: false, content_size: Some(0), long: false, workers: 0, libzstd: 1 },
+        ] {
+            let rec = Rebuild::Zstd(z);
+            let mut b = Vec::new();
+            rec.encode(&mut b);
+            assert_eq!(Rebuild::decode(&b, "l").unwrap(), rec);
+        }
     }
 }

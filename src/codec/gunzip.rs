@@ -136,11 +136,57 @@ impl<R: Read> Read for Flate<R> {
     }
 }
 
+/// The longest FNAME or FCOMMENT a header may carry (flate2's limit).
+const MAX_FIELD: usize = 65535;
+
+/// The length of the gzip member header at the start of `b`, `None` until all of it is
+/// there. Checks what flate2 checks: magic, method 8, no reserved flag, name and comment
+/// at most 65535 bytes, the header CRC16 when present.
+pub(super) fn header_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
+    const FHCRC: u8 = 2;
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    const FRESERVED: u8 = 0xe0;
+    if b.len() < 10 {
+        return Ok(None);
+    }
+    if b[..3] != [0x1f, 0x8b, 8] || b[3] & FRESERVED != 0 {
+        return Err(BAD_HEADER);
+    }
+    let flags = b[3];
+    let mut n = 10;
+    if flags & FEXTRA != 0 {
+        let Some(x) = b.get(n..n + 2) else { return Ok(None) };
+        n += 2 + usize::from(u16::from_le_bytes([x[0], x[1]]));
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            let rest = b.get(n..).unwrap_or_default();
+            match rest.iter().take(MAX_FIELD + 1).position(|&c| c == 0) {
+                Some(i) => n += i + 1,
+                None if rest.len() > MAX_FIELD => return Err(TOO_LONG),
+                None => return Ok(None),
+            }
+        }
+    }
+    if flags & FHCRC != 0 {
+        let Some(x) = b.get(n..n + 2) else { return Ok(None) };
+        let mut crc = flate2::Crc::new();
+        crc.update(&b[..n]);
+        if crc.sum() as u16 != u16::from_le_bytes([x[0], x[1]]) {
+            return Err(BAD_CHECKSUM);
+        }
+        n += 2;
+    }
+    Ok((n <= b.len()).then_some(n))
+}
+
 #[cfg(have_isal)]
 mod isal {
     //! The ISA-L path: the gzip header is parsed here, ISA-L inflates the body and checks the
     //! trailer; the caller's buffer is ISA-L's output (it buffers small outputs itself).
-    use super::{BAD_CHECKSUM, BAD_DATA, BAD_HEADER, TOO_LONG, TRUNCATED, invalid};
+    use super::{BAD_CHECKSUM, BAD_DATA, TRUNCATED, header_len, invalid};
     use std::ffi::{c_int, c_void};
     use std::io::{self, Read};
     use std::ptr::NonNull;
@@ -168,7 +214,6 @@ mod isal {
 
     /// Input buffer: holds any header flate2 accepts (under 200 KiB); 1 MiB measured no faster.
     const IN_BUF: usize = 512 << 10;
-    const MAX_FIELD: usize = 65535;
 
     pub(super) fn available() -> bool {
         // SAFETY: no arguments; the shim loads the library once, thread-safely.
@@ -314,49 +359,6 @@ mod isal {
                 }
             })
         }
-    }
-
-    /// The length of the gzip member header at the start of `b`, `None` until all of it is
-    /// there. Checks what flate2 checks: magic, method 8, no reserved flag, name and comment
-    /// at most 65535 bytes, the header CRC16 when present.
-    pub(super) fn header_len(b: &[u8]) -> Result<Option<usize>, &'static str> {
-        const FHCRC: u8 = 2;
-        const FEXTRA: u8 = 4;
-        const FNAME: u8 = 8;
-        const FCOMMENT: u8 = 16;
-        const FRESERVED: u8 = 0xe0;
-        if b.len() < 10 {
-            return Ok(None);
-        }
-        if b[..3] != [0x1f, 0x8b, 8] || b[3] & FRESERVED != 0 {
-            return Err(BAD_HEADER);
-        }
-        let flags = b[3];
-        let mut n = 10;
-        if flags & FEXTRA != 0 {
-            let Some(x) = b.get(n..n + 2) else { return Ok(None) };
-            n += 2 + usize::from(u16::from_le_bytes([x[0], x[1]]));
-        }
-        for flag in [FNAME, FCOMMENT] {
-            if flags & flag != 0 {
-                let rest = b.get(n..).unwrap_or_default();
-                match rest.iter().take(MAX_FIELD + 1).position(|&c| c == 0) {
-                    Some(i) => n += i + 1,
-                    None if rest.len() > MAX_FIELD => return Err(TOO_LONG),
-                    None => return Ok(None),
-                }
-            }
-        }
-        if flags & FHCRC != 0 {
-            let Some(x) = b.get(n..n + 2) else { return Ok(None) };
-            let mut crc = flate2::Crc::new();
-            crc.update(&b[..n]);
-            if crc.sum() as u16 != u16::from_le_bytes([x[0], x[1]]) {
-                return Err(BAD_CHECKSUM);
-            }
-            n += 2;
-        }
-        Ok((n <= b.len()).then_some(n))
     }
 }
 

@@ -59,7 +59,7 @@ fn gzip_hint(c: u64, isize: u64, small_last_member: bool) -> Option<u64> {
 }
 
 /// Frame_Content_Size from a zstd frame header (RFC 8878 §3.1.1.1), if present.
-fn zstd_content_size(h: &[u8]) -> Option<u64> {
+pub(super) fn zstd_content_size(h: &[u8]) -> Option<u64> {
     let fhd = *h.get(4)?;
     let single = fhd & 0x20 != 0;
     let fcs_len = match fhd >> 6 {

@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub mod exact;
 pub mod gunzip;
 pub mod hint;
+mod regzip;
+mod rezstd;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];

@@ -19,3 +19,4 @@ mod artifacts;
 mod lock;
 mod airgap;
 mod referrers;
+mod exact;
