@@ -26,6 +26,10 @@ bench-small *ARGS:
 bench-bundle *ARGS:
     benches/bundle.sh {{ARGS}}
 
+# format 2 benchmark on the full corpus layout (sizes, cold/warm write, delta, restores, RSS)
+bench-chunks *ARGS:
+    benches/chunks.sh {{ARGS}}
+
 # export benchmark (docker-archive / OCI layout vs podman save, skopeo, tar -x; full: ~40 GB in /tmp, root)
 bench-export *ARGS:
     benches/export.sh {{ARGS}}

@@ -254,8 +254,8 @@ const BROKEN: &[(&str, &str, &str)] = &[
     ),
     (
         "v2-recipe-short.obun",
-        "error: v2-recipe-short.obun: 1 problem(s); first: blob sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3466+ bytes, the index says 3465 (corrupt bundle) (used by fixtures.example/ocibundle/chunky:v1)",
-        "error: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3466+ bytes, the index says 3465 (corrupt bundle)",
+        "error: v2-recipe-short.obun: 1 problem(s); first: blob sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3467+ bytes, the index says 3466 (corrupt bundle) (used by fixtures.example/ocibundle/chunky:v1)",
+        "error: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3467+ bytes, the index says 3466 (corrupt bundle)",
     ),
     (
         "unknown-kind.obun",
