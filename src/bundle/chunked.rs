@@ -66,6 +66,11 @@ pub fn analysis(source: &dyn Source, d: &Descriptor, cache: Option<&Store>) -> R
     Ok(a)
 }
 
+/// A pack to compress: its number, its bytes, its chunks `[sha256 hex, length]`.
+type PackJob = (u64, Vec<u8>, Vec<(String, u32)>);
+/// A compressed pack: the frame, the bytes before compression, the chunks.
+type PackDone = (Result<Vec<u8>>, u64, Vec<(String, u32)>);
+
 /// Packs chunks into frames, compressed on worker threads, written in order.
 struct Packer {
     buf: Vec<u8>,
@@ -75,7 +80,7 @@ struct Packer {
 }
 
 impl Packer {
-    fn take(&mut self) -> Option<(u64, Vec<u8>, Vec<(String, u32)>)> {
+    fn take(&mut self) -> Option<PackJob> {
         if self.buf.is_empty() {
             return None;
         }
@@ -171,7 +176,7 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
     let bar = Progress::new(opts.progress, total_in, "bundle");
     let total = bar.blob("", 0);
     let jobs = opts.jobs.max(1);
-    let (job_tx, job_rx) = sync_channel::<(u64, Vec<u8>, Vec<(String, u32)>)>(jobs);
+    let (job_tx, job_rx) = sync_channel::<PackJob>(jobs);
     let job_rx = Mutex::new(job_rx);
     std::thread::scope(|s| -> Result<()> {
         let (done_tx, done_rx) = channel::<(u64, Result<Vec<u8>>, u64, Vec<(String, u32)>)>();
@@ -187,7 +192,7 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
             });
         }
         drop(done_tx);
-        let mut pending: BTreeMap<u64, (Result<Vec<u8>>, u64, Vec<(String, u32)>)> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, PackDone> = BTreeMap::new();
         let mut next = 0u64;
         let mut write_ready = |w: &mut VolumeWriter, pending: &mut BTreeMap<u64, _>, entries: &mut Vec<IndexEntry>, stats: &mut ChunkStats| -> Result<()> {
             while let Some((frame, raw_size, chunks)) = pending.remove(&next) {
@@ -277,10 +282,7 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
     let verdict = checked(checker, &what);
     copied?;
     verdict?;
-    let volume_payload = match &w_target_size(&w) {
-        Some(s) => Some(s - VOLUME_HEADER_LEN),
-        None => None,
-    };
+    let volume_payload = w.split_size().map(|s| s - VOLUME_HEADER_LEN);
     let mut index = Index {
         format: "ocibundle".into(),
         version: VERSION_CHUNKED,
@@ -313,10 +315,6 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
     };
     let _ = KIND_BLOB;
     Ok((WriteReport { bundle_id, bytes, files }, stats))
-}
-
-fn w_target_size(w: &VolumeWriter) -> Option<u64> {
-    w.split_size()
 }
 
 /// What a delta made with `--since BASE` can leave to the receiving side below the layer: every

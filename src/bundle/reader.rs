@@ -325,7 +325,7 @@ impl Bundle {
         let Some(chunks) = &self.chunks else { return Vec::new() };
         let base_ok = !self.index.base_layers.is_empty() && store.is_some_and(|s| self.index.base_layers.iter().all(|r| s.has_blob(&r.digest, Some(r.size))));
         let mut bad = Vec::new();
-        for (layer, _) in &self.recipes {
+        for layer in self.recipes.keys() {
             match self.recipe(layer) {
                 Err(e) => bad.push((layer.clone(), e.to_string())),
                 Ok(Some(r)) => {
@@ -369,7 +369,7 @@ impl Bundle {
         let c = store.import_from(&source, &refs, jobs, progress)?;
         // The recipes go into the analysis cache: a later delta against these layers finds its
         // chunks here without cutting them again, and a re-bundle skips their analysis.
-        for (layer, _) in &self.recipes {
+        for layer in self.recipes.keys() {
             if let Ok(Some(r)) = self.recipe(layer) {
                 let desc = Descriptor { media_type: Default::default(), digest: layer.clone(), size: r.layer_size, platform: None, annotations: None };
                 let producer = self.recipe_entry(layer).and_then(|e| e.recipe.as_ref()).map(|i| i.producer.clone()).unwrap_or_default();

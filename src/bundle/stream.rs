@@ -189,23 +189,6 @@ pub fn verify(r: impl Read, name: &str) -> Result<VerifyReport> {
     Ok(report)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bundle::format::{encode_entry, encode_header, KIND_BLOB};
-
-    #[test]
-    fn an_entry_claiming_a_huge_length_is_a_truncation_not_an_add_overflow() {
-        let mut b = encode_header(&crate::digest::BundleId([1; 32]), crate::bundle::format::VERSION).to_vec();
-        b.extend(encode_entry(KIND_BLOB, 3, &Digest::of(b"abc")));
-        b.extend(b"abc");
-        b.extend(encode_entry(KIND_BLOB, u64::MAX, &Digest::of(b"x")));
-        b.extend(b"x and whatever follows");
-        let e = verify(&b[..], "stdin").unwrap_err();
-        assert!(e.to_string().contains("truncated"), "{e}");
-    }
-}
-
 /// A bundle stream, by format: version 1 is read as it passes; version 2 cannot be (a recipe
 /// names chunks anywhere in the stream), so it is spooled into an unnamed-on-drop file in `dir`
 /// and read as a file.
@@ -226,4 +209,21 @@ pub fn open(mut r: Box<dyn Read>, name: &str, dir: &std::path::Path) -> Result<O
     f.write_all(&h).map_err(|e| Error::io(f.path(), e))?;
     std::io::copy(&mut r, f.as_file_mut()).map_err(|e| Error::Other(format!("{name}: spooling the stream into {}: {e}", dir.display())))?;
     Ok(Opened::Spooled(f))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::format::{encode_entry, encode_header, KIND_BLOB};
+
+    #[test]
+    fn an_entry_claiming_a_huge_length_is_a_truncation_not_an_add_overflow() {
+        let mut b = encode_header(&crate::digest::BundleId([1; 32]), crate::bundle::format::VERSION).to_vec();
+        b.extend(encode_entry(KIND_BLOB, 3, &Digest::of(b"abc")));
+        b.extend(b"abc");
+        b.extend(encode_entry(KIND_BLOB, u64::MAX, &Digest::of(b"x")));
+        b.extend(b"x and whatever follows");
+        let e = verify(&b[..], "stdin").unwrap_err();
+        assert!(e.to_string().contains("truncated"), "{e}");
+    }
 }

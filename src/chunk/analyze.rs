@@ -58,8 +58,14 @@ impl Steps {
     fn piece(&mut self, p: Piece, cut: &mut Cutter) {
         match p {
             Piece::Meta(b) => self.meta(b),
-            Piece::Data(b) => cut.push::<()>(b, &mut |c| Ok(self.chunk(c))).unwrap_or(()),
-            Piece::FileEnd => cut.finish::<()>(&mut |c| Ok(self.chunk(c))).unwrap_or(()),
+            Piece::Data(b) => cut.push::<()>(b, &mut |c| {
+                self.chunk(c);
+                Ok(())
+            }).unwrap_or(()),
+            Piece::FileEnd => cut.finish::<()>(&mut |c| {
+                self.chunk(c);
+                Ok(())
+            }).unwrap_or(()),
         }
     }
 }
@@ -79,7 +85,10 @@ pub fn analyze(source: &dyn Source, desc: &Descriptor, what: &str) -> Result<Ana
                 return Err(Error::Interrupted);
             }
             h.update(p);
-            split.push::<()>(p, &mut |piece| Ok(steps.piece(piece, &mut cut))).unwrap_or(());
+            split.push::<()>(p, &mut |piece| {
+                steps.piece(piece, &mut cut);
+                Ok(())
+            }).unwrap_or(());
             Ok(())
         },
         what,
@@ -89,8 +98,14 @@ pub fn analyze(source: &dyn Source, desc: &Descriptor, what: &str) -> Result<Ana
     };
     // The blob is read to its end, so its digest is checked whatever the decoder left.
     std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    split.finish::<()>(&mut |piece| Ok(steps.piece(piece, &mut cut))).unwrap_or(());
-    cut.finish::<()>(&mut |c| Ok(steps.chunk(c))).unwrap_or(());
+    split.finish::<()>(&mut |piece| {
+                steps.piece(piece, &mut cut);
+                Ok(())
+            }).unwrap_or(());
+    cut.finish::<()>(&mut |c| {
+        steps.chunk(c);
+        Ok(())
+    }).unwrap_or(());
     let tar_size = h.len();
     let mut rb = Vec::new();
     rebuild.encode(&mut rb);
@@ -101,7 +116,7 @@ pub fn analyze(source: &dyn Source, desc: &Descriptor, what: &str) -> Result<Ana
 /// Reads layer `d` again (decompressed), checks every byte against its recipe (metadata equal,
 /// chunks hashing to their names, the tar to its diff_id) and hands the chunks named in `emit`
 /// to `chunk`, in order.
-pub fn walk(source: &dyn Source, d: &Descriptor, r: &Recipe, emit: &HashSet<usize>, chunk: &mut dyn FnMut(&[u8; 32], &[u8]) -> Result<()>) -> Result<()> {
+pub fn walk(source: &dyn Source, d: &Descriptor, r: &Recipe, emit: &HashSet<usize>, chunk: &mut ChunkSink) -> Result<()> {
     let what = source.what_blob(d);
     let bad = |x: String| Error::Other(format!("{what}: {x}: the layer does not match its analysis (a damaged analysis cache? remove {})", ".ocibundle/recipes"));
     let mut src = BufReader::with_capacity(1 << 20, source.blob(d)?);
@@ -157,6 +172,9 @@ pub fn walk(source: &dyn Source, d: &Descriptor, r: &Recipe, emit: &HashSet<usiz
     Ok(())
 }
 
+/// Where `walk` hands the chunks it was asked for: name and bytes.
+pub type ChunkSink<'a> = dyn FnMut(&[u8; 32], &[u8]) -> Result<()> + 'a;
+
 /// Cuts layer `d` the way `analyze` does (same split, same chunks) without working out an
 /// exact rebuild: what a receiving side needs to find a delta's chunks in its own layers.
 pub fn cut(source: &dyn Source, desc: &Descriptor) -> Result<Recipe> {
@@ -178,12 +196,21 @@ pub fn cut(source: &dyn Source, desc: &Descriptor) -> Result<Recipe> {
             break;
         }
         h.update(&buf[..n]);
-        split.push::<()>(&buf[..n], &mut |piece| Ok(steps.piece(piece, &mut cutter))).unwrap_or(());
+        split.push::<()>(&buf[..n], &mut |piece| {
+            steps.piece(piece, &mut cutter);
+            Ok(())
+        }).unwrap_or(());
     }
     drop(dec);
     std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    split.finish::<()>(&mut |piece| Ok(steps.piece(piece, &mut cutter))).unwrap_or(());
-    cutter.finish::<()>(&mut |c| Ok(steps.chunk(c))).unwrap_or(());
+    split.finish::<()>(&mut |piece| {
+            steps.piece(piece, &mut cutter);
+            Ok(())
+        }).unwrap_or(());
+    cutter.finish::<()>(&mut |c| {
+        steps.chunk(c);
+        Ok(())
+    }).unwrap_or(());
     let tar_size = h.len();
     Ok(Recipe { layer: desc.digest.clone(), layer_size: desc.size, diff_id: h.finish(), tar_size, rebuild: Vec::new(), meta: steps.meta, ops: steps.ops })
 }

@@ -1,8 +1,6 @@
 //! A layer's recipe: how to rebuild its exact tar stream from tar metadata and chunks, and its
 //! exact compressed blob from that stream (the codec's rebuild record). Binary, versioned; read
 //! as untrusted input (every count and length checked against what holds it).
-use std::io::Write;
-
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -156,31 +154,6 @@ impl Recipe {
             Op::Chunk { sha, len } => Some((sha, *len)),
             Op::Meta(_) => None,
         })
-    }
-
-    /// Writes the tar stream: metadata from the recipe, chunks from `chunk` (which must hand
-    /// back exactly the chunk's bytes, checked).
-    pub fn write_tar(&self, chunk: &mut dyn FnMut(&[u8; 32], u32, &mut dyn Write) -> Result<()>, out: &mut dyn Write, what: &str) -> Result<u64> {
-        let mut at = 0usize;
-        let mut written = 0u64;
-        for op in &self.ops {
-            if crate::cancel::requested() {
-                return Err(Error::Interrupted);
-            }
-            match op {
-                Op::Meta(n) => {
-                    let n = *n as usize;
-                    out.write_all(&self.meta[at..at + n]).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-                    at += n;
-                    written += n as u64;
-                }
-                Op::Chunk { sha, len } => {
-                    chunk(sha, *len, out)?;
-                    written += *len as u64;
-                }
-            }
-        }
-        Ok(written)
     }
 }
 
