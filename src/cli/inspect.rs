@@ -99,7 +99,8 @@ pub fn run(a: InspectArgs) -> anyhow::Result<i32> {
             t["chunks"], t["chunk_bytes"], t["packed_bytes"], t["recipe_bytes"], t["layers_rebuilt"], t["layers_raw"], t["raw_bytes"], t["saved_bytes"]
         );
         for r in t["raw"].as_array().into_iter().flatten() {
-            println!("  carried whole: {} {} ({}: {})", r["digest"].as_str().unwrap_or(""), r["size"], r["producer"].as_str().unwrap_or(""), r["why"].as_str().unwrap_or(""));
+            // The reason names the producer first.
+            println!("  carried whole: {} {} ({})", r["digest"].as_str().unwrap_or(""), r["size"], r["why"].as_str().unwrap_or(""));
         }
     }
     for i in &images {

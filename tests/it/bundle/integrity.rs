@@ -239,23 +239,23 @@ const BROKEN: &[(&str, &str, &str)] = &[
     ),
     (
         "v2-unknown-chunk.obun",
-        "error: v2-unknown-chunk.obun: 2 problem(s); first: blob sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: chunk 0000000000000000000000000000000000000000000000000000000000000000 in pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba does not hash to its name (corrupt bundle)",
+        "error: v2-unknown-chunk.obun: 2 problem(s); first: blob sha256:39dab641148f6b4cf14f73a3284404f197e0fc5cfdb049fe2d0ea766ac558b1b: 2 chunk(s) of its recipe are not in the bundle (corrupt bundle) (used by fixtures.example/ocibundle/chunky:v1)",
         "error: v2-unknown-chunk.obun: 1 chunk(s) its recipes name are not in the bundle, and it is not a delta (corrupt bundle)",
     ),
     (
         "v2-inflates.obun",
-        "error: v2-inflates.obun: 1 problem(s); first: blob sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: decodes to 244901+ bytes, the index says 244900 (corrupt bundle)",
-        "error: v2-inflates.obun: blob sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-inflates.obun: layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-inflates.obun: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba: decodes to 244901+ bytes, the index says 244900",
+        "error: v2-inflates.obun: 1 problem(s); first: blob sha256:c45658780aa7ea795f0b74210cd8fdef3967a86950dd9f37cd44731808301158: chunk pack sha256:c45658780aa7ea795f0b74210cd8fdef3967a86950dd9f37cd44731808301158: decodes to 80901+ bytes, the index says 80900 (corrupt bundle)",
+        "error: v2-inflates.obun: blob sha256:39dab641148f6b4cf14f73a3284404f197e0fc5cfdb049fe2d0ea766ac558b1b: v2-inflates.obun: layer sha256:39dab641148f6b4cf14f73a3284404f197e0fc5cfdb049fe2d0ea766ac558b1b: v2-inflates.obun: chunk pack sha256:c45658780aa7ea795f0b74210cd8fdef3967a86950dd9f37cd44731808301158: decodes to 80901+ bytes, the index says 80900",
     ),
     (
         "v2-absurd.obun",
-        "error: v2-absurd.obun: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba claims 1099511627776 bytes decoded, over the 256 MiB cap (corrupt index)",
-        "error: v2-absurd.obun: chunk pack sha256:3ab1635f064e1ec6cd32a5fe5521c65fbe80e5532d055c22c520757e8ce485ba claims 1099511627776 bytes decoded, over the 256 MiB cap (corrupt index)",
+        "error: v2-absurd.obun: chunk pack sha256:c45658780aa7ea795f0b74210cd8fdef3967a86950dd9f37cd44731808301158 claims 1099511627776 bytes decoded, over the 256 MiB cap (corrupt index)",
+        "error: v2-absurd.obun: chunk pack sha256:c45658780aa7ea795f0b74210cd8fdef3967a86950dd9f37cd44731808301158 claims 1099511627776 bytes decoded, over the 256 MiB cap (corrupt index)",
     ),
     (
         "v2-recipe-short.obun",
-        "error: v2-recipe-short.obun: 1 problem(s); first: blob sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3467+ bytes, the index says 3466 (corrupt bundle) (used by fixtures.example/ocibundle/chunky:v1)",
-        "error: v2-recipe-short.obun: recipe of layer sha256:62e9eba84149cd1ec40a1d30e7d7c5a1bd4c42720b845d0f8a29c103f699090e: decodes to 3467+ bytes, the index says 3466 (corrupt bundle)",
+        "error: v2-recipe-short.obun: 1 problem(s); first: blob sha256:39dab641148f6b4cf14f73a3284404f197e0fc5cfdb049fe2d0ea766ac558b1b: v2-recipe-short.obun: recipe of layer sha256:39dab641148f6b4cf14f73a3284404f197e0fc5cfdb049fe2d0ea766ac558b1b: decodes to 3565+ bytes, the index says 3564 (corrupt bundle) (used by fixtures.example/ocibundle/chunky:v1)",
+        "error: v2-recipe-short.obun: recipe of layer sha256:39dab641148f6b4cf14f73a3284404f197e0fc5cfdb049fe2d0ea766ac558b1b: decodes to 3565+ bytes, the index says 3564 (corrupt bundle)",
     ),
     (
         "unknown-kind.obun",
@@ -373,7 +373,7 @@ fn fixture_make_sh_regenerates_committed_files() {
     }
     assert_eq!(
         n,
-        BROKEN.len() + 1,
-        "make.sh writes good.obun and one file per broken case"
+        BROKEN.len() + 2,
+        "make.sh writes good.obun, good-v2.obun and one file per broken case"
     );
 }
