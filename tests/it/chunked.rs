@@ -61,8 +61,9 @@ fn put(path: &Path, data: &[u8]) {
 
 /// A tree with the tar edge cases: hard link, symlinks (one dangling, one with a target over
 /// 100 bytes), a path over 100 bytes, a non-ASCII name, empty files, whiteouts (`.wh.x` and an
-/// opaque dir), a sparse file of `sparse` bytes with three data stretches, a few MB of mixed data.
-fn edge_tree(root: &Path, name: &str, sparse: u64) {
+/// opaque dir), a sparse file of `sparse` bytes with three data stretches (if any), a few MB of
+/// mixed data.
+fn edge_tree(root: &Path, name: &str, sparse: Option<u64>) {
     put(&root.join("etc/producer"), name.as_bytes());
     put(&root.join("etc/config.txt"), "key=value\n".repeat(50).as_bytes());
     std::fs::hard_link(root.join("etc/config.txt"), root.join("etc/config.hardlink")).unwrap();
@@ -79,6 +80,7 @@ fn edge_tree(root: &Path, name: &str, sparse: u64) {
     put(&root.join("gone/.wh.x"), b"");
     put(&root.join("opq/.wh..wh..opq"), b"");
     put(&root.join("opq/kept.txt"), b"kept\n");
+    let Some(sparse) = sparse else { return };
     std::fs::create_dir_all(root.join("sparse")).unwrap();
     let f = std::fs::File::create(root.join("sparse/holes.img")).unwrap();
     f.set_len(sparse).unwrap();
@@ -207,7 +209,9 @@ fn chunked_every_producer_and_tar_edge_case_round_trips_byte_identical() {
     let mut edge_layers = Vec::new();
     for (i, (name, format, make, expect)) in producers.iter().enumerate() {
         let root = p(&format!("tree{i}"));
-        edge_tree(&root, name, 64 << 20);
+        // GNU format writes old-GNU sparse entries (type 'S'), which podman (containers/storage)
+        // cannot apply ("unhandled tar header type 83"): those go in the odd image only.
+        edge_tree(&root, name, (*format == "pax").then_some(64 << 20));
         let tar = gnu_tar(&root, format, 1_700_000_000);
         let Some((data, mt)) = make(&tar) else {
             eprintln!("note: {name}: tool missing, layer skipped");
@@ -226,7 +230,7 @@ fn chunked_every_producer_and_tar_edge_case_round_trips_byte_identical() {
     let notar_blob = w.blob(&notar, MT_LAYER_TAR);
     made.push(Made { name: "not a tar".into(), blob: notar_blob.clone(), expect: Expect::Any });
     let root = p("tree-big");
-    edge_tree(&root, "9 GiB sparse", 9 << 30);
+    edge_tree(&root, "9 GiB sparse", Some(9 << 30));
     let tar = gnu_tar(&root, "gnu", 1_700_000_000);
     assert!(tar.len() < 16 << 20, "the 9 GiB sparse tar should stay small, is {} bytes", tar.len());
     let big = w.blob(&filter(Command::new("gzip").args(["-6", "-n"]), &tar), MT_LAYER_GZIP);
@@ -240,7 +244,10 @@ fn chunked_every_producer_and_tar_edge_case_round_trips_byte_identical() {
     assert_eq!(push(&reg, &layout, "edge", "chunked/edge:v1", PushMode::Oci), edge.manifest.digest);
     assert_eq!(push(&reg, &layout, "odd", "chunked/odd:v1", PushMode::Oci), odd.manifest.digest);
     for (repo, img) in [("chunked/edge", &edge), ("chunked/odd", &odd)] {
-        for d in digests(img) {
+        let raw_m = reg.raw_manifest(&format!("{}/{repo}:v1", reg.host()));
+        assert_eq!(sha256(&raw_m), img.manifest.digest, "the registry's manifest of {repo}");
+        // Manifests are not served as blobs by distribution: the config and the layers are.
+        for d in digests(img).into_iter().skip(1) {
             assert!(reg_blob(&reg, repo, &d) == std::fs::read(layout.join("blobs/sha256").join(hex_of(&d))).unwrap(), "the registry's {d} differs from the layout's");
         }
     }
