@@ -1,6 +1,6 @@
 //! Bundle format 2 (content below the layer) end to end, with layers made by the real producers
-//! (GNU gzip, pigz, Python zlib, zstd CLI, plain tar, Go compress/gzip, klauspost pgzip through
-//! skopeo) over GNU tar edge cases (hard links, symlinks, sparse files, PAX and GNU long names,
+//! (GNU gzip, pigz, Python zlib, zstd CLI, libzstd, plain tar, Go compress/gzip, klauspost pgzip
+//! and zstd through skopeo) over GNU tar edge cases (hard links, symlinks, sparse files, PAX and GNU long names,
 //! whiteouts, empty files, a 9 GiB sparse file, a layer that is not a tar): registry → fetch →
 //! bundle → verify → import / export (docker-archive into podman, OCI layout) / push, every blob
 //! byte-identical; what was rebuilt and what went raw (by producer); chunk-level deltas `--since`
@@ -103,6 +103,27 @@ fn gnu_tar(root: &Path, format: &str, mtime: u64) -> Vec<u8> {
     out.stdout
 }
 
+/// An OCI layout holding `tar` as an uncompressed layer, copied by skopeo with `args` (e.g.
+/// `--dest-compress-format zstd`) into a `dir:`; the compressed layer blob (None without skopeo).
+fn skopeo_compress(dir: &Path, tar: &[u8], args: &[&str]) -> Option<Vec<u8>> {
+    if !have("skopeo") {
+        return None;
+    }
+    let src = dir.join("oci");
+    let mut w = LayoutWriter::new(&src);
+    let layer = w.blob(tar, MT_LAYER_TAR);
+    let img = w.image(&[(layer, sha256(tar))], "linux/amd64", "skopeo");
+    w.tag("t", &img);
+    w.finish();
+    let dst = dir.join("dst");
+    let mut a = vec!["--insecure-policy", "copy", "-q"];
+    a.extend_from_slice(args);
+    let (from, to) = (format!("oci:{}:t", s(&src)), format!("dir:{}", s(&dst)));
+    a.extend([from.as_str(), to.as_str()]);
+    tool("skopeo", &a);
+    std::fs::read_dir(&dst).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).find(|b| b.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || b.starts_with(&[0x1f, 0x8b]))
+}
+
 /// What the bundle must do with a layer.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -190,6 +211,13 @@ fn chunked_every_producer_and_tar_edge_case_round_trips_byte_identical() {
             "gnu",
             Box::new(|t: &[u8]| Some((filter(Command::new("zstd").args(["-q", "-c", "-3"]), t), MT_LAYER_ZSTD))),
             if zstd_same { Expect::Rebuilt } else { Expect::Raw("zstd") },
+        ),
+        ("libzstd -3 (as built in)", "pax", Box::new(|t: &[u8]| Some((zstd::encode_all(t, 3).unwrap(), MT_LAYER_ZSTD))), Expect::Rebuilt),
+        (
+            "skopeo --dest-compress-format zstd",
+            "gnu",
+            Box::new(|t: &[u8]| skopeo_compress(&p(&format!("skopeo-zstd-{}", t.len())), t, &["--dest-compress", "--dest-compress-format", "zstd"]).map(|b| (b, MT_LAYER_ZSTD))),
+            Expect::Raw("zstd"),
         ),
         ("plain tar", "pax", Box::new(|t: &[u8]| Some((t.to_vec(), MT_LAYER_TAR))), Expect::Rebuilt),
         (
