@@ -331,6 +331,24 @@ fn chunked_every_producer_and_tar_edge_case_round_trips_byte_identical() {
     assert_eq!(sz["chunks"]["layers_raw"], c["layers_raw"], "size: {sz}");
     assert_eq!(sz["chunks"]["layers_rebuilt"], c["layers_rebuilt"], "size: {sz}");
     assert_eq!(sz["bundle_bytes"].as_u64(), Some(bytes.len() as u64), "size predicts the bundle's bytes: {sz}");
+    // The bundle, once written, says the same: `inspect` (raw layers, producer and why) and
+    // `size FILE` (the chunk figures).
+    let ins = env.json(&["inspect", s(&b)]);
+    assert_eq!(ins["format_version"], 2, "{ins}");
+    let below = &ins["below_the_layer"];
+    assert_eq!(below["raw"], idx["raw"], "inspect --json lists the raw layers as the index does: {below}");
+    for k in ["layers_rebuilt", "layer_bytes_rebuilt", "layers_raw", "raw_bytes", "chunks", "chunk_bytes", "packed_bytes", "recipe_bytes"] {
+        assert_eq!(below[k], c[k], "inspect --json below_the_layer.{k} vs bundle --json size.chunks: {below}");
+    }
+    let text = env.ok(&["inspect", s(&b)]);
+    for (d, (prod, _, _)) in &raw {
+        assert!(text.lines().any(|l| l.contains("carried whole") && l.contains(d.as_str()) && l.contains(prod.as_str())), "inspect names raw layer {d} ({prod}):\n{text}");
+    }
+    let sf = env.json(&["size", s(&b)]);
+    for k in ["layers_rebuilt", "layer_bytes_rebuilt", "layers_raw", "raw_bytes", "chunks", "chunk_bytes", "packed_bytes", "recipe_bytes"] {
+        assert_eq!(sf["chunks"][k], c[k], "size FILE: chunks.{k}: {sf}");
+    }
+    assert_eq!(sf["raw"], idx["raw"], "size FILE: raw");
     // The same 3 MB file in every rebuilt layer is stored once.
     let rebuilt_sum: u64 = made.iter().filter(|m| recipes.contains_key(&m.blob.digest)).map(|m| m.blob.size).sum();
     let carried = bytes.len() as u64 - raw.values().map(|r| r.2).sum::<u64>();
