@@ -490,6 +490,27 @@ fn chunked_delta_since_a_bundle_or_an_inventory_round_trips() {
     assert!(base_layers.iter().any(|d| line.contains(d.as_str())), "the error names a base layer: {line}");
     assert!(store_refs(&bare.store()).is_empty(), "a failed delta import stored references: {:?}", store_refs(&bare.store()));
 
+    // verify without the base: not ok, saying to import the base; with the base's layers in the
+    // store (the online side holds v1): ok, deep too.
+    let o = bare.run(&["verify", s(&delta)]);
+    assert!(!o.status.success() && crate::harness::cmd::text(&o).contains("import the base first"), "verify of a delta without its base: {}", crate::harness::cmd::text(&o));
+    for deep in [false, true] {
+        let mut args = vec!["verify", s(&delta)];
+        if deep {
+            args.insert(1, "--deep");
+        }
+        let v = online.json(&args);
+        assert_eq!(v["ok"], true, "{args:?} with the base in the store: {v}");
+    }
+    // export and push --from the delta, the base's chunks cut from the store's layers: the same
+    // docker-archive as from the full bundle, the registry's digest.
+    let (from_delta, from_full) = (p("from-delta.tar"), p("from-full.tar"));
+    online.ok(&["export", "--from", s(&delta), "--docker-archive", s(&from_delta), &r2]);
+    online.ok(&["export", "--from", s(&full), "--docker-archive", s(&from_full), &r2]);
+    assert!(std::fs::read(&from_delta).unwrap() == std::fs::read(&from_full).unwrap(), "export --from the delta differs from export --from the full bundle");
+    online.ok(&["push", "--from", s(&delta), "--to", &format!("{}/fromdelta", reg.host()), &r2]);
+    assert_eq!(reg.content_digest("fromdelta/chunked/app", "v2"), a.v2.manifest.digest, "push --from the delta");
+
     // Base, then delta: v2 complete and byte-identical; its OCI layout verifies deep.
     let offline = Env::new();
     offline.ok(&["import", s(&base)]);
