@@ -1,10 +1,11 @@
-//! Bundle format 2 (content below the layer) end to end, with layers made by the real producers
-//! (GNU gzip, pigz, Python zlib, zstd CLI, libzstd, plain tar, Go compress/gzip, klauspost pgzip
-//! and zstd through skopeo) over GNU tar edge cases (hard links, symlinks, sparse files, PAX and GNU long names,
-//! whiteouts, empty files, a 9 GiB sparse file, a layer that is not a tar): registry → fetch →
-//! bundle → verify → import / export (docker-archive into podman, OCI layout) / push, every blob
-//! byte-identical; what was rebuilt and what went raw (by producer); chunk-level deltas `--since`
-//! a bundle or an inventory; determinism; `--dedup blobs`; volumes and `import -`.
+//! Bundle format 2 (content below the layer) end to end with real producers and real tools.
+//! Layers by GNU gzip -1/-6/-9, pigz, Python zlib, the zstd CLI, libzstd, a plain tar, Go's
+//! compress/gzip and skopeo (klauspost pgzip, zstd), over GNU tar edge cases (hard links,
+//! symlinks, PAX and old-GNU sparse files, one of 9 GiB, PAX and GNU long names, whiteouts, empty
+//! files) and a layer that is not a tar: registry → fetch → bundle → verify → import, export
+//! (docker-archive into podman, OCI layout), push, every blob byte-identical; what was rebuilt
+//! and what went raw, by producer; chunk-level deltas `--since` a bundle or an inventory;
+//! determinism; `--dedup blobs`; volumes and `import -`.
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
