@@ -35,7 +35,7 @@ fn mixed(seed: u64, n: usize) -> Vec<u8> {
             0 => {
                 while out.len() - start < want {
                     out.extend_from_slice(words[(r.next() % 500) as usize].as_bytes());
-                    out.push(if r.next() % 11 == 0 { b'\n' } else { b' ' });
+                    out.push(if r.next().is_multiple_of(11) { b'\n' } else { b' ' });
                 }
                 out.truncate(start + want);
             }
