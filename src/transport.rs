@@ -59,6 +59,15 @@ impl Opened {
         }
     }
 
+    /// A format 2 delta bundle: gives it the chunks it leaves to its base, cut from `store`'s
+    /// own layers (one error naming a base layer the store lacks). Nothing to do otherwise.
+    pub fn attach_base(&self, store: &Store) -> Result<()> {
+        match self {
+            Opened::Bundle(b) if !b.index.base_layers.is_empty() => crate::bundle::base::attach(b, store),
+            _ => Ok(()),
+        }
+    }
+
     /// What the user should know about how images were named (archives and layouts).
     pub fn notes(&self) -> &[String] {
         match self {

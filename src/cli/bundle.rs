@@ -261,7 +261,7 @@ fn existing_report(b: &Bundle) -> serde_json::Value {
         .collect();
     let carried: u64 = b.index.entries.iter().map(|e| e.size).sum();
     let vol_headers = if b.index.volumes > 1 || b.index.volume_size > 0 { b.index.volumes as u64 * bundle::format::VOLUME_HEADER_LEN } else { 0 };
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "bundle_bytes": b.vols.len + vol_headers,
         "volumes": b.index.volumes,
         "sum_per_image_bytes": images.iter().map(|i| i["total_bytes"].as_u64().unwrap_or(0)).sum::<u64>(),
@@ -270,7 +270,25 @@ fn existing_report(b: &Bundle) -> serde_json::Value {
         "carried_blobs": b.index.entries.len(),
         "required_blobs": b.index.requires.len(),
         "images": images,
-    })
+    });
+    if b.index.version == bundle::format::VERSION_CHUNKED {
+        // Format 2: what went below the layer and what went whole, as `bundle --json` reports it
+        // (chunks left to a delta's base are not counted here: the index does not list them).
+        let recipes = || b.index.entries.iter().filter_map(|e| e.recipe.as_ref().map(|r| (e, r)));
+        let packs = || b.index.entries.iter().filter_map(|e| e.pack.as_ref().map(|p| (e, p)));
+        v["chunks"] = serde_json::json!({
+            "layers_rebuilt": recipes().count(),
+            "layer_bytes_rebuilt": recipes().map(|(_, r)| r.layer_size).sum::<u64>(),
+            "layers_raw": b.index.raw.len(),
+            "raw_bytes": b.index.raw.iter().map(|r| r.size).sum::<u64>(),
+            "chunks": packs().map(|(_, p)| p.chunks.len() as u64).sum::<u64>(),
+            "chunk_bytes": packs().map(|(_, p)| p.chunks.iter().map(|c| c.1 as u64).sum::<u64>()).sum::<u64>(),
+            "packed_bytes": packs().map(|(e, _)| e.size).sum::<u64>(),
+            "recipe_bytes": recipes().map(|(e, _)| e.size).sum::<u64>(),
+        });
+        v["raw"] = serde_json::to_value(&b.index.raw).unwrap_or_default();
+    }
+    v
 }
 
 fn print_size(v: &serde_json::Value, json: bool) -> anyhow::Result<i32> {

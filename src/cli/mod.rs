@@ -172,6 +172,11 @@ impl Sources {
         if store.is_none() && from.is_none() {
             anyhow::bail!("no store at {} (fetch or import images first, or pass --from SOURCE)", root.display());
         }
+        // A format 2 delta read with --from (export, push, bundle): its base's chunks come from
+        // the store's own layers, as on import.
+        if let (Some(o), Some(s)) = (&from, &store) {
+            o.attach_base(s)?;
+        }
         if let Some(o) = &from {
             for n in o.notes() {
                 eprintln!("note: {n}");

@@ -65,8 +65,14 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
             let b = Bundle::open(&a.file)?;
             held = Some(b.index.images.iter().map(|i| (i.reference.clone(), i.descriptor.clone())).collect());
             // A delta's base blobs must be in the store it will be imported into.
-            let store = if b.index.requires.is_empty() { None } else { Store::open_existing(root).ok() };
+            // A format 2 delta's chunks left to its base are cut from that store's layers.
+            let store = if b.index.requires.is_empty() && b.index.base_layers.is_empty() { None } else { Store::open_existing(root).ok() };
             let mut r = b.verify(store.as_ref());
+            if let Some(s) = &store
+                && r.problems.is_empty()
+                && !b.index.base_layers.is_empty() {
+                ocibundle::bundle::base::attach(&b, s)?;
+            }
             let source = ocibundle::source::BundleOverStore { bundle: &b, store: store.as_ref() };
             if a.deep && r.problems.is_empty() {
                 // Every image as any source's are checked: diff_ids, every layer inflated.

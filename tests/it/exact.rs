@@ -46,12 +46,12 @@ fn test_tar() -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn have(tool: &str) -> bool {
+pub(crate) fn have(tool: &str) -> bool {
     Command::new("sh").args(["-c", &format!("command -v {tool}")]).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
 /// Runs `cmd` with `input` on stdin; its stdout.
-fn filter(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
+pub(crate) fn filter(cmd: &mut Command, input: &[u8]) -> Vec<u8> {
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
@@ -191,7 +191,7 @@ fn exact_rebuild_of_every_real_producer() {
 }
 
 /// Builds a 20-line Go program that gzips stdin at the level its argument names.
-fn go_gzip(dir: &Path) -> Option<std::path::PathBuf> {
+pub(crate) fn go_gzip(dir: &Path) -> Option<std::path::PathBuf> {
     if !have("go") {
         return None;
     }
@@ -247,7 +247,7 @@ func main() {
 
 /// An OCI layout holding `tar` as an uncompressed layer, copied by skopeo with
 /// `--dest-compress` (pgzip) into a `dir:`; the compressed layer blob.
-fn pgzip(dir: &Path, tar: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn pgzip(dir: &Path, tar: &[u8]) -> Option<Vec<u8>> {
     use sha2::{Digest, Sha256};
     if !have("skopeo") {
         return None;

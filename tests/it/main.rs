@@ -20,3 +20,4 @@ mod lock;
 mod airgap;
 mod referrers;
 mod exact;
+mod chunked;
