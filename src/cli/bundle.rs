@@ -77,12 +77,17 @@ fn selected(source: &dyn Source, sel: &Selection) -> anyhow::Result<Vec<String>>
         if !sel.images.refs.is_empty() {
             bail!("--images names a lock file, which pins every image: pass no REF beside it");
         }
-        return super::locked_names(source, &lock);
+        return with_referrers(source, super::locked_names(source, &lock)?);
     }
     let names = super::names_in(source, sel.all, &sel.images)?;
     if names.is_empty() {
         bail!("the {} holds no images", source.name());
     }
+    with_referrers(source, names)
+}
+
+/// `names` and the referrers (signatures, SBOMs, attestations) the source holds for them.
+fn with_referrers(source: &dyn Source, names: Vec<String>) -> anyhow::Result<Vec<String>> {
     // With the referrers (signatures, SBOMs, attestations) of the images named; a name the
     // source lacks is left for the plan to report with the others.
     let all = source.refs()?;

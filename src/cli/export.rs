@@ -94,7 +94,8 @@ fn run_files(root: &Path, a: &ExportArgs) -> anyhow::Result<i32> {
     let sources = super::Sources::open(root, a.source.from.as_deref())?;
     sources.with(|source| -> anyhow::Result<i32> {
         let names = super::selected_names(source, &a.source)?;
-        let images = export::select(source, &names)?;
+        // Files and models only: the signatures and SBOMs `select` brings along stay behind.
+        let images: Vec<_> = export::select(source, &names)?.into_iter().filter(|(n, _)| !ocibundle::referrers::is_referrer_ref(n)).collect();
         if let Some(dir) = &a.target.files {
             let [(name, desc)] = images.as_slice() else {
                 bail!("--files writes one artifact's files: name exactly one reference ({} given)", images.len());
