@@ -11,7 +11,6 @@ use sha2::Digest as _;
 use super::rebuild::BaseChunks;
 use super::Bundle;
 use crate::chunk::analyze::{cut, walk, Analyzed, Cache};
-use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
 use crate::store::Store;
@@ -91,7 +90,6 @@ pub fn attach(bundle: &Bundle, store: &Store) -> Result<()> {
             bundle.index.base_layers.len()
         )));
     }
-    let _ = Digest::of(b"");
     chunks.base.set(Arc::new(StoreChunks { file, map, name })).map_err(|_| Error::Other("base chunks attached twice".into()))?;
     Ok(())
 }

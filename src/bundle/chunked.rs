@@ -149,14 +149,12 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
         let Some(Analyzed::Recipe { recipe, .. }) = analysed.get(&d.digest) else { continue };
         let mut emit = HashSet::new();
         for (i, (sha, _)) in recipe.chunks().enumerate() {
-            if let Some(b) = opts.base.filter(|b| b.chunks.contains(sha)) {
-                if seen.insert(*sha) {
-                    stats.chunks_left_to_base += 1;
-                }
-                let _ = b;
+            if !seen.insert(*sha) {
                 continue;
             }
-            if seen.insert(*sha) {
+            if opts.base.is_some_and(|b| b.chunks.contains(sha)) {
+                stats.chunks_left_to_base += 1;
+            } else {
                 emit.insert(i);
             }
         }
@@ -296,15 +294,7 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
         raw,
         base_layers: base_used.into_iter().map(|(digest, size)| Required { digest, size }).collect(),
     };
-    // The volume count is inside the index whose length decides it: iterate to the fixed point.
-    loop {
-        let len = w.position + index.to_bytes().len() as u64 + super::format::TRAILER_LEN;
-        let vols = volume_payload.map(|p| len.div_ceil(p).max(1) as u32).unwrap_or(1);
-        if vols == index.volumes {
-            break;
-        }
-        index.volumes = vols;
-    }
+    index.settle_volumes(w.position, volume_payload);
     write_index(&mut w, &index.to_bytes(), VERSION_CHUNKED)?;
     bar.finish();
     let stream_len = w.position;
@@ -313,7 +303,6 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
         Some(_) => stream_len + index.volumes as u64 * VOLUME_HEADER_LEN,
         None => stream_len,
     };
-    let _ = KIND_BLOB;
     Ok((WriteReport { bundle_id, bytes, files }, stats))
 }
 

@@ -230,6 +230,20 @@ impl Index {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("index serialises")
     }
+
+    /// Sets `volumes` for an index that starts at `index_offset` of the logical stream, split
+    /// into volumes of `volume_payload` bytes (if split): the count is inside the index whose
+    /// length decides it, so it is iterated to the fixed point. Returns the stream's length.
+    pub fn settle_volumes(&mut self, index_offset: u64, volume_payload: Option<u64>) -> u64 {
+        loop {
+            let len = index_offset + self.to_bytes().len() as u64 + TRAILER_LEN;
+            let vols = volume_payload.map(|p| len.div_ceil(p).max(1) as u32).unwrap_or(1);
+            if vols == self.volumes {
+                return len;
+            }
+            self.volumes = vols;
+        }
+    }
     pub fn parse(bytes: &[u8], what: &str) -> Result<Index> {
         #[derive(Deserialize)]
         struct Probe {

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use sha2::Digest as _;
 
-use super::format::{Base, Index, IndexEntry, IndexImage, Required, ENTRY_HEADER_LEN, HEADER_LEN, KIND_BLOB, TRAILER_LEN, VERSION, VOLUME_HEADER_LEN};
+use super::format::{Base, Index, IndexEntry, IndexImage, Required, ENTRY_HEADER_LEN, HEADER_LEN, KIND_BLOB, VERSION, VOLUME_HEADER_LEN};
 use crate::digest::{BundleId, Digest};
 use crate::error::{Error, Result};
 use crate::image::{is_index_type, is_manifest_type, Descriptor, Manifest};
@@ -135,18 +135,7 @@ pub fn plan(source: &dyn Source, refs: &[String], base: Option<&BaseSet>, split_
         raw: Vec::new(),
         base_layers: Vec::new(),
     };
-    // The volume count is inside the index whose length decides it: iterate to the fixed point.
-    let stream_len = loop {
-        let len = offset + index.to_bytes().len() as u64 + TRAILER_LEN;
-        let vols = match volume_payload {
-            Some(p) => len.div_ceil(p).max(1) as u32,
-            None => 1,
-        };
-        if vols == index.volumes {
-            break len;
-        }
-        index.volumes = vols;
-    };
+    let stream_len = index.settle_volumes(offset, volume_payload);
     Ok(BundlePlan { images, index, bundle_id, stream_len, volume_payload })
 }
 

@@ -90,8 +90,7 @@ impl Chunks {
     /// Reads and decodes pack `i`, checked against its digest first.
     fn pack(&self, i: u32) -> Result<Arc<Vec<u8>>> {
         let p = &self.packs[i as usize];
-        let mut frame = vec![0u8; p.size as usize];
-        self.vols.read_exact_at(&mut frame, p.offset)?;
+        let frame = self.frame(p.offset, p.size, &p.digest)?;
         let found = Digest::of(&frame);
         if found != p.digest {
             return Err(Error::DigestMismatch { what: format!("{}: chunk pack", self.name), expected: p.digest.clone(), found });
@@ -100,12 +99,29 @@ impl Chunks {
         Ok(Arc::new(raw))
     }
 
-    /// Decodes pack entry `e` (already checked against its digest) and checks every chunk
-    /// against its name.
-    pub fn check_pack(&self, e: &IndexEntry, p: &super::format::PackInfo) -> Result<()> {
-        let mut frame = vec![0u8; e.size as usize];
-        self.vols.read_exact_at(&mut frame, e.offset)?;
-        let raw = decode_capped(&frame, p.raw_size).map_err(|x| Error::Other(format!("chunk pack {}: {x} (corrupt bundle)", e.digest)))?;
+    /// A pack's frame, read whole: no bigger than a frame of the largest pack can be.
+    fn frame(&self, offset: u64, size: u64, digest: &Digest) -> Result<Vec<u8>> {
+        if size > zstd::zstd_safe::compress_bound(PACK_CAP as usize) as u64 {
+            return Err(Error::Other(format!("{}: chunk pack {digest} has {size} bytes, more than a {} MiB pack compresses to (corrupt index)", self.name, PACK_CAP >> 20)));
+        }
+        let mut frame = vec![0u8; size as usize];
+        self.vols.read_exact_at(&mut frame, offset)?;
+        Ok(frame)
+    }
+
+    /// Checks pack entry `e` from one read: its frame against its digest, then decoded within
+    /// its declared size, every chunk against its name.
+    pub fn check_pack(&self, e: &IndexEntry, p: &super::format::PackInfo) -> std::result::Result<(), String> {
+        let frame = self.frame(e.offset, e.size, &e.digest).map_err(|x| x.to_string())?;
+        let found = Digest::of(&frame);
+        if found != e.digest {
+            return Err(format!("content hashes to {found}"));
+        }
+        self.check_chunks(e, p, &frame).map_err(|x| x.to_string())
+    }
+
+    fn check_chunks(&self, e: &IndexEntry, p: &super::format::PackInfo, frame: &[u8]) -> Result<()> {
+        let raw = decode_capped(frame, p.raw_size).map_err(|x| Error::Other(format!("chunk pack {}: {x} (corrupt bundle)", e.digest)))?;
         let mut at = 0usize;
         for (h, len) in &p.chunks {
             let c = &raw[at..at + *len as usize];
