@@ -92,46 +92,12 @@ pub struct Signed {
 
 /// Pushes a blob with curl (POST, then PUT with the digest); returns its digest.
 pub fn push_blob(reg: &Registry, repo: &str, data: &[u8]) -> String {
-    let digest = sha256(data);
-    let out = Command::new("curl")
-        .args(["-s", "-f", "-D", "-", "-o", "/dev/null", "--noproxy", "*", "-X", "POST"])
-        .arg(format!("{}/v2/{repo}/blobs/uploads/", reg.url()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "upload start for {repo}");
-    let head = String::from_utf8_lossy(&out.stdout);
-    let loc = head
-        .lines()
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("location")).map(|(_, v)| v.trim().to_string()))
-        .expect("a Location");
-    let loc = if loc.starts_with('/') { format!("{}{loc}", reg.url()) } else { loc };
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(tmp.path(), data).unwrap();
-    let out = Command::new("curl")
-        .args(["-s", "-f", "-o", "/dev/null", "--noproxy", "*", "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary"])
-        .arg(format!("@{}", tmp.path().display()))
-        .arg(format!("{loc}{sep}digest={digest}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "blob PUT for {repo}: {}", String::from_utf8_lossy(&out.stderr));
-    digest
+    reg.curl_put_blob(repo, data)
 }
 
 /// Puts a manifest under `reference` (a tag or its digest); returns its digest.
 pub fn put_manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> String {
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(tmp.path(), bytes).unwrap();
-    let out = Command::new("curl")
-        .args(["-s", "-S", "-f", "-o", "/dev/null", "--noproxy", "*", "-X", "PUT", "-H"])
-        .arg(format!("Content-Type: {media_type}"))
-        .arg("--data-binary")
-        .arg(format!("@{}", tmp.path().display()))
-        .arg(format!("{}/v2/{repo}/manifests/{reference}", reg.url()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "manifest PUT {repo}:{reference}: {}\n{}", String::from_utf8_lossy(&out.stderr), reg.log());
-    sha256(bytes)
+    reg.curl_put_manifest(repo, reference, media_type, bytes)
 }
 
 /// The manifest cosign writes for a signature: a config whose one diff_id is the payload's
