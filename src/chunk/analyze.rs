@@ -122,20 +122,31 @@ impl Steps {
 use sha2::Digest as _;
 
 /// Analyses layer `desc` of `source` in one pass over its verified stream.
+/// A gzip body that a zlib replay matched for a while and then did not is read a second time,
+/// through preflate-rs alone.
 pub fn analyze(source: &dyn Source, desc: &Descriptor, what: &str) -> Result<Analyzed> {
-    let mut r = source.blob(desc)?;
-    let mut steps = Steps::new();
-    let a = exact::analyze(
-        &mut r,
-        &mut |p| {
+    let mut replay = true;
+    let (mut r, steps, a) = loop {
+        let mut r = source.blob(desc)?;
+        let mut steps = Steps::new();
+        let mut feed = |p: &[u8]| {
             if crate::cancel::requested() {
                 return Err(Error::Interrupted);
             }
             steps.push(p);
             Ok(())
-        },
-        what,
-    )?;
+        };
+        let a = if replay {
+            exact::analyze(&mut r, &mut feed, what)?
+        } else {
+            exact::analyze_without_replay(&mut r, &mut feed, what)?
+        };
+        if a.diverged && replay {
+            replay = false;
+            continue;
+        }
+        break (r, steps, a);
+    };
     let Some(rebuild) = a.rebuild else {
         return Ok(Analyzed::Raw {
             producer: a.producer,

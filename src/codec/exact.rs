@@ -17,7 +17,8 @@ use crate::error::{Error, Result};
 pub enum Rebuild {
     /// The blob is the decompressed stream itself (an uncompressed tar).
     Plain,
-    /// gzip: each member's header and trailer verbatim, its deflate body as preflate-rs pieces.
+    /// gzip: each member's header and trailer verbatim, its deflate body replayed by zlib or as
+    /// preflate-rs pieces.
     Gzip { members: Vec<GzMember> },
     /// zstd: one frame that libzstd re-encodes exactly with these parameters.
     Zstd(ZstdParams),
@@ -28,10 +29,44 @@ pub enum Rebuild {
 pub struct GzMember {
     /// The member header (RFC 1952: magic, flags, MTIME, XFL, OS and any optional fields).
     pub header: Vec<u8>,
-    /// The deflate body, in the pieces preflate-rs cut it into, in order.
-    pub pieces: Vec<Piece>,
+    /// How the deflate body comes back.
+    pub body: GzBody,
     /// CRC32 and ISIZE, as found (and checked against the plain stream).
     pub trailer: [u8; 8],
+}
+
+/// How a gzip member's deflate body is rebuilt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GzBody {
+    /// The pieces preflate-rs cut it into, in order.
+    Pieces(Vec<Piece>),
+    /// One deflate pass of the linked zlib over the member's plain bytes (`rezlib`).
+    Zlib(ZlibReplay),
+}
+
+/// The zlib parameters proven to reproduce a deflate body (raw deflate, 32 KiB window, default
+/// strategy), and how many plain bytes it encodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZlibReplay {
+    /// Compression level, 1..=9.
+    pub level: u8,
+    /// memLevel, 1..=9 (8 is zlib's default).
+    pub mem_level: u8,
+    /// The member's plain length (ISIZE only has it modulo 2^32).
+    pub plain_len: u64,
+    /// The zlib version that proved it (`zlibVersion()`); zlib's output has not changed between
+    /// versions in a long time, so another one is tried, and the digest check decides.
+    pub zlib: String,
+}
+
+impl GzMember {
+    /// The member's plain length, as its record says.
+    pub fn plain_len(&self) -> u64 {
+        match &self.body {
+            GzBody::Pieces(p) => p.iter().map(|p| p.plain_len).sum(),
+            GzBody::Zlib(z) => z.plain_len,
+        }
+    }
 }
 
 /// A run of whole deflate blocks: how many plain bytes it decodes to and the preflate-rs
@@ -66,12 +101,22 @@ const FORMAT: u8 = 1;
 const TAG_PLAIN: u8 = 0;
 const TAG_GZIP: u8 = 1;
 const TAG_ZSTD: u8 = 2;
+/// gzip whose members say how each body comes back (written when any member is a zlib replay;
+/// all-preflate records keep `TAG_GZIP`, so they stay byte-identical).
+const TAG_GZIP_BODIES: u8 = 3;
+const BODY_PIECES: u8 = 0;
+const BODY_ZLIB: u8 = 1;
+/// The longest zlib version string a record may name.
+const ZLIB_VERSION_MAX: u64 = 32;
 
 impl Rebuild {
     /// Appends the record's binary form: a format byte, a kind tag, then the kind's fields,
     /// lengths and counts as LEB128 varints:
-    /// - gzip: members; per member: header length, header, pieces; per piece: plain length,
-    ///   corrections length, corrections; then the 8-byte trailer.
+    /// - gzip (kind 1): members; per member: header length, header, pieces; per piece: plain
+    ///   length, corrections length, corrections; then the 8-byte trailer.
+    /// - gzip (kind 3): members; per member: header length, header, a body kind (0: pieces, as
+    ///   in kind 1; 1: zlib replay: level byte, memLevel byte, plain length, zlib version length
+    ///   and bytes), then the 8-byte trailer.
     /// - zstd: level (zigzag), flags (1 checksum, 2 content size present, 4 long), content size if
     ///   present, workers, libzstd version.
     pub fn encode(&self, out: &mut Vec<u8>) {
@@ -79,16 +124,30 @@ impl Rebuild {
         match self {
             Rebuild::Plain => out.push(TAG_PLAIN),
             Rebuild::Gzip { members } => {
-                out.push(TAG_GZIP);
+                let kinds = members.iter().any(|m| !matches!(m.body, GzBody::Pieces(_)));
+                out.push(if kinds { TAG_GZIP_BODIES } else { TAG_GZIP });
                 put_varint(out, members.len() as u64);
                 for m in members {
                     put_varint(out, m.header.len() as u64);
                     out.extend_from_slice(&m.header);
-                    put_varint(out, m.pieces.len() as u64);
-                    for p in &m.pieces {
-                        put_varint(out, p.plain_len);
-                        put_varint(out, p.corrections.len() as u64);
-                        out.extend_from_slice(&p.corrections);
+                    match &m.body {
+                        GzBody::Pieces(pieces) => {
+                            if kinds {
+                                out.push(BODY_PIECES);
+                            }
+                            put_varint(out, pieces.len() as u64);
+                            for p in pieces {
+                                put_varint(out, p.plain_len);
+                                put_varint(out, p.corrections.len() as u64);
+                                out.extend_from_slice(&p.corrections);
+                            }
+                        }
+                        GzBody::Zlib(z) => {
+                            out.extend_from_slice(&[BODY_ZLIB, z.level, z.mem_level]);
+                            put_varint(out, z.plain_len);
+                            put_varint(out, z.zlib.len() as u64);
+                            out.extend_from_slice(z.zlib.as_bytes());
+                        }
                     }
                     out.extend_from_slice(&m.trailer);
                 }
@@ -118,7 +177,7 @@ impl Rebuild {
         }
         let rec = match c.byte("kind")? {
             TAG_PLAIN => Rebuild::Plain,
-            TAG_GZIP => {
+            tag @ (TAG_GZIP | TAG_GZIP_BODIES) => {
                 let n = c.count("gzip members", 10)?;
                 let mut members = Vec::with_capacity(n.min(1024));
                 for _ in 0..n {
@@ -130,19 +189,31 @@ impl Rebuild {
                     if regzip::header_len(&header) != Some(header.len()) {
                         return Err(c.bad("a gzip member header is not a valid header".into()));
                     }
-                    let np = c.count("deflate pieces", 2)?;
-                    let mut pieces = Vec::with_capacity(np.min(1024));
-                    for _ in 0..np {
-                        let plain_len = c.varint("piece length")?;
-                        if plain_len > regzip::PIECE_PLAIN_MAX as u64 {
-                            return Err(c.bad(format!("a deflate piece of {plain_len} bytes is over the {}-byte limit", regzip::PIECE_PLAIN_MAX)));
+                    let kind = if tag == TAG_GZIP { BODY_PIECES } else { c.byte("gzip body kind")? };
+                    let body = match kind {
+                        BODY_PIECES => GzBody::Pieces(c.pieces()?),
+                        BODY_ZLIB => {
+                            let level = c.byte("zlib level")?;
+                            let mem_level = c.byte("zlib memLevel")?;
+                            if !(1..=9).contains(&level) || !(1..=9).contains(&mem_level) {
+                                return Err(c.bad(format!("zlib level {level} or memLevel {mem_level} out of range (1 to 9)")));
+                            }
+                            let plain_len = c.varint("zlib plain length")?;
+                            let vlen = c.varint("zlib version length")?;
+                            if vlen > ZLIB_VERSION_MAX {
+                                return Err(c.bad(format!("zlib version of {vlen} bytes (at most {ZLIB_VERSION_MAX})")));
+                            }
+                            let v = c.bytes(vlen, "zlib version")?;
+                            if !v.iter().all(|b| b.is_ascii_graphic()) {
+                                return Err(c.bad("zlib version is not printable ASCII".into()));
+                            }
+                            let zlib = String::from_utf8_lossy(v).into_owned();
+                            GzBody::Zlib(ZlibReplay { level, mem_level, plain_len, zlib })
                         }
-                        let clen = c.varint("corrections length")?;
-                        let corrections = c.bytes(clen, "corrections")?.to_vec();
-                        pieces.push(Piece { plain_len, corrections });
-                    }
+                        k => return Err(c.bad(format!("unknown gzip body kind {k}"))),
+                    };
                     let trailer = c.bytes(8, "gzip trailer")?.try_into().expect("8 bytes");
-                    members.push(GzMember { header, pieces, trailer });
+                    members.push(GzMember { header, body, trailer });
                 }
                 if members.is_empty() {
                     return Err(c.bad("a gzip record without members".into()));
@@ -231,6 +302,21 @@ impl Cursor<'_> {
         }
         Err(self.bad(format!("{field}: varint over 64 bits")))
     }
+    /// A gzip member's preflate-rs pieces: count, then per piece plain length, corrections.
+    fn pieces(&mut self) -> Result<Vec<Piece>> {
+        let np = self.count("deflate pieces", 2)?;
+        let mut pieces = Vec::with_capacity(np.min(1024));
+        for _ in 0..np {
+            let plain_len = self.varint("piece length")?;
+            if plain_len > regzip::PIECE_PLAIN_MAX as u64 {
+                return Err(self.bad(format!("a deflate piece of {plain_len} bytes is over the {}-byte limit", regzip::PIECE_PLAIN_MAX)));
+            }
+            let clen = self.varint("corrections length")?;
+            let corrections = self.bytes(clen, "corrections")?.to_vec();
+            pieces.push(Piece { plain_len, corrections });
+        }
+        Ok(pieces)
+    }
     /// A count of items that each take at least `min_bytes` of the record: more than the rest
     /// could hold is an error before anything is allocated.
     fn count(&mut self, field: &str, min_bytes: u64) -> Result<usize> {
@@ -254,15 +340,18 @@ pub struct Analysis {
     pub producer: String,
     /// One line saying why there is no record, naming the producer.
     pub why_not: Option<String>,
+    /// A zlib replay stopped matching part-way (after plain bytes were handed on): analysing the
+    /// blob again with [`analyze_without_replay`] may still find a record.
+    pub diverged: bool,
 }
 
 impl Analysis {
     pub(super) fn exact(rebuild: Rebuild, producer: String) -> Analysis {
-        Analysis { rebuild: Some(rebuild), producer, why_not: None }
+        Analysis { rebuild: Some(rebuild), producer, why_not: None, diverged: false }
     }
     pub(super) fn not_exact(producer: String, why: &str) -> Analysis {
         let why_not = Some(format!("{producer}: {why}"));
-        Analysis { rebuild: None, producer, why_not }
+        Analysis { rebuild: None, producer, why_not, diverged: false }
     }
 }
 
@@ -276,6 +365,16 @@ impl Analysis {
 /// the caller then carries the blob whole and discards what `plain` got (which may stop short of
 /// the whole stream). `Err` only for an error from `r` or from `plain`.
 pub fn analyze(r: &mut dyn Read, plain: &mut dyn FnMut(&[u8]) -> Result<()>, what: &str) -> Result<Analysis> {
+    analyze_with(r, plain, what, true)
+}
+
+/// [`analyze`] with gzip bodies given to preflate-rs only: for a blob whose zlib replay
+/// `diverged`.
+pub fn analyze_without_replay(r: &mut dyn Read, plain: &mut dyn FnMut(&[u8]) -> Result<()>, what: &str) -> Result<Analysis> {
+    analyze_with(r, plain, what, false)
+}
+
+fn analyze_with(r: &mut dyn Read, plain: &mut dyn FnMut(&[u8]) -> Result<()>, what: &str, replay: bool) -> Result<Analysis> {
     let mut w = Window::new(r, what);
     let found = match Compression::sniff(w.fill(4)?) {
         Compression::Plain => {
@@ -290,7 +389,7 @@ pub fn analyze(r: &mut dyn Read, plain: &mut dyn FnMut(&[u8]) -> Result<()>, wha
             }
             Analysis::exact(Rebuild::Plain, "plain".into())
         }
-        Compression::Gzip => regzip::analyze(&mut w, plain)?,
+        Compression::Gzip => regzip::analyze(&mut w, plain, replay)?,
         Compression::Zstd => rezstd::analyze(&mut w, plain)?,
     };
     w.drain()?;
@@ -573,6 +672,139 @@ mod tests {
         (a.rebuild.unwrap(), got)
     }
 
+    /// The preflate-rs record of a gzip blob (no zlib replay).
+    fn preflate_record_of(blob: &[u8]) -> (Rebuild, Vec<u8>) {
+        let mut got = Vec::new();
+        let a = analyze_without_replay(&mut &blob[..], &mut collect(&mut got), "t").unwrap();
+        let rec = a.rebuild.unwrap();
+        let Rebuild::Gzip { members } = &rec else { panic!("not gzip") };
+        assert!(members.iter().all(|m| matches!(m.body, GzBody::Pieces(_))));
+        (rec, got)
+    }
+
+    /// gzip made by the C zlib linked here, the way Python's GzipFile or `zlib.compressobj`
+    /// plus a hand-written header does: OS 255, XFL from the level.
+    fn czlib_gz(data: &[u8], level: i32, mem: i32) -> Vec<u8> {
+        let xfl = match level {
+            9 => 2,
+            1 => 4,
+            _ => 0,
+        };
+        let mut blob = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255];
+        super::super::rezlib::Deflater::new(level, mem).unwrap().run(data, true, &mut blob).unwrap();
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        blob.extend_from_slice(&crc.sum().to_le_bytes());
+        blob.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        blob
+    }
+
+    #[test]
+    fn zlib_made_gzip_is_replayed_with_its_level_and_memlevel() {
+        let data = sample(3_000_000);
+        for (level, mem) in [(1, 8), (4, 9), (6, 8), (6, 9), (9, 9)] {
+            let blob = czlib_gz(&data, level, mem);
+            let (a, got, back) = round(&blob);
+            let Some(Rebuild::Gzip { members }) = &a.rebuild else { panic!("level {level}: {:?}", a.why_not) };
+            let GzBody::Zlib(z) = &members[0].body else { panic!("level {level} memLevel {mem}: not replayed") };
+            assert_eq!((z.level, z.mem_level, z.plain_len), (level as u8, mem as u8, data.len() as u64));
+            assert_eq!(a.producer, "gzip (zlib, e.g. Python gzip)");
+            assert!(got == data && back.unwrap() == blob, "level {level} memLevel {mem}");
+            // The record is the parameters, not corrections: a few dozen bytes.
+            assert!(a.rebuild.as_ref().unwrap().side_bytes() < 64);
+        }
+        // And the same blob through preflate-rs alone is exact too, with a bigger record.
+        let blob = czlib_gz(&data, 6, 9);
+        let (rec, plain) = preflate_record_of(&blob);
+        let mut out = Vec::new();
+        rebuild(&rec, &mut &plain[..], &mut out, "t").unwrap();
+        assert!(out == blob);
+    }
+
+    #[test]
+    fn a_member_of_each_kind_in_one_blob() {
+        let data = sample(400_000);
+        let mut blob = czlib_gz(&data[..250_000], 6, 8);
+        // GNU-style OS byte and a zlib-rs body: replayed if the bytes happen to agree, else pieces.
+        blob.extend(gz(&data[250_000..], 9));
+        let (rec_p, _) = preflate_record_of(&blob);
+        let (a, got, back) = round(&blob);
+        assert!(got == data && back.unwrap() == blob, "{:?}", a.why_not);
+        let Some(Rebuild::Gzip { members }) = &a.rebuild else { panic!() };
+        assert!(matches!(members[0].body, GzBody::Zlib(_)));
+        // A record that mixes kinds is written as kind 3, one of preflate pieces only as kind 1.
+        let (mut mixed, mut pieces) = (Vec::new(), Vec::new());
+        a.rebuild.as_ref().unwrap().encode(&mut mixed);
+        rec_p.encode(&mut pieces);
+        assert_eq!((mixed[1], pieces[1]), (TAG_GZIP_BODIES, TAG_GZIP));
+        let Rebuild::Gzip { members: pm } = &rec_p else { panic!() };
+        let mut one = members.clone();
+        one[1] = pm[1].clone();
+        let rec = Rebuild::Gzip { members: one };
+        let mut enc = Vec::new();
+        rec.encode(&mut enc);
+        assert_eq!(Rebuild::decode(&enc, "t").unwrap(), rec);
+        let mut out = Vec::new();
+        rebuild(&rec, &mut &data[..], &mut out, "t").unwrap();
+        assert!(out == blob);
+    }
+
+    #[test]
+    fn a_zlib_replay_record_for_another_stream_is_refused() {
+        let a = sample(300_000);
+        let mut b = a.clone();
+        b.reverse();
+        let blob_a = czlib_gz(&a, 6, 8);
+        let (rec_a, _) = record_of(&blob_a);
+        let e = rebuild(&rec_a, &mut &b[..], &mut Vec::new(), "layer x").unwrap_err();
+        assert!(e.to_string().contains("CRC32 or length"), "{e}");
+        let e = rebuild(&rec_a, &mut &a[..a.len() - 1], &mut Vec::new(), "layer x").unwrap_err();
+        assert!(e.to_string().contains("ends 1 bytes before"), "{e}");
+        // Other parameters for the right bytes: other deflate bytes (the digest check's to catch).
+        let Rebuild::Gzip { members } = &rec_a else { panic!() };
+        let mut m = members.clone();
+        let GzBody::Zlib(z) = &mut m[0].body else { panic!() };
+        z.level = 5;
+        let mut out = Vec::new();
+        rebuild(&Rebuild::Gzip { members: m }, &mut &a[..], &mut out, "layer x").unwrap();
+        assert!(out != blob_a);
+    }
+
+    #[test]
+    fn decode_refuses_bad_zlib_replay_records() {
+        let (rec, _) = record_of(&czlib_gz(&sample(100_000), 6, 8));
+        let mut good = Vec::new();
+        rec.encode(&mut good);
+        assert_eq!(good[1], TAG_GZIP_BODIES);
+        for n in 0..good.len() {
+            let e = Rebuild::decode(&good[..n], "layer x").unwrap_err().to_string();
+            assert!(e.starts_with("layer x: exact-rebuild record:"), "{n}: {e}");
+        }
+        let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        let member = |body: &[u8]| {
+            let mut b = vec![FORMAT, TAG_GZIP_BODIES, 1, 10];
+            b.extend_from_slice(&header);
+            b.extend_from_slice(body);
+            b.extend_from_slice(&[0; 8]);
+            b
+        };
+        for (body, want) in [
+            (&[7u8][..], "unknown gzip body kind 7"),
+            (&[BODY_ZLIB, 0, 8, 0, 0], "out of range"),
+            (&[BODY_ZLIB, 6, 10, 0, 0], "out of range"),
+            (&[BODY_ZLIB, 6, 8, 0, 33], "at most 32"),
+            (&[BODY_ZLIB, 6, 8, 0, 2, b'1', 0], "not printable"),
+        ] {
+            let e = Rebuild::decode(&member(body), "layer x").unwrap_err().to_string();
+            assert!(e.contains(want), "{body:?}: {e}");
+        }
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] ^= 0x5a;
+            let _ = Rebuild::decode(&b, "l");
+        }
+    }
+
     #[test]
     fn rebuild_refuses_a_plain_stream_of_the_wrong_length() {
         let data = sample(200_000);
@@ -593,8 +825,8 @@ mod tests {
         let mut b = a.clone();
         b.reverse();
         let blob_a = gz(&a, 6);
-        let (rec_a, _) = record_of(&blob_a);
-        let (rec_b, plain_b) = record_of(&gz(&b, 9));
+        let (rec_a, _) = preflate_record_of(&blob_a);
+        let (rec_b, plain_b) = preflate_record_of(&gz(&b, 9));
         // Same length, other content: the CRC32 check (or preflate) refuses it.
         let mut out = Vec::new();
         let r = rebuild(&rec_a, &mut &plain_b[..], &mut out, "layer x");
@@ -602,7 +834,8 @@ mod tests {
         // Pieces of b's record spliced into a's: other corrections for the same plain bytes.
         let (Rebuild::Gzip { members: ma }, Rebuild::Gzip { members: mb }) = (&rec_a, &rec_b) else { panic!() };
         let mut mixed = ma.clone();
-        for (p, q) in mixed[0].pieces.iter_mut().zip(&mb[0].pieces) {
+        let (GzBody::Pieces(pa), GzBody::Pieces(pb)) = (&mut mixed[0].body, &mb[0].body) else { panic!() };
+        for (p, q) in pa.iter_mut().zip(pb) {
             p.corrections = q.corrections.clone();
         }
         let mut out = Vec::new();
@@ -611,7 +844,8 @@ mod tests {
         // Corrections cut short or flipped.
         for cut in [0usize, 1, 7] {
             let mut m = ma.clone();
-            for p in &mut m[0].pieces {
+            let GzBody::Pieces(pieces) = &mut m[0].body else { panic!() };
+            for p in pieces {
                 let n = p.corrections.len();
                 p.corrections.truncate(n.min(cut));
             }

@@ -1,5 +1,5 @@
 //! Layer compression: telling gzip, zstd and plain tar apart by their bytes, decompressing each
-//! as a stream (gzip through ISA-L or zlib-rs, see `gunzip`), and the sizes they announce
+//! as a stream (gzip through ISA-L or zlib-rs, see `gunzip`), their exact rebuild (`exact`), and the sizes they announce
 //! (`hint`), and the one inflate-and-check of a layer against its diff_id. Shared by every
 //! reader of layer contents (docker-archive export, `verify --deep`).
 use std::io::{self, BufRead, Read, Write};
@@ -12,6 +12,7 @@ pub mod exact;
 pub mod gunzip;
 pub mod hint;
 mod regzip;
+mod rezlib;
 mod rezstd;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];

@@ -1,11 +1,13 @@
 //! Exact gzip rebuild: the gzip side of `exact` — member headers and trailers kept verbatim, each
-//! deflate body turned into preflate-rs pieces (plain bytes + corrections, proven by re-encoding
-//! as they are made) and back, and the producer told from the header.
+//! deflate body replayed by zlib (`rezlib`, when zlib made it) or turned into preflate-rs pieces
+//! (plain bytes + corrections, proven by re-encoding as they are made) and back, and the producer
+//! told from the header.
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use preflate_rs::{ExitCode, HashAlgorithm, PreflateConfig, PreflateStreamProcessor, RecreateStreamProcessor};
 
-use super::exact::{Analysis, GzMember, Out, Piece, Rebuild, Window, expect_plain_end, read_plain};
+use super::exact::{Analysis, GzBody, GzMember, Out, Piece, Rebuild, Window, ZlibReplay, expect_plain_end, read_plain};
+use super::rezlib::{self, Fail};
 use crate::error::{Error, Result};
 
 /// The longest member header there can be: 10 fixed bytes, FEXTRA (2 + 65535), FNAME and
@@ -45,6 +47,8 @@ pub(super) fn header_len(b: &[u8]) -> Option<usize> {
 /// Why a member cannot be rebuilt, or an error that ends the analysis.
 enum Stop {
     No(String),
+    /// A zlib replay stopped matching after plain bytes were handed on: analyse again without.
+    Diverged(String),
     Err(Error),
 }
 
@@ -55,7 +59,8 @@ impl From<Error> for Stop {
 }
 
 /// The whole-blob analysis: every member, then nothing after the last.
-pub(super) fn analyze(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<Analysis> {
+/// With `replay`, each body is first tried as a zlib replay (see `rezlib`).
+pub(super) fn analyze(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, replay: bool) -> Result<Analysis> {
     let mut members = Vec::new();
     let mut first_header = Vec::new();
     let mut hash = None;
@@ -64,7 +69,7 @@ pub(super) fn analyze(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>
         // The fixed part of this member's header, for `producer` (member() consumes it).
         let fixed = w.fill(10)?;
         let fixed = fixed[..fixed.len().min(10)].to_vec();
-        match member(w, plain, &mut hash) {
+        match member(w, plain, &mut hash, replay) {
             Ok(m) => {
                 if members.is_empty() {
                     first_header = m.header.clone();
@@ -72,6 +77,12 @@ pub(super) fn analyze(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>
                 members.push(m);
             }
             Err(Stop::Err(e)) => return Err(e),
+            Err(Stop::Diverged(why)) => {
+                let header = if members.is_empty() { fixed } else { first_header };
+                let mut a = Analysis::not_exact(producer(&header, None), &why);
+                a.diverged = true;
+                return Ok(a);
+            }
             Err(Stop::No(why)) => {
                 let header = if members.is_empty() { fixed } else { first_header };
                 let why = if members.is_empty() { why } else { format!("gzip member {} (at byte {at}): {why}", members.len() + 1) };
@@ -92,9 +103,9 @@ pub(super) fn analyze(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>
     Ok(Analysis::exact(Rebuild::Gzip { members }, producer))
 }
 
-/// One member: header, deflate body as pieces, trailer checked against the plain bytes.
-/// `hash` gets the hash function preflate-rs found for the first body (the producer's tell).
-fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut Option<HashAlgorithm>) -> Result<GzMember, Stop> {
+/// One member: header, deflate body as a zlib replay or as pieces, trailer checked against the
+/// plain bytes. `hash` gets the hash function found for the first body (the producer's tell).
+fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut Option<HashAlgorithm>, replay: bool) -> Result<GzMember, Stop> {
     let head = w.fill(HEADER_MAX)?;
     let hlen = match super::gunzip::header_len(head) {
         Ok(Some(n)) => n,
@@ -103,6 +114,24 @@ fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut
     };
     let header = head[..hlen].to_vec();
     w.consume(hlen);
+
+    if replay && let Some((level, mem_level)) = rezlib::probe(w, header[8])? {
+        let mut crc = flate2::Crc::new();
+        let plain_len = match rezlib::body(w, (level, mem_level), plain, &mut crc) {
+            Ok(n) => n,
+            Err(Fail::No(why)) => return Err(Stop::No(why)),
+            Err(Fail::Diverged(why)) => return Err(Stop::Diverged(why)),
+            Err(Fail::Err(e)) => return Err(Stop::Err(e)),
+        };
+        if hash.is_none() {
+            // zlib's hash: memLevel + 7 bits.
+            let bits = mem_level as u32 + 7;
+            *hash = Some(HashAlgorithm::Zlib { hash_mask: ((1u32 << bits) - 1) as u16, hash_shift: bits.div_ceil(3) });
+        }
+        let trailer = trailer(w, &crc)?;
+        let body = GzBody::Zlib(ZlibReplay { level: level as u8, mem_level: mem_level as u8, plain_len, zlib: rezlib::version() });
+        return Ok(GzMember { header, body, trailer });
+    }
 
     let mut p = PreflateStreamProcessor::new(&config());
     let mut pieces = Vec::new();
@@ -145,16 +174,44 @@ fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut
             Err(e) => return Err(Stop::No(format!("preflate-rs cannot rebuild the deflate data at byte {at}: {e}"))),
         }
     }
+    let trailer = trailer(w, &crc)?;
+    Ok(GzMember { header, body: GzBody::Pieces(pieces), trailer })
+}
+
+/// Reads the member's 8-byte trailer and checks it against the plain bytes' CRC32 and length.
+fn trailer(w: &mut Window, crc: &flate2::Crc) -> Result<[u8; 8], Stop> {
     let t = w.fill(8)?;
     if t.len() < 8 {
         return Err(Stop::No("truncated inside the gzip trailer".into()));
     }
     let trailer: [u8; 8] = t[..8].try_into().expect("8 bytes");
     w.consume(8);
-    if trailer != trailer_of(&crc) {
+    if trailer != trailer_of(crc) {
         return Err(Stop::No("the trailer's CRC32 or ISIZE does not match the inflated data (corrupt)".into()));
     }
-    Ok(GzMember { header, pieces, trailer })
+    Ok(trailer)
+}
+
+/// One zlib pass over the member's `plain_len` plain bytes; returns the deflate bytes written.
+fn replay(z: &ZlibReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, buf: &mut Vec<u8>, what: &str) -> Result<u64> {
+    let mut zs = rezlib::Deflater::new(i32::from(z.level), i32::from(z.mem_level)).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    let mut left = z.plain_len;
+    let mut deflated = Vec::with_capacity(1 << 20);
+    let mut written = 0u64;
+    loop {
+        let n = left.min(1 << 20) as usize;
+        buf.resize(n, 0);
+        read_plain(plain, buf, what)?;
+        crc.update(buf);
+        left -= n as u64;
+        deflated.clear();
+        zs.run(buf, left == 0, &mut deflated).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        out.put(&deflated)?;
+        written += deflated.len() as u64;
+        if left == 0 {
+            return Ok(written);
+        }
+    }
 }
 
 fn trailer_of(crc: &flate2::Crc) -> [u8; 8] {
@@ -196,9 +253,16 @@ pub(super) fn rebuild(members: &[GzMember], plain: &mut dyn std::io::Read, out: 
     for (i, m) in members.iter().enumerate() {
         out.put(&m.header)?;
         written += m.header.len() as u64;
-        let mut r = RecreateStreamProcessor::new();
         let mut crc = flate2::Crc::new();
-        for p in &m.pieces {
+        let pieces = match &m.body {
+            GzBody::Pieces(p) => p,
+            GzBody::Zlib(z) => {
+                written += replay(z, plain, &mut out, &mut crc, &mut buf, what)?;
+                &Vec::new()
+            }
+        };
+        let mut r = RecreateStreamProcessor::new();
+        for p in pieces {
             // decode() capped plain_len; a record built in memory is trusted to be sane.
             buf.resize(usize::try_from(p.plain_len).map_err(|_| Error::Other(format!("{what}: a deflate piece too big for memory")))?, 0);
             read_plain(plain, &mut buf, what)?;
