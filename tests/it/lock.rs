@@ -26,7 +26,7 @@ fn lock_pins_fetch_bundle_and_verify_and_reports_a_moved_tag() {
     let text = fs::read_to_string(&lock).unwrap();
     let amd64 = &multi.image.children[0].manifest.digest;
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(text.lines().next(), Some("# ocibundle lock v1"));
+    assert_eq!(text.lines().next(), Some("# ocibundle lock v2"));
     assert_eq!(
         lines,
         [format!("{} {}", simple.reference, simple.digest), format!("{} {} linux/amd64={amd64}", multi.reference, multi.digest), format!("?{} {}", zstd.reference, zstd.digest)]
