@@ -171,11 +171,11 @@ fn parse_line(line: &str) -> std::result::Result<LockEntry, String> {
 }
 
 /// Every referrer of `e` (read from `lines`, in order) names as its subject the image, one of
-/// its platforms or another referrer pinned under it.
+/// its platforms or another referrer pinned under it (not itself).
 fn check_subjects(e: Option<&LockEntry>, lines: &[(usize, String)], file: &str) -> Result<()> {
     let Some(e) = e else { return Ok(()) };
     for (p, (n, line)) in e.referrers.iter().zip(lines) {
-        if !e.subjects().any(|d| *d == p.subject) {
+        if p.subject == p.digest || !e.subjects().any(|d| *d == p.subject) {
             return Err(Error::Other(format!("{file}:{n}: its subject {} is not {}, one of its platforms or a referrer pinned under it: {}", p.subject, e.reference, crate::error::one_line(line, 120))));
         }
     }
@@ -246,6 +246,7 @@ mod tests {
             (format!("{HEADER}\nregistry.lan/r:7 {A}\n  referrer {B} spdx {A}\n"), 3, "not an artifact type"),
             (format!("{HEADER}\nregistry.lan/r:7 {A}\n  referrer sha256:b cosign:sig {A}\n"), 3, "not a sha256"),
             (format!("{HEADER}\nregistry.lan/r:7 {A}\n  referrer {B} cosign:sig {C}\n"), 3, "is not registry.lan/r:7"),
+            (format!("{HEADER}\nregistry.lan/r:7 {A}\n  referrer {B} cosign:sig {B}\n"), 3, "is not registry.lan/r:7"),
             (format!("{HEADER}\nregistry.lan/r:7 {A}\n  referrer {B} cosign:sig {A}\n  referrer {B} cosign:att {A}\n"), 4, "pinned twice"),
             ("# ocibundle lock v3\n".to_string(), 1, "unsupported version"),
             ("registry.lan/r:7\n".to_string(), 1, "not a lock file"),

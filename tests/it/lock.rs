@@ -92,4 +92,23 @@ fn lock_bad_lines_are_named_by_number() {
     fs::write(&bad, "# ocibundle lock v9\n").unwrap();
     let e = env.fails(&["fetch", "--images", s(&bad)]);
     assert!(e.contains("bad.lock:1:") && e.contains("unsupported version"), "{e}");
+    // Version 2: a referrer line that is not one, or that names a subject the image does not have.
+    let e2 = "sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    for (body, want) in [
+        (format!("127.0.0.1:1/a/b:1 {d}\n  referrer {e2} cosign:sig\n"), "referrer DIGEST KIND SUBJECT"),
+        (format!("127.0.0.1:1/a/b:1 {d}\n  referrer {e2} signature {d}\n"), "not an artifact type"),
+        (format!("127.0.0.1:1/a/b:1 {d}\n  referrer {e2} cosign:sig {e2}\n"), "is not 127.0.0.1:1/a/b:1"),
+    ] {
+        fs::write(&bad, format!("# ocibundle lock v2\n{body}")).unwrap();
+        let fresh = Env::new();
+        let e = fresh.fails(&["fetch", "--images", s(&bad)]);
+        assert!(e.contains("bad.lock:3:") && e.contains(want), "{e}");
+        assert!(!fresh.store().exists(), "nothing stored");
+        let out = env.path().join("never.bundle");
+        for args in [vec!["bundle", "-o", s(&out), "--images", s(&bad)], vec!["verify", s(&bundle), "--images", s(&bad)]] {
+            let e = env.fails(&args);
+            assert!(e.contains("bad.lock:3:") && e.contains(want), "{args:?}: {e}");
+        }
+        assert!(!out.exists(), "no bundle written");
+    }
 }
