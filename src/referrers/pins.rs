@@ -3,7 +3,7 @@
 //! discovery found, naming the pinned ones missing and counting the new ones left.
 use std::fmt;
 
-use super::{assemble, parse_ref, Discovered, Filter, Link, Listed, COSIGN_SUFFIXES};
+use super::{COSIGN_SUFFIXES, Discovered, Filter, Link, Listed, assemble, parse_ref};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::Descriptor;
@@ -34,17 +34,24 @@ impl std::str::FromStr for Kind {
     /// `cosign:sig|att|sbom`, `-` (no artifact type), or a media type (`type/subtype`).
     fn from_str(s: &str) -> std::result::Result<Kind, String> {
         if let Some(suffix) = s.strip_prefix("cosign:") {
-            return match COSIGN_SUFFIXES.contains(&suffix) {
-                true => Ok(Kind::Cosign(suffix.to_string())),
-                false => Err(format!("{s:?}: cosign's tags are cosign:sig, cosign:att and cosign:sbom")),
-            };
+            if !COSIGN_SUFFIXES.contains(&suffix) {
+                return Err(format!(
+                    "{s:?}: cosign's tags are cosign:sig, cosign:att and cosign:sbom"
+                ));
+            }
+            return Ok(Kind::Cosign(suffix.to_string()));
         }
         if s == "-" {
             return Ok(Kind::Type(String::new()));
         }
-        let ok = s.split_once('/').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()) && s.chars().all(|c| c.is_ascii_graphic());
+        let ok = s
+            .split_once('/')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty())
+            && s.chars().all(|c| c.is_ascii_graphic());
         if !ok {
-            return Err(format!("{s:?} is not an artifact type (type/subtype), cosign:sig|att|sbom or -"));
+            return Err(format!(
+                "{s:?} is not an artifact type (type/subtype), cosign:sig|att|sbom or -"
+            ));
         }
         Ok(Kind::Type(s.to_string()))
     }
@@ -81,7 +88,11 @@ impl Listed {
             Some((_, _, Link::Cosign(s))) => Kind::Cosign(s),
             _ => Kind::Type(self.artifact_type.clone()),
         };
-        Pin { subject: self.subject.clone(), digest: self.digest.clone(), kind }
+        Pin {
+            subject: self.subject.clone(),
+            digest: self.digest.clone(),
+            kind,
+        }
     }
 }
 
@@ -99,12 +110,23 @@ impl Discovered {
     /// not asked for, so it is not missing either.
     pub fn hold_to(self, image: &Reference, pins: &[Pin], filter: &Filter) -> Result<Held> {
         let found_pins = self.pins();
-        let missing: Vec<Pin> = pins.iter().filter(|p| filter.keeps(&p.kind) && !found_pins.contains(p)).cloned().collect();
-        let (kept, left): (Vec<_>, Vec<_>) = self.found.into_iter().partition(|f| pins.contains(&f.pin()));
+        let missing: Vec<Pin> = pins
+            .iter()
+            .filter(|p| filter.keeps(&p.kind) && !found_pins.contains(p))
+            .cloned()
+            .collect();
+        let (kept, left): (Vec<_>, Vec<_>) = self
+            .found
+            .into_iter()
+            .partition(|f| pins.contains(&f.pin()));
         let mut new: Vec<Pin> = left.iter().map(super::Found::pin).collect();
         new.sort();
         new.dedup();
-        Ok(Held { kept: assemble(image, kept)?, missing, new })
+        Ok(Held {
+            kept: assemble(image, kept)?,
+            missing,
+            new,
+        })
     }
 }
 
@@ -134,25 +156,49 @@ pub struct Carried {
 
 /// The referrers `source` carries for image `name` (its descriptor `desc`; `all` is every
 /// reference the source holds) held against `pins`.
-pub fn carried(source: &dyn Source, all: &[(String, Descriptor)], name: &str, desc: &Descriptor, pins: &[Pin]) -> Result<Carried> {
-    let refs: Vec<(String, Descriptor)> = super::attach(source, all, vec![(name.to_string(), desc.clone())])?.into_iter().skip(1).collect();
+pub fn carried(
+    source: &dyn Source,
+    all: &[(String, Descriptor)],
+    name: &str,
+    desc: &Descriptor,
+    pins: &[Pin],
+) -> Result<Carried> {
+    let refs: Vec<(String, Descriptor)> =
+        super::attach(source, all, vec![(name.to_string(), desc.clone())])?
+            .into_iter()
+            .skip(1)
+            .collect();
     let listed = super::list(source, &refs)?;
     let (missing, extra) = compare(pins, &listed);
-    let mut out = Carried { missing, extra, ..Default::default() };
+    let mut out = Carried {
+        missing,
+        extra,
+        ..Default::default()
+    };
     for (r, _) in &refs {
-        let members: Vec<Pin> = listed.iter().filter(|l| l.reference == *r).map(Listed::pin).collect();
+        let members: Vec<Pin> = listed
+            .iter()
+            .filter(|l| l.reference == *r)
+            .map(Listed::pin)
+            .collect();
         let unpinned = members.iter().filter(|p| !pins.contains(p)).count();
         if unpinned == 0 {
             continue;
         }
-        if unpinned == members.len() { out.unpinned_refs.push(r.clone()) } else { out.mixed_refs.push(r.clone()) }
+        if unpinned == members.len() {
+            out.unpinned_refs.push(r.clone())
+        } else {
+            out.mixed_refs.push(r.clone())
+        }
     }
     Ok(out)
 }
 
 /// The one line for a pinned referrer that is not there.
 pub fn missing_error(image: &Reference, p: &Pin, holder: &str) -> Error {
-    Error::Other(format!("{image}: referrer {p} is pinned by the lock but {holder}"))
+    Error::Other(format!(
+        "{image}: referrer {p} is pinned by the lock but {holder}"
+    ))
 }
 
 #[cfg(test)]
@@ -161,7 +207,14 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_and_refuse_what_they_are_not() {
-        for k in ["cosign:sig", "cosign:att", "cosign:sbom", "-", "application/spdx+json", "application/vnd.in-toto+json"] {
+        for k in [
+            "cosign:sig",
+            "cosign:att",
+            "cosign:sbom",
+            "-",
+            "application/spdx+json",
+            "application/vnd.in-toto+json",
+        ] {
             assert_eq!(k.parse::<Kind>().unwrap().to_string(), k);
         }
         for bad in ["cosign:exe", "spdx", "/x", "a/", "a/b c"] {
