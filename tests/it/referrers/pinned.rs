@@ -515,3 +515,60 @@ fn a_referrer_index_listing_an_index_is_refused_and_nothing_is_stored() {
     assert!(e.contains("another index"), "{e}");
     assert!(!env.path().join("x.lock").exists(), "no lock written");
 }
+
+#[test]
+fn bundle_with_a_lock_leaves_out_a_referrer_reference_the_lock_does_not_pin() {
+    let env = Env::new();
+    let key = Key::new(env.path(), "cosign", false);
+    let (reg, _digest, sig, sbom) = signed_simple(&key);
+    let name = format!("{}/test/simple:v1", reg.host());
+    // A lock of the SBOMs only; the store holds the signature too (a plain fetch).
+    let lock = env.path().join("sbom.lock");
+    env.ok(&[
+        "lock",
+        &name,
+        "--referrers",
+        "application/spdx+json",
+        "-o",
+        s(&lock),
+    ]);
+    let text = fs::read_to_string(&lock).unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.contains("referrer") && l.contains("cosign:sig") && !l.starts_with('#')),
+        "{text}"
+    );
+    env.ok(&["fetch", &name]);
+    let b = env.path().join("b.bundle");
+    let out = env.run(&["bundle", "-o", s(&b), "--images", s(&lock)]);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{name}: 1 referrer(s) the lock does not pin left out"
+        )) && err.contains(&sig.manifest_digest),
+        "{err}"
+    );
+    let ins = env.json(&["inspect", s(&b)]);
+    let carried: Vec<&str> = ins["images"][0]["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(carried, vec![sbom.as_str()], "{ins}");
+    let v = env.json(&["verify", s(&b), "--images", s(&lock)]);
+    assert_eq!(
+        (
+            v["ok"].as_bool(),
+            v["missing_referrers"].as_array().unwrap().len()
+        ),
+        (Some(true), 0),
+        "{v}"
+    );
+    assert!(
+        env.blob_path(&sig.manifest_digest).exists(),
+        "the store keeps the signature, the bundle leaves it out"
+    );
+}
