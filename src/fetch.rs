@@ -167,29 +167,29 @@ pub fn plan(reg: &Registry, store: &Store, refs: &[Reference], opts: &FetchOptio
         }
         images.push(planned);
     }
-    // What refers to each image, each platform it keeps and the index it came from: a few
-    // requests per manifest, most answered 404, so images are asked about `jobs` at a time.
+    // What refers to each image, each platform it keeps and the index it came from.
     if opts.referrers != crate::referrers::Filter::None {
-        let found: Vec<std::sync::Mutex<Option<crate::referrers::Discovered>>> = images.iter().map(|_| Default::default()).collect();
-        let order: Vec<usize> = (0..images.len()).collect();
-        crate::pool::try_each_on(&order, opts.jobs.max(1), |&i, _| {
-            let img = &images[i];
-            let subjects: Vec<Digest> = img.manifests.iter().chain(img.picked_from.iter()).map(|m| m.digest.clone()).collect();
-            let d = crate::referrers::discover(reg, &img.reference, &subjects, &opts.referrers).map_err(|e| match e {
-                Error::Registry { what, message, retryable } => Error::Registry { what, message: format!("{message} (--referrers none fetches the image without its referrers)"), retryable },
-                e => e,
-            })?;
-            *found[i].lock().unwrap() = Some(d);
-            Ok(())
-        })?;
-        for (img, d) in images.iter_mut().zip(found) {
-            img.referrers = d.into_inner().unwrap().unwrap_or_default();
-            for b in &img.referrers.blobs {
-                blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), img.reference.clone()));
-            }
+        let asked: Vec<(Reference, Vec<Digest>)> = images.iter().map(|img| (img.reference.clone(), subjects(img))).collect();
+        for (img, d) in images.iter_mut().zip(crate::referrers::discover_each(reg, &asked, &opts.referrers, opts.jobs)) {
+            img.referrers = d?;
+        }
+        for img in &images {
+            add_referrer_blobs(&mut blobs, img);
         }
     }
     Ok(FetchPlan { images, blobs })
+}
+
+/// The manifests whose referrers go with `img`: each it keeps, and the index it was picked from.
+pub fn subjects(img: &PlannedImage) -> Vec<Digest> {
+    img.manifests.iter().chain(img.picked_from.iter()).map(|m| m.digest.clone()).collect()
+}
+
+/// Lists the content blobs of `img`'s referrers in `blobs`, each to be downloaded through it.
+pub fn add_referrer_blobs(blobs: &mut BTreeMap<Digest, (Descriptor, Reference)>, img: &PlannedImage) {
+    for b in &img.referrers.blobs {
+        blobs.entry(b.digest.clone()).or_insert_with(|| (b.clone(), img.reference.clone()));
+    }
 }
 
 /// One copy from the registry into the store: what the store lacks is downloaded (largest

@@ -197,13 +197,16 @@ impl PullArgs {
                 eprintln!("warning: tag moved since the lock, fetching the locked digest: {m}");
             }
         }
+        let filter: ocibundle::referrers::Filter = self.referrers.parse()?;
         let store = Store::open(root)?;
         let mut plan = fetch::FetchPlan { images: Vec::new(), blobs: Default::default() };
+        let mut pinned: Vec<&ocibundle::lock::LockEntry> = Vec::new();
         for e in &lock.entries {
-            let mut pinned = e.reference.clone();
-            pinned.digest = Some(e.digest.clone());
-            let opts = FetchOptions { platform: ocibundle::lock::platform_choice(e), jobs: self.jobs, progress, referrers: self.referrers.parse()? };
-            let one = match fetch::plan(&reg, &store, &[pinned], &opts) {
+            let mut by_digest = e.reference.clone();
+            by_digest.digest = Some(e.digest.clone());
+            // Referrers are found below, for every image at once, and held to the lock.
+            let opts = FetchOptions { platform: ocibundle::lock::platform_choice(e), jobs: self.jobs, progress, referrers: ocibundle::referrers::Filter::None };
+            let one = match fetch::plan(&reg, &store, &[by_digest], &opts) {
                 Ok(p) => p,
                 Err(err) if e.optional => {
                     eprintln!("warning: optional image {} left out: {err}", e.reference);
@@ -215,14 +218,60 @@ impl PullArgs {
                 ocibundle::lock::check(e, &img.entry, "registry")?;
                 img.reference = e.reference.clone();
                 plan.images.push(img);
+                pinned.push(e);
             }
             for (d, b) in one.blobs {
                 plan.blobs.entry(d).or_insert(b);
             }
         }
-        let opts = FetchOptions { platform: PlatformChoice::All, jobs: self.jobs, progress, referrers: self.referrers.parse()? };
+        if filter != ocibundle::referrers::Filter::None {
+            hold_referrers(&reg, &mut plan, &pinned, lock.pins_referrers, &filter, self.jobs)?;
+        }
+        let opts = FetchOptions { platform: PlatformChoice::All, jobs: self.jobs, progress, referrers: filter };
         Ok(fetch::execute(&reg, &store, plan, &opts)?)
     }
+}
+
+/// Finds the referrers of every planned image (`pinned[i]` is the lock entry of image `i`). A
+/// version 2 lock keeps only what it pins: a pinned referrer the registry no longer has fails
+/// the fetch before anything is fetched (a warning for an optional image), and referrers found
+/// that the lock does not pin are left behind, counted on stderr. A version 1 lock pins none,
+/// so every referrer found is kept.
+fn hold_referrers(reg: &Registry, plan: &mut fetch::FetchPlan, pinned: &[&ocibundle::lock::LockEntry], pins_referrers: bool, filter: &ocibundle::referrers::Filter, jobs: usize) -> anyhow::Result<()> {
+    let asked: Vec<(Reference, Vec<ocibundle::Digest>)> = plan.images.iter().map(|img| (img.reference.clone(), fetch::subjects(img))).collect();
+    let mut missing: Vec<String> = Vec::new();
+    for ((img, found), e) in plan.images.iter_mut().zip(ocibundle::referrers::discover_each(reg, &asked, filter, jobs)).zip(pinned) {
+        let found = found?;
+        if !pins_referrers {
+            img.referrers = found;
+            continue;
+        }
+        let held = found.hold_to(&e.reference, &e.referrers, filter)?;
+        for p in &held.missing {
+            let err = ocibundle::referrers::pins::missing_error(&e.reference, p, "the registry no longer has it");
+            if e.optional {
+                eprintln!("warning: optional image: {err}");
+            } else {
+                missing.push(err.to_string());
+            }
+        }
+        if !held.new.is_empty() {
+            let n = held.new.len();
+            let mut named: Vec<String> = held.new.iter().take(5).map(|p| p.to_string()).collect();
+            if n > 5 {
+                named.push(format!("and {} more", n - 5));
+            }
+            eprintln!("warning: {}: {n} referrer{} found upstream that the lock does not pin, left behind (lock again to take {}): {}", e.reference, if n == 1 { "" } else { "s" }, if n == 1 { "it" } else { "them" }, named.join(", "));
+        }
+        img.referrers = held.kept;
+    }
+    if let Some(first) = missing.first() {
+        bail!("{} pinned referrer(s) missing, nothing fetched; first: {first}", missing.len());
+    }
+    for img in &plan.images {
+        fetch::add_referrer_blobs(&mut plan.blobs, img);
+    }
+    Ok(())
 }
 
 pub fn run(root: &Path, a: FetchArgs) -> anyhow::Result<i32> {

@@ -1,4 +1,5 @@
-//! `ocibundle lock`: an image list resolved at the registries into a lock file.
+//! `ocibundle lock`: an image list resolved at the registries (digests, platforms, referrers)
+//! into a lock file.
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -22,6 +23,10 @@ pub struct LockArgs {
     output: Option<PathBuf>,
     #[command(flatten)]
     platforms: PlatformArgs,
+    /// Referrers to pin with each image (signatures, SBOMs, attestations): all, none, or
+    /// artifact types separated by commas (sig, att, sbom name cosign's tags)
+    #[arg(long, value_name = "all|none|TYPE,...", default_value = "all")]
+    referrers: String,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -41,8 +46,9 @@ pub fn run(a: LockArgs) -> anyhow::Result<i32> {
             refs.push((optional, r));
         }
     }
+    let filter: ocibundle::referrers::Filter = a.referrers.parse()?;
     let reg = Registry::new(a.registry.options()?);
-    let resolved = ocibundle::lock::resolve(&reg, &refs, &a.platforms.choice()?)?;
+    let resolved = ocibundle::lock::resolve(&reg, &refs, &a.platforms.choice()?, &filter, 4)?;
     for (r, why) in &resolved.skipped {
         eprintln!("warning: optional image {r} left out of the lock: {why}");
     }
@@ -58,7 +64,8 @@ pub fn run(a: LockArgs) -> anyhow::Result<i32> {
                 let _ = std::fs::remove_file(&tmp);
                 bail!("{}: {e}", p.display());
             }
-            eprintln!("{}: {} images locked", p.display(), resolved.lock.entries.len());
+            let pinned: usize = resolved.lock.entries.iter().map(|e| e.referrers.len()).sum();
+            eprintln!("{}: {} images locked, with {pinned} referrers", p.display(), resolved.lock.entries.len());
         }
     }
     Ok(0)

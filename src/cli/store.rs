@@ -43,7 +43,7 @@ pub enum StoreCmd {
         #[arg(short = 'o', long = "output", value_name = "FILE")]
         output: std::path::PathBuf,
     },
-    /// Remove blobs no reference reaches, and partial downloads
+    /// Remove blobs no reference reaches, referrers whose image is gone, and partial downloads
     Gc {
         #[arg(long)]
         json: bool,
@@ -110,6 +110,9 @@ pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
+                for name in &r.removed_referrers {
+                    println!("removed referrer {name} (its subject is gone)");
+                }
                 println!("removed {} blobs ({} bytes)", r.removed_blobs, r.removed_bytes);
             }
             Ok(0)

@@ -38,6 +38,27 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
         let images = source.refs()?;
         a.sign.gate(source, &images, &|n| n.to_string(), true)
     };
+    // A version 2 lock's referrer pins: those the source lacks (a failure, a warning for an
+    // optional image) and those it carries that the lock does not pin (a warning).
+    let mut missing_pins: Vec<String> = Vec::new();
+    let pins = |source: &dyn ocibundle::source::Source, missing: &mut Vec<String>| -> anyhow::Result<()> {
+        let Some(lock) = lock.as_ref().filter(|l| l.pins_referrers) else { return Ok(()) };
+        let all = source.refs()?;
+        let holder = format!("{} does not carry it", source.name());
+        for e in &lock.entries {
+            let name = e.reference.to_string();
+            let Some((_, desc)) = all.iter().find(|(n, _)| *n == name) else { continue };
+            let c = ocibundle::referrers::pins::carried(source, &all, &name, desc, &e.referrers)?;
+            for p in &c.missing {
+                let err = ocibundle::referrers::pins::missing_error(&e.reference, p, &holder);
+                if e.optional { eprintln!("warning: optional image: {err}") } else { missing.push(err.to_string()) }
+            }
+            if let Some(first) = c.extra.first() {
+                eprintln!("warning: {name}: {} carries {} referrer(s) the lock does not pin (first: {first})", source.name(), c.extra.len());
+            }
+        }
+        Ok(())
+    };
     let (mut report, name, bundle_id, verdicts) = match super::stream_input(&a.file)? {
         _ if archive.is_some() => {
             let opened = ocibundle::transport::open(&a.file)?;
@@ -45,6 +66,9 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
             let images = source.refs()?;
             let r = ocibundle::validate::check(&*source, &images, ocibundle::validate::Options { deep: a.deep });
             let v = if r.problems.is_empty() { gate(&*source)? } else { None };
+            if r.problems.is_empty() {
+                pins(&*source, &mut missing_pins)?;
+            }
             held = Some(images);
             (r, source.name(), String::new(), v)
         }
@@ -81,6 +105,9 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
             }
             // Signatures only over blobs that checked out (the gate reads them again, verified).
             let v = if r.problems.is_empty() { gate(&source)? } else { None };
+            if r.problems.is_empty() {
+                pins(&source, &mut missing_pins)?;
+            }
             (r, b.name.clone(), b.index.bundle_id.to_string(), v)
         }
     };
@@ -113,9 +140,9 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
     }
     if a.json {
         let doc = serde_json::json!({
-            "bundle": name, "source": name, "bundle_id": bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty(),
+            "bundle": name, "source": name, "bundle_id": bundle_id, "ok": report.problems.is_empty() && missing_required.is_empty() && missing_pins.is_empty(),
             "blobs_checked": report.blobs_checked, "bytes_checked": report.bytes_checked, "images": report.images,
-            "problems": report.problems, "missing_required": missing_required, "missing_optional": missing_optional,
+            "problems": report.problems, "missing_required": missing_required, "missing_optional": missing_optional, "missing_referrers": missing_pins,
             "signatures": verdicts,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -125,6 +152,9 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
         }
         for m in &missing_required {
             println!("missing: required image {m}");
+        }
+        for m in &missing_pins {
+            println!("missing: {m}");
         }
         for v in verdicts.iter().flatten() {
             println!("{}", v.line());
@@ -138,6 +168,9 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
     }
     if !missing_required.is_empty() {
         anyhow::bail!("{}: required image(s) missing: {}", name, missing_required.join(", "));
+    }
+    if let Some(first) = missing_pins.first() {
+        anyhow::bail!("{}: {} pinned referrer(s) missing; first: {first}", name, missing_pins.len());
     }
     if !a.json {
         report.images.sort();

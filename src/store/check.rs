@@ -1,4 +1,5 @@
-//! Store upkeep: `fsck` (re-hash every blob, walk every reference) and `gc` (drop unreachable blobs).
+//! Store upkeep: `fsck` (re-hash every blob, walk every reference) and `gc` (drop unreachable
+//! blobs, and referrers whose subject is gone).
 use std::collections::BTreeSet;
 use std::fs;
 
@@ -38,6 +39,8 @@ pub struct FsckReport {
 
 #[derive(Debug, Default, Serialize)]
 pub struct GcReport {
+    /// Referrer references (`REPO:sha256-<hex>[.sig]`) whose subject is gone from the store.
+    pub removed_referrers: Vec<String>,
     pub removed_blobs: u64,
     pub removed_bytes: u64,
     pub removed_partials: u64,
@@ -148,15 +151,46 @@ impl Store {
         Ok(())
     }
 
-    /// Removes blobs that no reference reaches and every partial download. Waits for running
-    /// fetches to finish first (they may hold blobs not yet referenced).
+    /// What gc keeps: every blob an image's reference reaches; then, in turn, each referrer
+    /// reference (`REPO:sha256-<hex>[.sig]`) whose subject is kept and what it reaches, and each
+    /// stored manifest whose `subject` is kept. Also returns the referrer references whose
+    /// subject is not kept (the image they hang off is gone): gc drops them.
+    fn kept(&self, refs: Vec<RefEntry>, problems: &mut Vec<Problem>) -> Result<(BTreeSet<Digest>, Vec<String>)> {
+        let (mut pending, images): (Vec<RefEntry>, Vec<RefEntry>) = refs.into_iter().partition(|r| crate::referrers::is_referrer_ref(&r.name));
+        let mut keep = self.reachable(&images, problems);
+        loop {
+            loop {
+                let subject = |r: &RefEntry| crate::referrers::parse_ref(&r.name).map(|(_, s, _)| s);
+                let (now, rest): (Vec<RefEntry>, Vec<RefEntry>) = pending.into_iter().partition(|r| subject(r).is_some_and(|s| keep.contains(&s)));
+                pending = rest;
+                if now.is_empty() {
+                    break;
+                }
+                keep.extend(self.reachable(&now, problems));
+            }
+            let before = keep.len();
+            self.keep_referrers(&mut keep, problems)?;
+            if keep.len() == before || pending.is_empty() {
+                return Ok((keep, pending.into_iter().map(|r| r.name).collect()));
+            }
+        }
+    }
+
+    /// Removes the referrer references whose subject is gone, then blobs that no kept reference
+    /// reaches and every partial download. Waits for running fetches to finish first (they may
+    /// hold blobs not yet referenced).
     pub fn gc(&self) -> Result<GcReport> {
         let _exclusive = self.lock_file("gc.lock", true)?;
         let mut problems = Vec::new();
         let refs = self.refs()?;
-        let mut keep = self.reachable(&refs, &mut problems);
-        self.keep_referrers(&mut keep, &mut problems)?;
+        let (keep, orphans) = self.kept(refs, &mut problems)?;
         let mut report = GcReport::default();
+        // The references go first (the commit): a gc cut short after it leaves only blobs that
+        // the next one removes, never a reference to a removed blob.
+        if !orphans.is_empty() {
+            self.remove_refs(&orphans)?;
+            report.removed_referrers = orphans;
+        }
         for entry in fs::read_dir(self.blobs_dir()).at(self.blobs_dir())? {
             let entry = entry.at(self.blobs_dir())?;
             let name = entry.file_name().to_string_lossy().to_string();

@@ -80,6 +80,13 @@ impl Store {
         write_index(self, &entries)
     }
 
+    /// Removes the named references (gc: referrers whose subject is gone).
+    pub fn remove_refs(&self, names: &[String]) -> Result<()> {
+        let _lock = self.lock_file("index.lock", true)?;
+        let entries: Vec<RefEntry> = self.refs()?.into_iter().filter(|e| !names.contains(&e.name)).collect();
+        write_index(self, &entries)
+    }
+
     /// Looks up one reference by its full name.
     pub fn get_ref(&self, name: &str) -> Result<Option<RefEntry>> {
         Ok(self.refs()?.into_iter().find(|e| e.name == name))

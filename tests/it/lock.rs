@@ -26,7 +26,7 @@ fn lock_pins_fetch_bundle_and_verify_and_reports_a_moved_tag() {
     let text = fs::read_to_string(&lock).unwrap();
     let amd64 = &multi.image.children[0].manifest.digest;
     let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(text.lines().next(), Some("# ocibundle lock v1"));
+    assert_eq!(text.lines().next(), Some("# ocibundle lock v2"));
     assert_eq!(
         lines,
         [format!("{} {}", simple.reference, simple.digest), format!("{} {} linux/amd64={amd64}", multi.reference, multi.digest), format!("?{} {}", zstd.reference, zstd.digest)]
@@ -92,4 +92,23 @@ fn lock_bad_lines_are_named_by_number() {
     fs::write(&bad, "# ocibundle lock v9\n").unwrap();
     let e = env.fails(&["fetch", "--images", s(&bad)]);
     assert!(e.contains("bad.lock:1:") && e.contains("unsupported version"), "{e}");
+    // Version 2: a referrer line that is not one, or that names a subject the image does not have.
+    let e2 = "sha256:eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
+    for (body, want) in [
+        (format!("127.0.0.1:1/a/b:1 {d}\n  referrer {e2} cosign:sig\n"), "referrer DIGEST KIND SUBJECT"),
+        (format!("127.0.0.1:1/a/b:1 {d}\n  referrer {e2} signature {d}\n"), "not an artifact type"),
+        (format!("127.0.0.1:1/a/b:1 {d}\n  referrer {e2} cosign:sig {e2}\n"), "is not 127.0.0.1:1/a/b:1"),
+    ] {
+        fs::write(&bad, format!("# ocibundle lock v2\n{body}")).unwrap();
+        let fresh = Env::new();
+        let e = fresh.fails(&["fetch", "--images", s(&bad)]);
+        assert!(e.contains("bad.lock:3:") && e.contains(want), "{e}");
+        assert!(!fresh.store().exists(), "nothing stored");
+        let out = env.path().join("never.bundle");
+        for args in [vec!["bundle", "-o", s(&out), "--images", s(&bad)], vec!["verify", s(&bundle), "--images", s(&bad)]] {
+            let e = env.fails(&args);
+            assert!(e.contains("bad.lock:3:") && e.contains(want), "{args:?}: {e}");
+        }
+        assert!(!out.exists(), "no bundle written");
+    }
 }

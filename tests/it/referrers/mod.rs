@@ -11,6 +11,7 @@ use crate::harness::fixtures::push_one;
 use crate::harness::registry::{Registry, Variant};
 use crate::harness::signer::{self, Key};
 
+mod pinned;
 mod verify;
 
 /// The store's reference names.

@@ -20,6 +20,9 @@ use crate::reference::Reference;
 use crate::registry::Registry;
 use crate::source::Source;
 
+pub mod pins;
+pub use pins::{Held, Kind, Pin};
+
 /// How deep referrers of referrers are followed (a signature of an SBOM of an image is depth 2).
 pub const MAX_DEPTH: usize = 4;
 /// Cosign's tag suffixes, in the order they are looked up.
@@ -172,35 +175,109 @@ pub fn merge_index(ours: &[u8], there: Option<&Manifest>, what: &str) -> Result<
 }
 
 /// What fetch found for one image: references to store (`REPO:sha256-<hex>[.sig]` and what
-/// they point at), the manifests they need (fetched, digest-checked; the indexes built here)
-/// and their content blobs.
+/// they point at), the manifests they need (fetched, digest-checked; the indexes built here),
+/// their content blobs, and each referrer as it was found (what a lock file pins).
 #[derive(Debug, Default)]
 pub struct Discovered {
     pub refs: Vec<(Reference, Descriptor)>,
     pub manifests: Vec<Manifest>,
     pub blobs: Vec<Descriptor>,
+    pub found: Vec<Found>,
+}
+
+/// One referrer discovery found: its manifest (and, for a referrer that is an index, the
+/// manifests it lists), the subject it was found for, and how it was found.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub subject: Digest,
+    pub kind: Kind,
+    pub manifest: Manifest,
+    pub children: Vec<Manifest>,
+}
+
+impl Found {
+    pub fn pin(&self) -> Pin {
+        Pin { subject: self.subject.clone(), digest: self.manifest.digest.clone(), kind: self.kind.clone() }
+    }
+}
+
+impl Discovered {
+    /// What was found, as a lock file pins it: sorted, each once.
+    pub fn pins(&self) -> Vec<Pin> {
+        let mut p: Vec<Pin> = self.found.iter().map(Found::pin).collect();
+        p.sort();
+        p.dedup();
+        p
+    }
+}
+
+/// Builds what the store keeps for `found` (in `image`'s repository): per subject, in the
+/// order found, the referrers index ocibundle writes (`sha256-<hex>`) and cosign's tags; the
+/// manifests they reach and their content blobs, each once.
+pub fn assemble(image: &Reference, found: Vec<Found>) -> Result<Discovered> {
+    let repo = Reference { tag: None, digest: None, ..image.clone() };
+    let tagged = |t: String| Reference { tag: Some(t), ..repo.clone() };
+    let mut out = Discovered::default();
+    let mut subjects: Vec<&Digest> = Vec::new();
+    for f in &found {
+        if !subjects.contains(&&f.subject) {
+            subjects.push(&f.subject);
+        }
+    }
+    for s in subjects {
+        let listed: Vec<&Manifest> = found.iter().filter(|f| f.subject == *s && matches!(f.kind, Kind::Type(_))).map(|f| &f.manifest).collect();
+        if !listed.is_empty() {
+            let idx = Manifest::parse(referrers_index(&listed), Some(media::OCI_INDEX), &format!("{image}: referrers of {s}"))?;
+            out.refs.push((tagged(fallback_tag(s)), idx.descriptor()));
+            out.manifests.push(idx);
+        }
+        for f in found.iter().filter(|f| f.subject == *s) {
+            if let Kind::Cosign(suffix) = &f.kind {
+                out.refs.push((tagged(format!("{}.{suffix}", fallback_tag(s))), f.manifest.descriptor()));
+            }
+        }
+    }
+    let mut blobs_seen: BTreeSet<Digest> = BTreeSet::new();
+    for m in found.iter().flat_map(|f| std::iter::once(&f.manifest).chain(&f.children)) {
+        if let ManifestKind::Image(im) = &m.kind {
+            for b in std::iter::once(&im.config).chain(&im.layers) {
+                if blobs_seen.insert(b.digest.clone()) {
+                    out.blobs.push(b.bare());
+                }
+            }
+        }
+        if !out.manifests.iter().any(|x| x.digest == m.digest) {
+            out.manifests.push(m.clone());
+        }
+    }
+    out.found = found;
+    Ok(out)
 }
 
 /// Finds what refers to `subjects` (an image's manifests and index) in `image`'s repository,
 /// and what refers to those in turn, to `MAX_DEPTH`. A referrer whose `subject` is not the
 /// manifest it was listed for, or one that leads back to a manifest above it, is an error in
-/// one line (nothing is stored: fetch plans before it copies).
+/// one line (nothing is stored: fetch plans before it copies). A referrer that is an index
+/// (an attestation index, say) comes with the manifests it lists.
 pub fn discover(reg: &Registry, image: &Reference, subjects: &[Digest], filter: &Filter) -> Result<Discovered> {
-    let mut out = Discovered::default();
     if *filter == Filter::None {
-        return Ok(out);
+        return Ok(Discovered::default());
     }
+    assemble(image, find(reg, image, subjects, filter)?)
+}
+
+fn find(reg: &Registry, image: &Reference, subjects: &[Digest], filter: &Filter) -> Result<Vec<Found>> {
+    let mut out: Vec<Found> = Vec::new();
     let repo = Reference { tag: None, digest: None, ..image.clone() };
     let tagged = |t: String| Reference { tag: Some(t), ..repo.clone() };
     let mut seen: BTreeSet<Digest> = subjects.iter().cloned().collect();
     // (subject, depth, the chain of subjects above it)
     let mut todo: Vec<(Digest, usize, Vec<Digest>)> = subjects.iter().map(|s| (s.clone(), 1, vec![])).collect();
-    let mut blobs_seen: BTreeSet<Digest> = BTreeSet::new();
     while let Some((subject, depth, chain)) = todo.pop() {
         let mut above = chain.clone();
         above.push(subject.clone());
         let loop_err = |d: &Digest| Error::Other(format!("{image}: referrer {d} of {subject} leads back to a manifest it refers to (a referrer loop)"));
-        let mut found: Vec<Manifest> = Vec::new();
+        let mut found: Vec<Found> = Vec::new();
         // The API, else the fallback tag.
         let listed = match reg.referrers(&repo, &subject, filter.api_type())? {
             Some(list) => list,
@@ -214,7 +291,7 @@ pub fn discover(reg: &Registry, image: &Reference, subjects: &[Digest], filter: 
             if above.contains(&c.digest) {
                 return Err(loop_err(&c.digest));
             }
-            if found.iter().any(|m| m.digest == c.digest) {
+            if found.iter().any(|f| f.manifest.digest == c.digest) {
                 continue;
             }
             let m = reg.manifest(&repo, &c.digest.to_string())?;
@@ -228,19 +305,11 @@ pub fn discover(reg: &Registry, image: &Reference, subjects: &[Digest], filter: 
                     )))
                 }
             }
-            if !matches!(m.kind, ManifestKind::Image(_)) {
-                return Err(Error::Other(format!("{image}: referrer {} of {subject} is an index; only image manifests are carried as referrers", m.digest)));
+            if !filter.keeps_type(&artifact_type(&m)) {
+                continue;
             }
-            if filter.keeps_type(&artifact_type(&m)) {
-                found.push(m);
-            }
-        }
-        let mut next: Vec<Digest> = Vec::new();
-        if !found.is_empty() {
-            let bytes = referrers_index(&found.iter().collect::<Vec<_>>());
-            let idx = Manifest::parse(bytes, Some(media::OCI_INDEX), &format!("{image}: referrers of {subject}"))?;
-            out.refs.push((tagged(fallback_tag(&subject)), idx.descriptor()));
-            out.manifests.push(idx);
+            let children = index_children(reg, &repo, image, &m, &above)?;
+            found.push(Found { subject: subject.clone(), kind: Kind::Type(artifact_type(&m)), manifest: m, children });
         }
         for s in COSIGN_SUFFIXES.iter().filter(|s| filter.keeps_cosign(s)) {
             let tag = format!("{}.{s}", fallback_tag(&subject));
@@ -251,27 +320,59 @@ pub fn discover(reg: &Registry, image: &Reference, subjects: &[Digest], filter: 
             if !matches!(m.kind, ManifestKind::Image(_)) {
                 return Err(Error::Other(format!("{image}: {tag} is an index, not a cosign manifest")));
             }
-            out.refs.push((tagged(tag), m.descriptor()));
-            found.push(m);
+            found.push(Found { subject: subject.clone(), kind: Kind::Cosign(s.to_string()), manifest: m, children: Vec::new() });
         }
-        for m in found {
-            if let ManifestKind::Image(im) = &m.kind {
-                for b in std::iter::once(&im.config).chain(&im.layers) {
-                    if blobs_seen.insert(b.digest.clone()) {
-                        out.blobs.push(b.bare());
-                    }
-                }
+        for f in found {
+            if seen.insert(f.manifest.digest.clone()) && depth < MAX_DEPTH {
+                todo.push((f.manifest.digest.clone(), depth + 1, above.clone()));
             }
-            if seen.insert(m.digest.clone()) && depth < MAX_DEPTH {
-                next.push(m.digest.clone());
-            }
-            if !out.manifests.iter().any(|x| x.digest == m.digest) {
-                out.manifests.push(m);
-            }
+            out.push(f);
         }
-        todo.extend(next.into_iter().map(|d| (d, depth + 1, above.clone())));
     }
     Ok(out)
+}
+
+/// The manifests a referrer that is an index lists (fetched by digest, checked); none for an
+/// image manifest. An index in it, or a manifest above it, is refused in one line.
+fn index_children(reg: &Registry, repo: &Reference, image: &Reference, m: &Manifest, above: &[Digest]) -> Result<Vec<Manifest>> {
+    let ManifestKind::Index(kids) = &m.kind else { return Ok(Vec::new()) };
+    let mut out: Vec<Manifest> = Vec::new();
+    for k in kids {
+        if above.contains(&k.digest) || k.digest == m.digest {
+            return Err(Error::Other(format!("{image}: referrer index {} lists {}, a manifest above it (a referrer loop)", m.digest, k.digest)));
+        }
+        if k.media_type.is_index() {
+            return Err(Error::Other(format!("{image}: referrer index {} lists another index, {}; only manifests are carried in a referrer index", m.digest, k.digest)));
+        }
+        if out.iter().any(|o| o.digest == k.digest) {
+            continue;
+        }
+        let c = reg.manifest(repo, &k.digest.to_string())?;
+        if c.bytes.len() as u64 != k.size || !matches!(c.kind, ManifestKind::Image(_)) {
+            return Err(Error::Other(format!("{image}: referrer index {} lists {} ({} bytes), but the registry serves {} bytes of another kind or size for it", m.digest, k.digest, k.size, c.bytes.len())));
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Discovery for several images at once (`jobs` at a time: a few requests per manifest, most
+/// answered 404): for each, its reference and the manifests to ask about (the image, each
+/// platform kept, the index a platform was picked from). One result per image, in order.
+pub fn discover_each(reg: &Registry, images: &[(Reference, Vec<Digest>)], filter: &Filter, jobs: usize) -> Vec<Result<Discovered>> {
+    let found: Vec<std::sync::Mutex<Option<Result<Discovered>>>> = images.iter().map(|_| Default::default()).collect();
+    let order: Vec<usize> = (0..images.len()).collect();
+    let done = crate::pool::try_each_on(&order, jobs.max(1), |&i, _| {
+        let (r, subjects) = &images[i];
+        let d = discover(reg, r, subjects, filter).map_err(|e| match e {
+            Error::Registry { what, message, retryable } => Error::Registry { what, message: format!("{message} (--referrers none leaves the referrers out)"), retryable },
+            e => e,
+        });
+        *found[i].lock().unwrap() = Some(d);
+        Ok(())
+    });
+    debug_assert!(done.is_ok(), "every item records its own result");
+    found.into_iter().map(|m| m.into_inner().unwrap().unwrap_or_else(|| Err(Error::Other("referrer discovery did not run".into())))).collect()
 }
 
 /// The manifests and indexes `desc` reaches in `source` (itself included): the subjects its
