@@ -8,6 +8,15 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Buffers of 1 MiB and more (decoded chunk packs, pack frames, read windows) are mapped and
+    // given back when freed. glibc otherwise raises its threshold to the size of the first such
+    // buffer freed, after which 16 MiB packs come from the heap and their memory stays with the
+    // process: measured, a docker-archive export from a format 2 bundle peaked at 275 MiB
+    // instead of 203 MiB.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let args = cli::Cli::parse();
     ocibundle::cancel::install();
     match cli::run(args) {

@@ -148,10 +148,13 @@ pub(super) fn probe(w: &mut Window, xfl: u8) -> Result<Option<(i32, i32)>> {
     };
     let used = d.total_in() as usize;
     let body = &body[..used];
-    let mut live: Vec<((i32, i32), Deflater, Vec<u8>)> = Vec::new();
+    // Each live candidate, and how many bytes of the body its output has matched so far: the
+    // output itself is compared and dropped step by step, so the probe holds one step's worth.
+    let mut live: Vec<((i32, i32), Deflater, usize)> = Vec::new();
     for c in candidates(xfl) {
-        live.push((c, Deflater::new(c.0, c.1)?, Vec::new()));
+        live.push((c, Deflater::new(c.0, c.1)?, 0));
     }
+    let mut out = Vec::new();
     let mut fed = 0;
     while !live.is_empty() {
         let step = &plain[fed..(fed + PROBE_STEP).min(plain.len())];
@@ -159,10 +162,12 @@ pub(super) fn probe(w: &mut Window, xfl: u8) -> Result<Option<(i32, i32)>> {
         let finish = ended && fed == plain.len();
         let mut i = 0;
         while i < live.len() {
-            let (c, zs, out) = &mut live[i];
-            zs.run(step, finish, out)?;
-            let good = body.starts_with(out);
-            if good && ((finish && out.len() == body.len()) || (!ended && out.len() >= PROBE_PROOF)) {
+            let (c, zs, matched) = &mut live[i];
+            out.clear();
+            zs.run(step, finish, &mut out)?;
+            let good = body[*matched..].starts_with(&out);
+            *matched += out.len();
+            if good && ((finish && *matched == body.len()) || (!ended && *matched >= PROBE_PROOF)) {
                 return Ok(Some(*c));
             }
             if good && !finish {
