@@ -24,7 +24,7 @@ use crate::store::Store;
 /// How chunks are packed: frames of about this many bytes before compression (the zstd window
 /// is the frame), at this level. Chosen by measurement, docs/design.md "Bundle format version 2".
 pub const PACK_SIZE: usize = 16 << 20;
-pub const LEVEL: i32 = 6;
+pub const LEVEL: i32 = 9;
 /// Blobs smaller than this are carried whole: a recipe would cost more than it saves.
 const CHUNK_MIN_BLOB: u64 = 32 << 10;
 

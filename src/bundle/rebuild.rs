@@ -22,6 +22,10 @@ pub const PACK_CAP: u64 = 256 << 20;
 pub const RECIPE_CAP: u64 = 1 << 30;
 /// Decoded packs a reader keeps (the chunks of one layer mostly sit in a few packs in a row).
 const PACKS_KEPT: usize = 3;
+/// Buffers of decoded packs no reader uses any more, kept for the next decode: a fresh 16 MiB
+/// buffer per pack cost a docker-archive export more system time (page faults, zeroed pages)
+/// than its zstd decoding.
+const SPARE_BUFFERS: usize = 4;
 
 /// Chunks the bundle leaves to the receiving store (a delta): found by cutting base layers.
 pub trait BaseChunks: Send + Sync {
@@ -50,6 +54,7 @@ pub struct Chunks {
     map: HashMap<[u8; 32], Loc>,
     pub name: String,
     pub base: std::sync::OnceLock<Arc<dyn BaseChunks>>,
+    spare: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl Chunks {
@@ -77,7 +82,7 @@ impl Chunks {
             }
             packs.push(Pack { offset: e.offset, size: e.size, raw_size: p.raw_size, digest: e.digest.clone() });
         }
-        Ok(Chunks { vols, packs, map, name: name.to_string(), base: std::sync::OnceLock::new() })
+        Ok(Chunks { vols, packs, map, name: name.to_string(), base: std::sync::OnceLock::new(), spare: Default::default() })
     }
 
     pub fn has(&self, sha: &[u8; 32]) -> bool {
@@ -91,23 +96,46 @@ impl Chunks {
     /// Reads and decodes pack `i`, checked against its digest first.
     fn pack(&self, i: u32) -> Result<Arc<Vec<u8>>> {
         let p = &self.packs[i as usize];
-        let frame = self.frame(p.offset, p.size, &p.digest)?;
+        let mut frame = self.spare_buffer();
+        self.frame_into(p.offset, p.size, &p.digest, &mut frame)?;
         let found = Digest::of(&frame);
         if found != p.digest {
             return Err(Error::DigestMismatch { what: format!("{}: chunk pack", self.name), expected: p.digest.clone(), found });
         }
-        let raw = decode_capped(&frame, p.raw_size).map_err(|e| Error::Other(format!("{}: chunk pack {}: {e}", self.name, p.digest)))?;
+        let mut raw = self.spare_buffer();
+        decode_into(&frame, p.raw_size, &mut raw).map_err(|e| Error::Other(format!("{}: chunk pack {}: {e}", self.name, p.digest)))?;
+        self.give_back(frame);
         Ok(Arc::new(raw))
+    }
+
+    fn spare_buffer(&self) -> Vec<u8> {
+        let mut b = self.spare.lock().map(|mut s| s.pop()).ok().flatten().unwrap_or_default();
+        b.clear();
+        b
+    }
+
+    fn give_back(&self, b: Vec<u8>) {
+        if let Ok(mut s) = self.spare.lock()
+            && s.len() < SPARE_BUFFERS
+        {
+            s.push(b);
+        }
     }
 
     /// A pack's frame, read whole: no bigger than a frame of the largest pack can be.
     fn frame(&self, offset: u64, size: u64, digest: &Digest) -> Result<Vec<u8>> {
+        let mut frame = Vec::new();
+        self.frame_into(offset, size, digest, &mut frame)?;
+        Ok(frame)
+    }
+
+    fn frame_into(&self, offset: u64, size: u64, digest: &Digest, frame: &mut Vec<u8>) -> Result<()> {
         if size > zstd::zstd_safe::compress_bound(PACK_CAP as usize) as u64 {
             return Err(Error::Other(format!("{}: chunk pack {digest} has {size} bytes, more than a {} MiB pack compresses to (corrupt index)", self.name, PACK_CAP >> 20)));
         }
-        let mut frame = vec![0u8; size as usize];
-        self.vols.read_exact_at(&mut frame, offset)?;
-        Ok(frame)
+        frame.clear();
+        frame.resize(size as usize, 0);
+        self.vols.read_exact_at(frame, offset)
     }
 
     /// Checks pack entry `e` from one read: its frame against its digest, then decoded within
@@ -160,7 +188,12 @@ impl Chunks {
             None => {
                 let d = self.pack(loc.pack)?;
                 kept.insert(0, (loc.pack, d.clone()));
-                kept.truncate(PACKS_KEPT);
+                if kept.len() > PACKS_KEPT
+                    && let Some((_, old)) = kept.pop()
+                    && let Ok(b) = Arc::try_unwrap(old)
+                {
+                    self.give_back(b);
+                }
                 d
             }
         };
@@ -169,8 +202,15 @@ impl Chunks {
     }
 }
 
-/// Decodes one zstd frame to exactly `size` bytes; more is refused, not allocated.
+/// Decodes one zstd frame to exactly `size` bytes; more is refused, not allocated. Up to a
+/// pack's cap, in one call straight into the result (no streaming copies); bigger (a recipe may
+/// declare up to 1 GiB) through a stream that allocates only what it decodes.
 pub fn decode_capped(frame: &[u8], size: u64) -> std::io::Result<Vec<u8>> {
+    if size <= PACK_CAP {
+        let mut out = Vec::new();
+        decode_into(frame, size, &mut out)?;
+        return Ok(out);
+    }
     let mut d = zstd::stream::read::Decoder::with_buffer(frame)?;
     d.window_log_max(crate::limits::ZSTD_WINDOW_LOG)?;
     let mut out = Vec::with_capacity(size.min(PACK_CAP) as usize);
@@ -179,6 +219,30 @@ pub fn decode_capped(frame: &[u8], size: u64) -> std::io::Result<Vec<u8>> {
         return Err(std::io::Error::other(format!("decodes to {}{} bytes, the index says {size}", out.len(), if out.len() as u64 > size { "+" } else { "" })));
     }
     Ok(out)
+}
+
+/// Decodes one zstd frame of at most `PACK_CAP` bytes into `out` (emptied first), which must
+/// come to exactly `size` bytes.
+fn decode_into(frame: &[u8], size: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if size > PACK_CAP {
+        return Err(std::io::Error::other(format!("{size} bytes is over the {} MiB cap", PACK_CAP >> 20)));
+    }
+    let mut d = zstd::bulk::Decompressor::new()?;
+    d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(crate::limits::ZSTD_WINDOW_LOG))?;
+    out.clear();
+    out.reserve(size as usize);
+    match d.decompress_to_buffer(frame, out) {
+        Ok(n) if n as u64 == size => Ok(()),
+        Ok(n) if (n as u64) < size => Err(std::io::Error::other(format!("decodes to {n} bytes, the index says {size}"))),
+        // More than `size` (a reused buffer may have room for it), or more than the buffer holds.
+        Ok(_) => Err(over(size)),
+        Err(e) if e.to_string().contains("too small") => Err(over(size)),
+        Err(e) => Err(e),
+    }
+}
+
+fn over(size: u64) -> std::io::Error {
+    std::io::Error::other(format!("decodes to {}+ bytes, the index says {size}", size + 1))
 }
 
 pub struct ChunkBytes {

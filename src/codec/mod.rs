@@ -47,21 +47,9 @@ impl Compression {
 pub fn inflate_checked(src: &mut dyn BufRead, diff_id: &DiffId, what: &str, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
     let head = src.fill_buf().map_err(|e| Error::Other(format!("{what}: {e}")))?.to_vec();
     let mut h = Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pump = |r: &mut dyn Read| -> Result<()> {
-        loop {
-            if stop.load(Ordering::Relaxed) || crate::cancel::requested() {
-                return Err(Error::Interrupted);
-            }
-            let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-            if n == 0 {
-                return Ok(());
-            }
-            h.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing the archive: {e}")))?;
-        }
-    };
-    pump(&mut *decoder(Compression::sniff(&head), &mut *src).map_err(|e| Error::Other(format!("{what}: {e}")))?)?;
+    let mut dec = decoder(Compression::sniff(&head), &mut *src).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    pump(&mut *dec, what, stop, out, &mut |b| h.update(b))?;
+    drop(dec);
     io::copy(src, &mut io::sink()).map_err(|e| Error::Other(format!("{what}: {e}")))?;
     let size = h.len();
     let found = DiffId(h.finish());
@@ -69,6 +57,26 @@ pub fn inflate_checked(src: &mut dyn BufRead, diff_id: &DiffId, what: &str, stop
         return Err(Error::DiffIdMismatch { what: what.to_string(), expected: diff_id.clone(), found });
     }
     Ok(size)
+}
+
+/// Copies `r` to `out` in 1 MiB steps, handing each step to `seen` too, until `r` ends or
+/// `stop` (or a cancel) is raised; returns the bytes copied. Read errors name `what`, write
+/// errors say they are the archive's.
+pub fn pump(r: &mut dyn Read, what: &str, stop: &AtomicBool, out: &mut dyn Write, seen: &mut dyn FnMut(&[u8])) -> Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        if stop.load(Ordering::Relaxed) || crate::cancel::requested() {
+            return Err(Error::Interrupted);
+        }
+        let n = r.read(&mut buf).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+        if n == 0 {
+            return Ok(total);
+        }
+        seen(&buf[..n]);
+        out.write_all(&buf[..n]).map_err(|e| Error::Other(format!("{what}: writing the archive: {e}")))?;
+        total += n as u64;
+    }
 }
 
 /// A reader of the decompressed stream. The decoder's memory is bounded by the zstd window,

@@ -52,10 +52,11 @@ pub(super) fn size_hint(source: &dyn Source, desc: &Descriptor) -> Result<Option
 /// against its own digest too (the source's verified stream, read to its end), so a blob that
 /// no longer matches its name fails even when it still inflates to the right tar.
 pub(super) fn decompress_into(source: &dyn Source, layer: &Layer, stop: &AtomicBool, out: &mut dyn Write) -> Result<u64> {
-    // A layer held below the layer (a format 2 bundle) gives its tar with no gzip at all.
-    if let Some((_, tar)) = source.layer_tar(&layer.desc)? {
-        let mut src = BufReader::with_capacity(1 << 20, tar);
-        return codec::inflate_checked(&mut src, &layer.diff_id, &layer.what(), stop, out);
+    // A layer held below the layer (a format 2 bundle) gives its tar with no gzip at all, as a
+    // stream that checks itself against the diff_id at its end: copied as it is (not sniffed
+    // and hashed again, which cost a third of the export's CPU).
+    if let Some((_, mut tar)) = source.layer_tar(&layer.desc)? {
+        return codec::pump(&mut tar, &layer.what(), stop, out, &mut |_| {});
     }
     let mut src = BufReader::with_capacity(1 << 20, source.blob(&layer.desc)?);
     codec::inflate_checked(&mut src, &layer.diff_id, &layer.what(), stop, out)
