@@ -108,12 +108,8 @@ fn with_referrers(source: &dyn Source, names: Vec<String>) -> anyhow::Result<Vec
 /// a warning counting them; one that mixes pinned and unpinned referrers is an error (a fetch
 /// with the lock writes it again with the pinned ones only).
 fn pinned_referrers(source: &dyn Source, lock: &ocibundle::lock::Lock, mut names: Vec<String>) -> anyhow::Result<Vec<String>> {
-    let all = source.refs()?;
     let holder = format!("the {} does not hold it", source.name());
-    for e in &lock.entries {
-        let name = e.reference.to_string();
-        let Some((_, desc)) = all.iter().find(|(n, _)| *n == name) else { continue };
-        let c = ocibundle::referrers::pins::carried(source, &all, &name, desc, &e.referrers)?;
+    for (e, name, c) in ocibundle::referrers::pins::held_against(source, lock)? {
         for p in &c.missing {
             let err = ocibundle::referrers::pins::missing_error(&e.reference, p, &holder);
             if !e.optional {

@@ -43,12 +43,8 @@ pub fn run(root: &Path, a: VerifyArgs) -> anyhow::Result<i32> {
     let mut missing_pins: Vec<String> = Vec::new();
     let pins = |source: &dyn ocibundle::source::Source, missing: &mut Vec<String>| -> anyhow::Result<()> {
         let Some(lock) = lock.as_ref().filter(|l| l.pins_referrers) else { return Ok(()) };
-        let all = source.refs()?;
         let holder = format!("{} does not carry it", source.name());
-        for e in &lock.entries {
-            let name = e.reference.to_string();
-            let Some((_, desc)) = all.iter().find(|(n, _)| *n == name) else { continue };
-            let c = ocibundle::referrers::pins::carried(source, &all, &name, desc, &e.referrers)?;
+        for (e, name, c) in ocibundle::referrers::pins::held_against(source, lock)? {
             for p in &c.missing {
                 let err = ocibundle::referrers::pins::missing_error(&e.reference, p, &holder);
                 if e.optional { eprintln!("warning: optional image: {err}") } else { missing.push(err.to_string()) }

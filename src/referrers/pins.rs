@@ -194,6 +194,20 @@ pub fn carried(
     Ok(out)
 }
 
+/// For every image of `lock` that `source` holds: its name and what the source carries of its
+/// referrers against the lock's pins (images the source lacks are the callers' own check).
+pub fn held_against<'l>(source: &dyn Source, lock: &'l crate::lock::Lock) -> Result<Vec<(&'l crate::lock::LockEntry, String, Carried)>> {
+    let all = source.refs()?;
+    let mut out = Vec::new();
+    for e in &lock.entries {
+        let name = e.reference.to_string();
+        let Some((_, desc)) = all.iter().find(|(n, _)| *n == name) else { continue };
+        let c = carried(source, &all, &name, desc, &e.referrers)?;
+        out.push((e, name, c));
+    }
+    Ok(out)
+}
+
 /// The one line for a pinned referrer that is not there.
 pub fn missing_error(image: &Reference, p: &Pin, holder: &str) -> Error {
     Error::Other(format!(
