@@ -85,6 +85,9 @@ pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
                     println!("{p}");
                 }
             }
+            if !json && !report.orphaned_referrers.is_empty() {
+                eprintln!("note: {} referrer reference(s) whose image is gone (store gc drops them), first: {}", report.orphaned_referrers.len(), report.orphaned_referrers[0]);
+            }
             if report.problems.is_empty() {
                 if !json {
                     println!("ok: {} blobs ({}) and {} references checked", report.blobs_checked, human(report.bytes_checked), report.refs_checked);

@@ -35,6 +35,9 @@ pub struct FsckReport {
     pub bytes_checked: u64,
     pub refs_checked: u64,
     pub problems: Vec<Problem>,
+    /// Referrer references (`REPO:sha256-<hex>[.sig]`) whose subject is gone from the store: not
+    /// damage (everything they reach is there), but nothing uses them; `gc` drops them.
+    pub orphaned_referrers: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -120,6 +123,8 @@ impl Store {
         let refs = self.refs()?;
         report.refs_checked = refs.len() as u64;
         self.reachable(&refs, &mut report.problems);
+        // The same walk gc makes (its problems are those just reported).
+        report.orphaned_referrers = self.kept(refs, &mut Vec::new())?.1;
         Ok(report)
     }
 

@@ -293,7 +293,8 @@ fn gc_keeps_referrers_of_kept_images_and_drops_those_whose_image_is_gone() {
     for d in &theirs {
         assert!(env.blob_path(d).exists(), "{d} kept");
     }
-    env.ok(&["store", "fsck"]);
+    let f = env.json(&["store", "fsck"]);
+    assert_eq!(f["orphaned_referrers"].as_array().unwrap().len(), 0, "{f}");
 
     // The tag moves upstream and is fetched again: the old image is gone from the store, and
     // with it everything that referred to it.
@@ -306,6 +307,14 @@ fn gc_keeps_referrers_of_kept_images_and_drops_those_whose_image_is_gone() {
     );
     assert_ne!(moved, digest);
     env.ok(&["fetch", &name]);
+    // fsck passes (nothing is damaged) and names what gc will drop.
+    let f = env.json(&["store", "fsck"]);
+    let mut orphaned: Vec<String> = f["orphaned_referrers"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    orphaned.sort();
+    let mut want = referrer_refs.clone();
+    want.sort();
+    assert_eq!(orphaned, want, "{f}");
+    assert_eq!(f["problems"].as_array().unwrap().len(), 0, "{f}");
     let out = env.ok(&["store", "gc"]);
     for r in &referrer_refs {
         assert!(
