@@ -59,16 +59,6 @@ pub struct ZlibReplay {
     pub zlib: String,
 }
 
-impl GzMember {
-    /// The member's plain length, as its record says.
-    pub fn plain_len(&self) -> u64 {
-        match &self.body {
-            GzBody::Pieces(p) => p.iter().map(|p| p.plain_len).sum(),
-            GzBody::Zlib(z) => z.plain_len,
-        }
-    }
-}
-
 /// A run of whole deflate blocks: how many plain bytes it decodes to and the preflate-rs
 /// corrections that turn those bytes back into its compressed bits.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -63,13 +63,13 @@ impl From<Error> for Stop {
 pub(super) fn analyze(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, replay: bool) -> Result<Analysis> {
     let mut members = Vec::new();
     let mut first_header = Vec::new();
-    let mut hash = None;
+    let mut zlib = None;
     loop {
         let at = w.pos;
         // The fixed part of this member's header, for `producer` (member() consumes it).
         let fixed = w.fill(10)?;
         let fixed = fixed[..fixed.len().min(10)].to_vec();
-        match member(w, plain, &mut hash, replay) {
+        match member(w, plain, &mut zlib, replay) {
             Ok(m) => {
                 if members.is_empty() {
                     first_header = m.header.clone();
@@ -99,13 +99,14 @@ pub(super) fn analyze(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>
             return Ok(Analysis::not_exact(producer(&first_header, None), &why));
         }
     }
-    let producer = producer(&first_header, Some(hash.unwrap_or_default()));
+    let producer = producer(&first_header, Some(zlib.unwrap_or(false)));
     Ok(Analysis::exact(Rebuild::Gzip { members }, producer))
 }
 
 /// One member: header, deflate body as a zlib replay or as pieces, trailer checked against the
-/// plain bytes. `hash` gets the hash function found for the first body (the producer's tell).
-fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut Option<HashAlgorithm>, replay: bool) -> Result<GzMember, Stop> {
+/// plain bytes. `zlib` gets whether the first body was modelled as zlib's own output (a replay,
+/// or preflate-rs finding zlib's hash function): the producer's tell.
+fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, zlib: &mut Option<bool>, replay: bool) -> Result<GzMember, Stop> {
     let head = w.fill(HEADER_MAX)?;
     let hlen = match super::gunzip::header_len(head) {
         Ok(Some(n)) => n,
@@ -123,11 +124,7 @@ fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut
             Err(Fail::Diverged(why)) => return Err(Stop::Diverged(why)),
             Err(Fail::Err(e)) => return Err(Stop::Err(e)),
         };
-        if hash.is_none() {
-            // zlib's hash: memLevel + 7 bits.
-            let bits = mem_level as u32 + 7;
-            *hash = Some(HashAlgorithm::Zlib { hash_mask: ((1u32 << bits) - 1) as u16, hash_shift: bits.div_ceil(3) });
-        }
+        zlib.get_or_insert(true);
         let trailer = trailer(w, &crc)?;
         let body = GzBody::Zlib(ZlibReplay { level: level as u8, mem_level: mem_level as u8, plain_len, zlib: rezlib::version() });
         return Ok(GzMember { header, body, trailer });
@@ -145,8 +142,8 @@ fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, hash: &mut
         let step = catch_unwind(AssertUnwindSafe(|| p.decompress(slice))).map_err(|_| Stop::No(format!("preflate-rs panicked on the deflate data at byte {at}")))?;
         match step {
             Ok(r) => {
-                if hash.is_none() {
-                    *hash = r.parameters.map(|t| t.hash_algorithm);
+                if zlib.is_none() {
+                    *zlib = r.parameters.map(|t| matches!(t.hash_algorithm, HashAlgorithm::Zlib { .. }));
                 }
                 let text = p.plain_text().text();
                 if text.len() > PIECE_PLAIN_MAX {
@@ -214,6 +211,27 @@ fn replay(z: &ZlibReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mu
     }
 }
 
+/// The preflate-rs pieces re-deflated from their plain bytes; returns the deflate bytes written.
+/// `member` names the member in errors.
+fn recreate(pieces: &[Piece], plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, buf: &mut Vec<u8>, member: &str) -> Result<u64> {
+    let what = out.what;
+    let mut r = RecreateStreamProcessor::new();
+    let mut written = 0u64;
+    for p in pieces {
+        // decode() capped plain_len; a record built in memory is trusted to be sane.
+        buf.resize(usize::try_from(p.plain_len).map_err(|_| Error::Other(format!("{what}: a deflate piece too big for memory")))?, 0);
+        read_plain(plain, buf, what)?;
+        crc.update(buf);
+        let bytes = catch_unwind(AssertUnwindSafe(|| r.recompress(&mut &buf[..], &p.corrections)))
+            .map_err(|_| Error::Other(format!("{member}: preflate-rs panicked on the exact-rebuild record")))?
+            .map_err(|e| Error::Other(format!("{member}: the exact-rebuild record does not fit the plain stream: {e}")))?
+            .0;
+        out.put(&bytes)?;
+        written += bytes.len() as u64;
+    }
+    Ok(written)
+}
+
 fn trailer_of(crc: &flate2::Crc) -> [u8; 8] {
     let mut t = [0u8; 8];
     t[..4].copy_from_slice(&crc.sum().to_le_bytes());
@@ -228,15 +246,15 @@ const OS_UNIX: u8 = 3;
 const OS_UNKNOWN: u8 = 255;
 
 /// Who wrote a gzip blob, from its first member's header (MTIME, OS) and, when the body could be
-/// modelled (`hash` is `Some`), the hash function preflate-rs found: with OS 255 a zlib hash
+/// modelled (`zlib` is `Some`), whether it was modelled as zlib's own output: with OS 255 that
 /// tells Python's GzipFile from Go (whose bodies preflate-rs models as libdeflate-like).
 /// Measured: GNU gzip, pigz and zlib's own gzip wrapper (Python's `gzip.compress(mtime=0)`) write
 /// OS 3 (Unix); Python's GzipFile, Go's compress/gzip and pgzip OS 255; pgzip alone a fixed MTIME.
-fn producer(header: &[u8], hash: Option<HashAlgorithm>) -> String {
+fn producer(header: &[u8], zlib: Option<bool>) -> String {
     let (mtime, os) = (header.get(4..8), header.get(9).copied());
     match (mtime, os) {
         (Some(_), Some(OS_UNIX)) => "gzip (zlib/GNU gzip/pigz)".into(),
-        (Some(_), Some(OS_UNKNOWN)) if matches!(hash, Some(HashAlgorithm::Zlib { .. })) => "gzip (zlib, e.g. Python gzip)".into(),
+        (Some(_), Some(OS_UNKNOWN)) if zlib == Some(true) => "gzip (zlib, e.g. Python gzip)".into(),
         (Some(m), Some(OS_UNKNOWN)) if m == PGZIP_MTIME => "gzip (klauspost pgzip)".into(),
         (Some(_), Some(OS_UNKNOWN)) => "gzip (Go compress/gzip)".into(),
         (Some(_), Some(os)) => format!("gzip (unknown encoder, OS byte {os})"),
@@ -244,8 +262,8 @@ fn producer(header: &[u8], hash: Option<HashAlgorithm>) -> String {
     }
 }
 
-/// Replays the members: header, each piece re-deflated from its plain bytes, trailer (after
-/// checking the plain bytes' CRC32 and length against it).
+/// Replays the members: header, the body (a zlib pass, or each piece re-deflated from its plain
+/// bytes), trailer (after checking the plain bytes' CRC32 and length against it).
 pub(super) fn rebuild(members: &[GzMember], plain: &mut dyn std::io::Read, out: &mut dyn std::io::Write, what: &str) -> Result<u64> {
     let mut out = Out { out, what };
     let mut written = 0u64;
@@ -254,26 +272,10 @@ pub(super) fn rebuild(members: &[GzMember], plain: &mut dyn std::io::Read, out: 
         out.put(&m.header)?;
         written += m.header.len() as u64;
         let mut crc = flate2::Crc::new();
-        let pieces = match &m.body {
-            GzBody::Pieces(p) => p,
-            GzBody::Zlib(z) => {
-                written += replay(z, plain, &mut out, &mut crc, &mut buf, what)?;
-                &Vec::new()
-            }
+        written += match &m.body {
+            GzBody::Zlib(z) => replay(z, plain, &mut out, &mut crc, &mut buf, what)?,
+            GzBody::Pieces(p) => recreate(p, plain, &mut out, &mut crc, &mut buf, &format!("{what}: gzip member {}", i + 1))?,
         };
-        let mut r = RecreateStreamProcessor::new();
-        for p in pieces {
-            // decode() capped plain_len; a record built in memory is trusted to be sane.
-            buf.resize(usize::try_from(p.plain_len).map_err(|_| Error::Other(format!("{what}: a deflate piece too big for memory")))?, 0);
-            read_plain(plain, &mut buf, what)?;
-            crc.update(&buf);
-            let bytes = catch_unwind(AssertUnwindSafe(|| r.recompress(&mut &buf[..], &p.corrections)))
-                .map_err(|_| Error::Other(format!("{what}: gzip member {}: preflate-rs panicked on the exact-rebuild record", i + 1)))?
-                .map_err(|e| Error::Other(format!("{what}: gzip member {}: the exact-rebuild record does not fit the plain stream: {e}", i + 1)))?
-                .0;
-            out.put(&bytes)?;
-            written += bytes.len() as u64;
-        }
         if trailer_of(&crc) != m.trailer {
             return Err(Error::Other(format!("{what}: gzip member {}: the plain stream does not match the exact-rebuild record (CRC32 or length)", i + 1)));
         }
