@@ -40,6 +40,11 @@ fn put_artifact(
     )
 }
 
+/// An index (`json`) pushed by digest to test/simple; returns its digest.
+fn put_index(reg: &Registry, json: &str) -> String {
+    signer::put_manifest(reg, "test/simple", &sha256(json.as_bytes()), OCI_INDEX, json.as_bytes())
+}
+
 /// The fallback tag index of `subject` listing `members` (media type, digest, size, artifactType).
 fn put_fallback(reg: &Registry, repo: &str, subject: &str, members: &[(&str, &str, usize, &str)]) {
     let list: Vec<String> = members
@@ -365,13 +370,7 @@ fn a_referrer_that_is_an_index_travels_with_its_manifests() {
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","artifactType":"{at}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{a1}","size":{n1}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{a2}","size":{n2}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{size}}}}}"#,
         img.digest
     );
-    let idx_digest = signer::put_manifest(
-        &reg,
-        "test/simple",
-        &sha256(idx.as_bytes()),
-        OCI_INDEX,
-        idx.as_bytes(),
-    );
+    let idx_digest = put_index(&reg, &idx);
     put_fallback(
         &reg,
         "test/simple",
@@ -481,25 +480,13 @@ fn a_referrer_index_listing_an_index_is_refused_and_nothing_is_stored() {
     let inner = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{a1}","size":{n1}}}]}}"#
     );
-    let inner_digest = signer::put_manifest(
-        &reg,
-        "test/simple",
-        &sha256(inner.as_bytes()),
-        OCI_INDEX,
-        inner.as_bytes(),
-    );
+    let inner_digest = put_index(&reg, &inner);
     let outer = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","artifactType":"application/vnd.example.x","manifests":[{{"mediaType":"{OCI_INDEX}","digest":"{inner_digest}","size":{}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{}","size":{size}}}}}"#,
         inner.len(),
         img.digest
     );
-    let outer_digest = signer::put_manifest(
-        &reg,
-        "test/simple",
-        &sha256(outer.as_bytes()),
-        OCI_INDEX,
-        outer.as_bytes(),
-    );
+    let outer_digest = put_index(&reg, &outer);
     put_fallback(
         &reg,
         "test/simple",
