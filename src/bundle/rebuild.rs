@@ -21,11 +21,13 @@ use crate::error::{Error, Result};
 pub const PACK_CAP: u64 = 256 << 20;
 pub const RECIPE_CAP: u64 = 1 << 30;
 /// Decoded packs a reader keeps (the chunks of one layer mostly sit in a few packs in a row).
-const PACKS_KEPT: usize = 3;
+/// Packs run up to 24 MiB (content-defined ends), so with two readers in flight three kept
+/// packs each took import and export over 256 MiB; two keep them under it.
+const PACKS_KEPT: usize = 2;
 /// Buffers of decoded packs no reader uses any more, kept for the next decode: a fresh 16 MiB
 /// buffer per pack cost a docker-archive export more system time (page faults, zeroed pages)
 /// than its zstd decoding.
-const SPARE_BUFFERS: usize = 4;
+const SPARE_BUFFERS: usize = 2;
 
 /// Chunks the bundle leaves to the receiving store (a delta): found by cutting base layers.
 pub trait BaseChunks: Send + Sync {
