@@ -66,28 +66,57 @@ pub fn analysis(source: &dyn Source, d: &Descriptor, cache: Option<&Store>) -> R
     Ok(a)
 }
 
-/// A pack to compress: its number, its bytes, its chunks `[sha256 hex, length]`.
-type PackJob = (u64, Vec<u8>, Vec<(String, u32)>);
-/// A compressed pack: the frame, the bytes before compression, the chunks.
-type PackDone = (Result<Vec<u8>>, u64, Vec<(String, u32)>);
-
-/// Packs chunks into frames, compressed on worker threads, written in order.
-struct Packer {
-    buf: Vec<u8>,
-    chunks: Vec<(String, u32)>,
-    seq: u64,
-    target: usize,
+/// What a compression thread is given: pack `seq`, to compress from its bytes, or to copy from
+/// the pack cache (whose entry was checked and hashes to the digest).
+enum PackJob {
+    Compress(u64, Vec<u8>),
+    Cached(u64, Digest),
 }
 
-impl Packer {
-    fn take(&mut self) -> Option<PackJob> {
-        if self.buf.is_empty() {
-            return None;
+/// A planned pack: its chunks (name, length), its pack-cache key, and the digest of its cached
+/// frame when the cache holds a checked one.
+struct PlannedPack {
+    chunks: Vec<([u8; 32], u32)>,
+    key: [u8; 32],
+    cached: Option<Digest>,
+}
+
+/// Cuts the chunks the layers bring, in bundle order, into packs (where `pack_ends` says), and
+/// notes for each layer the packs its chunks go to.
+fn plan_packs(descs: &[Descriptor], analysed: &BTreeMap<Digest, Analyzed>, emits: &BTreeMap<Digest, HashSet<usize>>, pack_size: usize, level: i32) -> (Vec<PlannedPack>, BTreeMap<Digest, std::ops::Range<usize>>) {
+    let mut packs = Vec::new();
+    let mut layers = BTreeMap::new();
+    let (mut cur, mut len) = (Vec::new(), 0usize);
+    let close = |cur: &mut Vec<([u8; 32], u32)>, packs: &mut Vec<PlannedPack>| {
+        let chunks = std::mem::take(cur);
+        packs.push(PlannedPack { key: super::packcache::key(&chunks, level), chunks, cached: None });
+    };
+    for d in descs {
+        let Some(Analyzed::Recipe { recipe, .. }) = analysed.get(&d.digest) else { continue };
+        let emit = &emits[&d.digest];
+        let first = packs.len();
+        let mut any = false;
+        for (i, (sha, n)) in recipe.chunks().enumerate() {
+            if !emit.contains(&i) {
+                continue;
+            }
+            any = true;
+            cur.push((*sha, n));
+            len += n as usize;
+            if pack_ends(len, sha, pack_size) {
+                close(&mut cur, &mut packs);
+                len = 0;
+            }
         }
-        let seq = self.seq;
-        self.seq += 1;
-        Some((seq, std::mem::replace(&mut self.buf, Vec::with_capacity(self.target + (1 << 20))), std::mem::take(&mut self.chunks)))
+        // The packs this layer's chunks go to: from the one open when it started to the one
+        // open (or just closed) now.
+        let last = if !any { first } else if cur.is_empty() { packs.len() } else { packs.len() + 1 };
+        layers.insert(d.digest.clone(), first..last);
     }
+    if !cur.is_empty() {
+        close(&mut cur, &mut packs);
+    }
+    (packs, layers)
 }
 
 /// Whether a pack holding `len` bytes ends after the chunk named `sha`: from half the target size
@@ -176,7 +205,22 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
         base_used = b.layers.clone();
     }
 
-    // 3. Write: header, packs (while each layer is checked against its recipe), recipes, blobs.
+    // 3. Cut the chunks into packs; find the packs the store's pack cache holds (checked).
+    let (mut packs, layer_packs) = plan_packs(&descs, &analysed, &emits, pack_size, level);
+    let pack_cache = opts.cache.filter(|_| knob("OCIBUNDLE_PACK_CACHE", 1) != 0).map(|store| super::packcache::PackCache { store });
+    if let Some(pc) = &pack_cache {
+        let found = crate::pool::map_all(&packs, |p, _| pc.check(&p.key, &p.chunks));
+        for (p, f) in packs.iter_mut().zip(found) {
+            p.cached = f;
+        }
+    }
+    for p in &packs {
+        stats.chunks += p.chunks.len() as u64;
+        stats.chunk_bytes += p.chunks.iter().map(|(_, n)| *n as u64).sum::<u64>();
+    }
+
+    // 4. Write: header, packs (each either copied from the cache or compressed from its layers,
+    // read again and checked against their recipes), recipes, blobs.
     let bundle_id = id_v2(plan);
     let mut w = VolumeWriter::new(target, bundle_id)?;
     w.write_all(&encode_header(&bundle_id, VERSION_CHUNKED)).map_err(io_err)?;
@@ -188,63 +232,88 @@ pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Opti
     let (job_tx, job_rx) = sync_channel::<PackJob>(jobs);
     let job_rx = Mutex::new(job_rx);
     std::thread::scope(|s| -> Result<()> {
-        let (done_tx, done_rx) = channel::<(u64, Result<Vec<u8>>, u64, Vec<(String, u32)>)>();
+        let (done_tx, done_rx) = channel::<(u64, Result<Vec<u8>>)>();
         for _ in 0..jobs {
-            let (job_rx, done_tx) = (&job_rx, done_tx.clone());
+            let (job_rx, done_tx, packs, pack_cache) = (&job_rx, done_tx.clone(), &packs, &pack_cache);
             s.spawn(move || loop {
                 let job = job_rx.lock().unwrap().recv();
-                let Ok((seq, raw, chunks)) = job else { return };
-                let frame = compress_frame(&raw, level);
-                if done_tx.send((seq, frame, raw.len() as u64, chunks)).is_err() {
+                let (seq, frame) = match job {
+                    Err(_) => return,
+                    Ok(PackJob::Compress(seq, raw)) => {
+                        let frame = compress_frame(&raw, level);
+                        if let (Ok(f), Some(pc)) = (&frame, pack_cache) {
+                            pc.put(&packs[seq as usize].key, f);
+                        }
+                        (seq, frame)
+                    }
+                    Ok(PackJob::Cached(seq, digest)) => (seq, pack_cache.as_ref().expect("a cached pack has a cache").frame(&packs[seq as usize].key, &digest)),
+                };
+                if done_tx.send((seq, frame)).is_err() {
                     return;
                 }
             });
         }
         drop(done_tx);
-        let mut pending: BTreeMap<u64, PackDone> = BTreeMap::new();
+        let mut pending: BTreeMap<u64, Result<Vec<u8>>> = BTreeMap::new();
         let mut next = 0u64;
         let mut write_ready = |w: &mut VolumeWriter, pending: &mut BTreeMap<u64, _>, entries: &mut Vec<IndexEntry>, stats: &mut ChunkStats| -> Result<()> {
-            while let Some((frame, raw_size, chunks)) = pending.remove(&next) {
+            while let Some(frame) = pending.remove(&next) {
                 let frame: Vec<u8> = frame?;
                 let digest = Digest::of(&frame);
                 w.write_all(&encode_entry(KIND_PACK, frame.len() as u64, &digest)).map_err(io_err)?;
                 let offset = w.position;
                 w.write_all(&frame).map_err(io_err)?;
                 stats.packed_bytes += frame.len() as u64;
+                let p = &packs[next as usize];
+                let raw_size = p.chunks.iter().map(|(_, n)| *n as u64).sum();
+                let chunks = p.chunks.iter().map(|(sha, n)| (hex::encode(sha), *n)).collect();
                 entries.push(IndexEntry { kind: KIND_PACK, digest, size: frame.len() as u64, offset, media_type: MEDIA_PACK.into(), pack: Some(PackInfo { raw_size, chunks }), recipe: None });
                 next += 1;
             }
             Ok(())
         };
-        let mut packer = Packer { buf: Vec::with_capacity(pack_size + (1 << 20)), chunks: Vec::new(), seq: 0, target: pack_size };
+        // The pack being filled, how many of its chunks are in, and its bytes (when compressed here).
+        let (mut open, mut filled) = (0usize, 0usize);
+        let mut buf: Vec<u8> = Vec::with_capacity(pack_size + (1 << 20));
         let walked = (|| -> Result<()> {
+            // One chunk of pack `open` is in (its bytes, or None when the pack is cached).
+            let mut add = |bytes: Option<&[u8]>, pending: &mut BTreeMap<u64, Result<Vec<u8>>>, w: &mut VolumeWriter, entries: &mut Vec<IndexEntry>, stats: &mut ChunkStats| -> Result<()> {
+                let p = &packs[open];
+                if let (None, Some(b)) = (&p.cached, bytes) {
+                    buf.extend_from_slice(b);
+                }
+                filled += 1;
+                if filled == p.chunks.len() {
+                    let job = match &p.cached {
+                        Some(d) => PackJob::Cached(open as u64, d.clone()),
+                        None => PackJob::Compress(open as u64, std::mem::replace(&mut buf, Vec::with_capacity(pack_size + (1 << 20)))),
+                    };
+                    job_tx.send(job).map_err(|_| Error::Other("a compression thread stopped".into()))?;
+                    (open, filled) = (open + 1, 0);
+                }
+                while let Ok((seq, f)) = done_rx.try_recv() {
+                    pending.insert(seq, f);
+                }
+                write_ready(w, pending, entries, stats)
+            };
             for d in &descs {
                 let Some(Analyzed::Recipe { recipe, .. }) = analysed.get(&d.digest) else { continue };
                 let emit = &emits[&d.digest];
-                walk(source, d, recipe, emit, &mut |sha, bytes| {
-                    packer.buf.extend_from_slice(bytes);
-                    packer.chunks.push((hex::encode(sha), bytes.len() as u32));
-                    stats.chunks += 1;
-                    stats.chunk_bytes += bytes.len() as u64;
-                    if pack_ends(packer.buf.len(), sha, pack_size) {
-                        let job = packer.take().expect("a full pack");
-                        job_tx.send(job).map_err(|_| Error::Other("a compression thread stopped".into()))?;
+                // A layer whose chunks all go to cached packs is not read at all.
+                if packs[layer_packs[&d.digest].clone()].iter().all(|p| p.cached.is_some()) {
+                    for _ in 0..emit.len() {
+                        add(None, &mut pending, &mut w, &mut entries, &mut stats)?;
                     }
-                    while let Ok((seq, f, n, c)) = done_rx.try_recv() {
-                        pending.insert(seq, (f, n, c));
-                    }
-                    write_ready(&mut w, &mut pending, &mut entries, &mut stats)
-                })?;
+                } else {
+                    walk(source, d, recipe, emit, &mut |_, bytes| add(Some(bytes), &mut pending, &mut w, &mut entries, &mut stats))?;
+                }
                 total.inc(d.size);
-            }
-            if let Some(job) = packer.take() {
-                job_tx.send(job).map_err(|_| Error::Other("a compression thread stopped".into()))?;
             }
             Ok(())
         })();
         drop(job_tx);
-        for (seq, f, n, c) in done_rx.iter() {
-            pending.insert(seq, (f, n, c));
+        for (seq, f) in done_rx.iter() {
+            pending.insert(seq, f);
         }
         walked?;
         write_ready(&mut w, &mut pending, &mut entries, &mut stats)

@@ -4,6 +4,7 @@ pub mod base;
 pub mod chunked;
 pub mod format;
 pub mod inventory;
+pub mod packcache;
 pub mod plan;
 pub mod reader;
 pub mod rebuild;

@@ -117,6 +117,9 @@ pub fn run(root: &Path, cmd: StoreCmd) -> anyhow::Result<i32> {
                     println!("removed referrer {name} (its subject is gone)");
                 }
                 println!("removed {} blobs ({} bytes)", r.removed_blobs, r.removed_bytes);
+                if r.removed_cache_bytes > 0 {
+                    println!("removed {} bytes of cached analyses and chunk packs", r.removed_cache_bytes);
+                }
             }
             Ok(0)
         }

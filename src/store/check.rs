@@ -47,6 +47,9 @@ pub struct GcReport {
     pub removed_blobs: u64,
     pub removed_bytes: u64,
     pub removed_partials: u64,
+    /// Bytes of the caches bundle writes keep: analyses of layers no longer kept, and every
+    /// compressed chunk pack (the next bundle write compresses its packs again).
+    pub removed_cache_bytes: u64,
 }
 
 impl Store {
@@ -181,6 +184,30 @@ impl Store {
         }
     }
 
+    /// Empties the pack cache (`.ocibundle/packs`) and drops analyses (`.ocibundle/recipes/v1/<layer
+    /// hex>`) of layers not in `keep`: the bytes freed. Best effort: what cannot be removed stays.
+    fn trim_caches(&self, keep: &BTreeSet<Digest>) -> u64 {
+        let mut freed = 0;
+        let mut remove = |path: &std::path::Path| {
+            let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+            if fs::remove_file(path).is_ok() {
+                freed += len;
+            }
+        };
+        if let Ok(rd) = fs::read_dir(self.private_dir().join("packs/v1")) {
+            rd.flatten().for_each(|e| remove(&e.path()));
+        }
+        if let Ok(rd) = fs::read_dir(self.private_dir().join("recipes/v1")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !format!("sha256:{name}").parse::<Digest>().is_ok_and(|d| keep.contains(&d)) {
+                    remove(&e.path());
+                }
+            }
+        }
+        freed
+    }
+
     /// Removes the referrer references whose subject is gone, then blobs that no kept reference
     /// reaches and every partial download. Waits for running fetches to finish first (they may
     /// hold blobs not yet referenced).
@@ -215,6 +242,7 @@ impl Store {
                 }
             }
         }
+        report.removed_cache_bytes = self.trim_caches(&keep);
         Ok(report)
     }
 }

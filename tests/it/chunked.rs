@@ -557,6 +557,29 @@ fn chunked_bundles_are_deterministic_and_split_and_stream() {
     let b1 = std::fs::read(&x1).unwrap();
     assert_eq!(u32::from_le_bytes(b1[8..12].try_into().unwrap()), 2);
     assert!(b1 == std::fs::read(&x2).unwrap(), "the same images bundled twice differ");
+    // The second write copied its packs from the store's pack cache. A damaged entry is made
+    // again, not used; without the cache, or after gc empties it, the bytes are the same.
+    let packs = env.store().join(".ocibundle/packs/v1");
+    let mut cached: Vec<PathBuf> = std::fs::read_dir(&packs).unwrap().map(|e| e.unwrap().path()).collect();
+    cached.sort();
+    assert!(!cached.is_empty(), "no pack cache after a format 2 write");
+    let good = std::fs::read(&cached[0]).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(&cached[0], &bad).unwrap();
+    let x4 = p("x4.obun");
+    env.ok(&["bundle", "--all", "-o", s(&x4)]);
+    assert!(b1 == std::fs::read(&x4).unwrap(), "a bundle written over a damaged pack cache entry differs");
+    assert_eq!(std::fs::read(&cached[0]).unwrap(), good, "the damaged pack cache entry was not made again");
+    let out = env.cmd().env("OCIBUNDLE_PACK_CACHE", "0").args(["bundle", "--all", "--force", "-o", s(&x4)]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(b1 == std::fs::read(&x4).unwrap(), "a bundle written without the pack cache differs");
+    let gc = env.json(&["store", "gc"]);
+    assert!(gc["removed_cache_bytes"].as_u64().unwrap() >= good.len() as u64, "{gc}");
+    assert_eq!(std::fs::read_dir(&packs).unwrap().count(), 0, "store gc left the pack cache");
+    env.ok(&["bundle", "--all", "--force", "-o", s(&x4)]);
+    assert!(b1 == std::fs::read(&x4).unwrap(), "a bundle written after gc differs");
     // From an OCI layout, in a fresh environment (cold cache): the same bytes.
     let layout = p("layout");
     env.ok(&["export", "--all", "--oci-layout", s(&layout)]);
