@@ -69,8 +69,6 @@ enum Expect {
     Replayed,
     /// Not exact, the reason naming this producer.
     Not(&'static str),
-    /// Either way (preflate-rs covers some of this producer's streams): the label when not.
-    Either(&'static str),
 }
 
 /// analyze → rebuild on `blob`; returns a line for the table.
@@ -126,7 +124,6 @@ fn check(name: &str, blob: &[u8], tar: &[u8], expect: Expect) -> String {
             let why = a.why_not.clone().unwrap_or_default();
             assert!(a.rebuild.is_none() && why.contains(label) && a.producer.contains(label), "{name}: expected not exact naming {label}: {line}");
         }
-        Expect::Either(label) => assert!(a.rebuild.is_some() || a.why_not.as_deref().is_some_and(|w| w.contains(label)), "{name}: {line}"),
     }
     eprintln!("{line}");
     line
@@ -174,7 +171,10 @@ fn exact_rebuild_of_every_real_producer() {
         Some(gogz) => {
             for level in ["1", "-1", "9"] {
                 let blob = filter(Command::new(&gogz).arg(level), &tar);
-                check(&format!("Go compress/gzip level {level}"), &blob, &tar, Expect::Either("gzip (Go compress/gzip)"));
+                // Level 1 is Go's own fast matcher, -1 (default, what BuildKit and Docker
+                // write) and 9 its lazy one; all three use one-code distance tables, which
+                // preflate-rs 0.7.6 refused until vendor/preflate-rs's patch.
+                check(&format!("Go compress/gzip level {level}"), &blob, &tar, Expect::Exact);
             }
         }
         None => eprintln!("note: no go (apt-get install golang-go): Go compress/gzip skipped"),

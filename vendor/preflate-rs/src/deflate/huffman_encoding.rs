@@ -70,10 +70,20 @@ pub fn calc_huffman_codes(code_lengths: &[u8]) -> Result<Vec<u16>> {
     Ok(result)
 }
 
+/// The one incomplete code RFC 1951 allows (3.2.7: "one distance code of one bit"): a single
+/// symbol of length 1, every other length 0. Go's compress/flate and klauspost pgzip write it for
+/// a table with one symbol in use (zlib forces a second one). (ocibundle's patch.)
+fn is_single_code(code_lengths: &[u8]) -> bool {
+    code_lengths.iter().filter(|&&l| l != 0).count() == 1 && code_lengths.contains(&1)
+}
+
 fn is_valid_huffman_code_lengths(code_lengths: &[u8]) -> bool {
     // Ensure that the array is not empty
     if code_lengths.is_empty() {
         return false;
+    }
+    if is_single_code(code_lengths) {
+        return true;
     }
 
     // Count the number of codes for each code length using an array
@@ -111,6 +121,14 @@ fn is_valid_huffman_code_lengths(code_lengths: &[u8]) -> bool {
 fn calculate_huffman_code_tree(code_lengths: &[u8]) -> Result<HuffmanTree> {
     if !is_valid_huffman_code_lengths(code_lengths) {
         return err_exit_code(ExitCode::InvalidDeflate, "Invalid Huffman code lengths");
+    }
+    if is_single_code(code_lengths) {
+        // One leaf under the root's '0' link. The '1' link leads to the same leaf: a stream
+        // that uses it does not come back from re-encoding (which writes '0'), so it fails
+        // the byte-for-byte check instead of being read as something else. (ocibundle's patch.)
+        let sym = code_lengths.iter().position(|&l| l != 0).unwrap();
+        let leaf = !(sym as u16);
+        return Ok(HuffmanTree { tree: vec![leaf, leaf], fast_decode: [(1u8, leaf); 256] });
     }
 
     let mut c_codes: i32 = 0;
