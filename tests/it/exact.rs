@@ -216,44 +216,13 @@ fn exact_rebuild_of_every_real_producer() {
     }
 }
 
-/// Builds a 20-line Go program that gzips stdin at the level its argument names.
+/// Builds scripts/lib/gogz.go, a 20-line Go program that gzips stdin at the level its argument names.
 pub(crate) fn go_gzip(dir: &Path) -> Option<std::path::PathBuf> {
     if !have("go") {
         return None;
     }
     let src = dir.join("gogz.go");
-    std::fs::write(
-        &src,
-        r#"package main
-
-import (
-	"bufio"
-	"compress/gzip"
-	"io"
-	"os"
-	"strconv"
-)
-
-func main() {
-	level, _ := strconv.Atoi(os.Args[1])
-	out := bufio.NewWriterSize(os.Stdout, 1<<20)
-	w, err := gzip.NewWriterLevel(out, level)
-	if err != nil {
-		panic(err)
-	}
-	if _, err := io.Copy(w, bufio.NewReaderSize(os.Stdin, 1<<20)); err != nil {
-		panic(err)
-	}
-	if err := w.Close(); err != nil {
-		panic(err)
-	}
-	if err := out.Flush(); err != nil {
-		panic(err)
-	}
-}
-"#,
-    )
-    .unwrap();
+    std::fs::write(&src, include_str!("../../scripts/lib/gogz.go")).unwrap();
     let bin = dir.join("gogz");
     let ok = Command::new("go")
         .arg("build")
