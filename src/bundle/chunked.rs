@@ -162,6 +162,9 @@ pub struct ChunkStats {
 }
 
 pub fn write(source: &dyn Source, plan: &BundlePlan, target: Target, opts: &Options) -> Result<(WriteReport, ChunkStats)> {
+    // A user of the store while it runs: `store gc` (which empties the pack cache and drops
+    // analyses) waits for it.
+    let _guard = opts.cache.map(|s| s.use_guard()).transpose()?;
     let level = knob("OCIBUNDLE_ZSTD_LEVEL", LEVEL as usize) as i32;
     let pack_size = knob("OCIBUNDLE_PACK_KIB", PACK_SIZE >> 10) << 10;
     let descs: Vec<Descriptor> = plan.index.entries.iter().map(|e| Descriptor { media_type: e.media_type.clone(), digest: e.digest.clone(), size: e.size, platform: None, annotations: None }).collect();

@@ -77,8 +77,10 @@ fn selected(source: &dyn Source, sel: &Selection) -> anyhow::Result<Vec<String>>
         if !sel.images.refs.is_empty() {
             bail!("--images names a lock file, which pins every image: pass no REF beside it");
         }
-        let names = with_referrers(source, super::locked_names(source, &lock)?)?;
-        return if lock.pins_referrers { pinned_referrers(source, &lock, names) } else { Ok(names) };
+        let mut names = with_referrers(source, super::locked_names(source, &lock)?)?;
+        let leave = super::unpinned_referrers(source, &lock)?;
+        names.retain(|n| !leave.contains(n));
+        return Ok(names);
     }
     let names = super::names_in(source, sel.all, &sel.images)?;
     if names.is_empty() {
@@ -102,31 +104,6 @@ fn with_referrers(source: &dyn Source, names: Vec<String>) -> anyhow::Result<Vec
     Ok(out)
 }
 
-/// `names` (the locked images and the referrers the source holds for them) held to a version 2
-/// lock's pins: a pinned referrer the source lacks is an error (a warning for an optional
-/// image); a referrer reference carrying only referrers the lock does not pin is left out, with
-/// a warning counting them; one that mixes pinned and unpinned referrers is an error (a fetch
-/// with the lock writes it again with the pinned ones only).
-fn pinned_referrers(source: &dyn Source, lock: &ocibundle::lock::Lock, mut names: Vec<String>) -> anyhow::Result<Vec<String>> {
-    let holder = format!("the {} does not hold it", source.name());
-    for (e, name, c) in ocibundle::referrers::pins::held_against(source, lock)? {
-        for p in &c.missing {
-            let err = ocibundle::referrers::pins::missing_error(&e.reference, p, &holder);
-            if !e.optional {
-                bail!("{err} (fetch --images with the lock brings it)");
-            }
-            eprintln!("warning: optional image: {err}");
-        }
-        if let Some(r) = c.mixed_refs.first() {
-            bail!("{r}: the {} lists referrers of {name} the lock does not pin beside pinned ones (first: {}); fetch --images with the lock keeps only the pinned ones", source.name(), c.extra[0]);
-        }
-        if !c.unpinned_refs.is_empty() {
-            names.retain(|n| !c.unpinned_refs.contains(n));
-            eprintln!("warning: {name}: {} referrer(s) the lock does not pin left out (first: {})", c.extra.len(), c.extra[0]);
-        }
-    }
-    Ok(names)
-}
 
 fn plan(source: &dyn Source, sel: &Selection, names: &[String]) -> anyhow::Result<bundle::BundlePlan> {
     let base = sel.since.as_deref().map(bundle::load_base).transpose()?;

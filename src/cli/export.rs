@@ -75,8 +75,8 @@ pub fn run(root: &Path, a: ExportArgs) -> anyhow::Result<i32> {
 
     let sources = super::Sources::open(root, a.source.from.as_deref())?;
     let report = sources.with(|source| -> anyhow::Result<_> {
-        let names = super::selected_names(source, &a.source)?;
-        Ok(export::export(source, &names, &opts)?)
+        let (names, leave) = super::selected_names(source, &a.source)?;
+        Ok(export::export(source, &names, &leave, &opts)?)
     })?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -93,7 +93,7 @@ pub fn run(root: &Path, a: ExportArgs) -> anyhow::Result<i32> {
 fn run_files(root: &Path, a: &ExportArgs) -> anyhow::Result<i32> {
     let sources = super::Sources::open(root, a.source.from.as_deref())?;
     sources.with(|source| -> anyhow::Result<i32> {
-        let names = super::selected_names(source, &a.source)?;
+        let (names, _) = super::selected_names(source, &a.source)?;
         // Files and models only: the signatures and SBOMs `select` brings along stay behind.
         let images: Vec<_> = export::select(source, &names)?.into_iter().filter(|(n, _)| !ocibundle::referrers::is_referrer_ref(n)).collect();
         if let Some(dir) = &a.target.files {

@@ -209,9 +209,47 @@ pub struct SourceArgs {
     pub all: bool,
 }
 
-/// The references a selection names in `source`: every one with `--all`.
-pub fn selected_names(source: &dyn ocibundle::source::Source, sel: &SourceArgs) -> anyhow::Result<Vec<String>> {
-    names_in(source, sel.all, &sel.images)
+/// The references a selection names in `source`: every one with `--all`. From a lock file: the
+/// locked images, each the image its pin names (an optional one may be missing), and, for a
+/// version 2 lock, the referrer references to leave out (`unpinned_referrers`).
+pub fn selected_names(source: &dyn ocibundle::source::Source, sel: &SourceArgs) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    if let Some(lock) = sel.images.images.as_deref().map(read_lock).transpose()?.flatten() {
+        if !sel.images.refs.is_empty() {
+            anyhow::bail!("--images names a lock file, which pins every image: pass no REF beside it");
+        }
+        return Ok((locked_names(source, &lock)?, unpinned_referrers(source, &lock)?));
+    }
+    Ok((names_in(source, sel.all, &sel.images)?, Vec::new()))
+}
+
+/// A version 2 lock's referrer pins held against `source`: a pinned referrer the source lacks
+/// is an error (a warning for an optional image); a referrer reference carrying only referrers
+/// the lock does not pin is returned, to be left out, with a warning counting them; one that
+/// mixes pinned and unpinned referrers is an error (a fetch with the lock writes it again with
+/// the pinned ones only). Nothing for a lock that pins no referrers (version 1).
+pub fn unpinned_referrers(source: &dyn ocibundle::source::Source, lock: &ocibundle::lock::Lock) -> anyhow::Result<Vec<String>> {
+    let mut leave = Vec::new();
+    if !lock.pins_referrers {
+        return Ok(leave);
+    }
+    let holder = format!("the {} does not hold it", source.name());
+    for (e, name, c) in ocibundle::referrers::pins::held_against(source, lock)? {
+        for p in &c.missing {
+            let err = ocibundle::referrers::pins::missing_error(&e.reference, p, &holder);
+            if !e.optional {
+                anyhow::bail!("{err} (fetch --images with the lock brings it)");
+            }
+            eprintln!("warning: optional image: {err}");
+        }
+        if let Some(r) = c.mixed_refs.first() {
+            anyhow::bail!("{r}: the {} lists referrers of {name} the lock does not pin beside pinned ones (first: {}); fetch --images with the lock keeps only the pinned ones", source.name(), c.extra[0]);
+        }
+        if !c.unpinned_refs.is_empty() {
+            leave.extend(c.unpinned_refs.iter().cloned());
+            eprintln!("warning: {name}: {} referrer(s) the lock does not pin left out (first: {})", c.extra.len(), c.extra[0]);
+        }
+    }
+    Ok(leave)
 }
 
 /// The references `images` names (normalised), or every one in `source` with `all`.

@@ -52,8 +52,10 @@ pub fn run(root: &Path, a: PushArgs) -> anyhow::Result<i32> {
     let opts = PushOptions { to: a.to.clone(), rewrites, jobs: a.jobs, dry_run: a.dry_run, progress: !a.json, uploads };
     let reg = Registry::new(a.registry.options()?);
     let report = sources.with(|source| -> anyhow::Result<_> {
-        let names = super::selected_names(source, &a.source)?;
-        let images = ocibundle::export::select(source, &names)?;
+        let (names, leave) = super::selected_names(source, &a.source)?;
+        let mut images = ocibundle::export::select(source, &names)?;
+        // A lock's unpinned referrers stay behind.
+        images.retain(|(n, _)| !leave.contains(n));
         // The gate, before anything is sent: signatures name the images as the source does,
         // whatever --rewrite makes of them.
         a.sign.gate(source, &images, &|n| n.to_string(), false)?;

@@ -203,9 +203,11 @@ pub(crate) fn refuse_existing(fin: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Runs an export.
-pub fn export(source: &dyn Source, names: &[String], opts: &ExportOptions) -> Result<ExportReport> {
+/// Runs an export: the images `names` with the referrers the source holds for them, but for the
+/// referrer references in `leave_out` (those a lock does not pin).
+pub fn export(source: &dyn Source, names: &[String], leave_out: &[String], opts: &ExportOptions) -> Result<ExportReport> {
     let mut images = select(source, names)?;
+    images.retain(|(n, _)| !leave_out.contains(n));
     match opts.format {
         Format::DockerArchive => {
             // A docker-archive holds container images only: referrers cannot go there.

@@ -513,7 +513,7 @@ fn a_referrer_index_listing_an_index_is_refused_and_nothing_is_stored() {
 }
 
 #[test]
-fn bundle_with_a_lock_leaves_out_a_referrer_reference_the_lock_does_not_pin() {
+fn bundle_export_and_push_with_a_lock_leave_out_a_referrer_reference_the_lock_does_not_pin() {
     let env = Env::new();
     let key = Key::new(env.path(), "cosign", false);
     let (reg, _digest, sig, sbom) = signed_simple(&key);
@@ -567,4 +567,22 @@ fn bundle_with_a_lock_leaves_out_a_referrer_reference_the_lock_does_not_pin() {
         env.blob_path(&sig.manifest_digest).exists(),
         "the store keeps the signature, the bundle leaves it out"
     );
+
+    // export and push with the lock leave it out the same way.
+    let dir = env.path().join("layout");
+    let out = env.run(&["export", "--oci-layout", s(&dir), "--images", s(&lock)]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 referrer(s) the lock does not pin left out"), "{out:?}");
+    let blob = |d: &str| dir.join("blobs/sha256").join(hex_of(d));
+    assert!(blob(&sbom).exists() && !blob(&sig.manifest_digest).exists(), "export --images LOCK carried what the lock does not pin");
+    let out = env.run(&["push", "--dry-run", "--json", "--to", &format!("{}/mirror", reg.host()), "--images", s(&lock)]);
+    assert!(out.status.success(), "{out:?}");
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.contains("mirror/test/simple:sha256-") && !plan.contains(".sig\"") && !plan.contains(&sig.manifest_digest), "push --images LOCK plans what the lock does not pin: {plan}");
+    // A lock pinning another digest than the store holds under the name: export refuses.
+    let wrong = env.path().join("wrong.lock");
+    let other = format!("sha256:{}", "0".repeat(64));
+    fs::write(&wrong, format!("# ocibundle lock v2\n{name} {other}\n")).unwrap();
+    let e = env.fails(&["export", "--oci-layout", s(&env.path().join("layout2")), "--images", s(&wrong)]);
+    assert!(e.contains(&name) && e.contains(&other), "{e}");
 }
