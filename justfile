@@ -30,6 +30,10 @@ bench-bundle *ARGS:
 bench-chunks *ARGS:
     benches/chunks.sh {{ARGS}}
 
+# exact rebuild of one big layer on 1 core vs all cores (zlib replay seams; OLD_BIN=... goes beside)
+bench-seams *ARGS:
+    benches/seams.sh {{ARGS}}
+
 # export benchmark (docker-archive / OCI layout vs podman save, skopeo, tar -x; full: ~40 GB in /tmp, root)
 bench-export *ARGS:
     benches/export.sh {{ARGS}}

@@ -9,6 +9,7 @@
 //! (at write time and at every restore), so a bug here is caught, never silent.
 use std::io::{self, Read, Write};
 
+use super::rezlib::{MARGIN, SEAM_MIN, Seam};
 use super::{Compression, regzip, rezstd};
 use crate::error::{Error, Result};
 
@@ -57,6 +58,9 @@ pub struct ZlibReplay {
     /// The zlib version that proved it (`zlibVersion()`); zlib's output has not changed between
     /// versions in a long time, so another one is tried, and the digest check decides.
     pub zlib: String,
+    /// Where fresh deflaters may take over (in order), so segments rebuild in parallel; none
+    /// for a body replayed in one pass.
+    pub seams: Vec<Seam>,
 }
 
 /// A run of whole deflate blocks: how many plain bytes it decodes to and the preflate-rs
@@ -96,6 +100,8 @@ const TAG_ZSTD: u8 = 2;
 const TAG_GZIP_BODIES: u8 = 3;
 const BODY_PIECES: u8 = 0;
 const BODY_ZLIB: u8 = 1;
+/// A zlib replay with seams (as `BODY_ZLIB`, then the seams).
+const BODY_ZLIB_SEAMS: u8 = 2;
 /// The longest zlib version string a record may name.
 const ZLIB_VERSION_MAX: u64 = 32;
 
@@ -133,10 +139,21 @@ impl Rebuild {
                             }
                         }
                         GzBody::Zlib(z) => {
-                            out.extend_from_slice(&[BODY_ZLIB, z.level, z.mem_level]);
+                            let kind = if z.seams.is_empty() { BODY_ZLIB } else { BODY_ZLIB_SEAMS };
+                            out.extend_from_slice(&[kind, z.level, z.mem_level]);
                             put_varint(out, z.plain_len);
                             put_varint(out, z.zlib.len() as u64);
                             out.extend_from_slice(z.zlib.as_bytes());
+                            if !z.seams.is_empty() {
+                                put_varint(out, z.seams.len() as u64);
+                                let (mut u, mut q) = (0, 0);
+                                for s in &z.seams {
+                                    put_varint(out, s.plain_at - u);
+                                    put_varint(out, s.byte_at - q);
+                                    out.extend_from_slice(&[s.bits, s.value]);
+                                    (u, q) = (s.plain_at, s.byte_at);
+                                }
+                            }
                         }
                     }
                     out.extend_from_slice(&m.trailer);
@@ -182,7 +199,7 @@ impl Rebuild {
                     let kind = if tag == TAG_GZIP { BODY_PIECES } else { c.byte("gzip body kind")? };
                     let body = match kind {
                         BODY_PIECES => GzBody::Pieces(c.pieces()?),
-                        BODY_ZLIB => {
+                        BODY_ZLIB | BODY_ZLIB_SEAMS => {
                             let level = c.byte("zlib level")?;
                             let mem_level = c.byte("zlib memLevel")?;
                             if !(1..=9).contains(&level) || !(1..=9).contains(&mem_level) {
@@ -198,7 +215,8 @@ impl Rebuild {
                                 return Err(c.bad("zlib version is not printable ASCII".into()));
                             }
                             let zlib = String::from_utf8_lossy(v).into_owned();
-                            GzBody::Zlib(ZlibReplay { level, mem_level, plain_len, zlib })
+                            let seams = if kind == BODY_ZLIB_SEAMS { c.seams(plain_len)? } else { Vec::new() };
+                            GzBody::Zlib(ZlibReplay { level, mem_level, plain_len, zlib, seams })
                         }
                         k => return Err(c.bad(format!("unknown gzip body kind {k}"))),
                     };
@@ -306,6 +324,37 @@ impl Cursor<'_> {
             pieces.push(Piece { plain_len, corrections });
         }
         Ok(pieces)
+    }
+    /// A zlib replay's seams: count, then per seam the plain and body offsets (as steps from the
+    /// seam before), the primed bit count and bits. Seams are at least `SEAM_MIN` plain bytes
+    /// apart (and from the start), leave `MARGIN` plain bytes after the last, and move forward
+    /// in the body; a primed byte holds only its bits.
+    fn seams(&mut self, plain_len: u64) -> Result<Vec<Seam>> {
+        let n = self.count("zlib seams", 4)?;
+        if n == 0 {
+            return Err(self.bad("a zlib replay with seams lists none".into()));
+        }
+        let mut seams = Vec::with_capacity(n);
+        let (mut u, mut q) = (0u64, 0u64);
+        for i in 1..=n {
+            let du = self.varint("seam plain step")?;
+            let dq = self.varint("seam body step")?;
+            let bits = self.byte("seam bits")?;
+            let value = self.byte("seam byte")?;
+            u = u.checked_add(du).ok_or_else(|| self.bad(format!("seam {i}: plain offset overflows")))?;
+            q = q.checked_add(dq).ok_or_else(|| self.bad(format!("seam {i}: body offset overflows")))?;
+            if du < SEAM_MIN || dq == 0 {
+                return Err(self.bad(format!("seam {i} is {du} plain bytes and {dq} body bytes after the one before (at least {SEAM_MIN} and 1)")));
+            }
+            if u.saturating_add(MARGIN) > plain_len {
+                return Err(self.bad(format!("seam {i} at plain byte {u} is past the body's {plain_len} bytes (less {MARGIN})")));
+            }
+            if bits > 7 || u16::from(value) >> bits != 0 {
+                return Err(self.bad(format!("seam {i}: {bits} primed bits of {value:#04x}")));
+            }
+            seams.push(Seam { plain_at: u, byte_at: q, bits, value });
+        }
+        Ok(seams)
     }
     /// A count of items that each take at least `min_bytes` of the record: more than the rest
     /// could hold is an error before anything is allocated.
@@ -792,6 +841,68 @@ mod tests {
             let mut b = good.clone();
             b[i] ^= 0x5a;
             let _ = Rebuild::decode(&b, "l");
+        }
+    }
+
+    #[test]
+    fn a_big_zlib_body_is_proven_with_seams_that_round_trip_and_rebuild_it() {
+        // Over twice the seam spacing, at the corpus's own settings (level 9, memLevel 9).
+        let data = sample(10 << 20);
+        let blob = czlib_gz(&data, 9, 9);
+        let (a, got, back) = round(&blob);
+        assert!(got == data && back.unwrap() == blob, "{:?}", a.why_not);
+        let rec = a.rebuild.unwrap();
+        let Rebuild::Gzip { members } = &rec else { panic!() };
+        let GzBody::Zlib(z) = &members[0].body else { panic!("not replayed") };
+        assert!(z.seams.len() >= 2, "{} seams", z.seams.len());
+        let mut enc = Vec::new();
+        rec.encode(&mut enc);
+        assert_eq!(Rebuild::decode(&enc, "t").unwrap(), rec);
+        // Every truncation is refused, every flipped byte refused or decoded without a panic.
+        for n in 0..enc.len() {
+            assert!(Rebuild::decode(&enc[..n], "t").is_err(), "{n}");
+        }
+        for i in 0..enc.len() {
+            let mut b = enc.clone();
+            b[i] ^= 0x21;
+            let _ = Rebuild::decode(&b, "t");
+        }
+    }
+
+    #[test]
+    fn decode_refuses_bad_zlib_seams() {
+        let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        // A body of 1,000,000 plain bytes, no version string, then the seams given.
+        let member = |seams: &[u64]| {
+            let mut b = vec![FORMAT, TAG_GZIP_BODIES, 1, 10];
+            b.extend_from_slice(&header);
+            b.extend_from_slice(&[BODY_ZLIB_SEAMS, 6, 8]);
+            put_varint(&mut b, 1_000_000);
+            b.push(0);
+            for v in seams {
+                put_varint(&mut b, *v);
+            }
+            b.extend_from_slice(&[0; 8]);
+            b
+        };
+        let min = SEAM_MIN;
+        let good = member(&[2, min, 500, 3, 5, min, 400, 0, 0]);
+        let Rebuild::Gzip { members } = Rebuild::decode(&good, "t").unwrap() else { panic!() };
+        let GzBody::Zlib(z) = &members[0].body else { panic!() };
+        assert_eq!(z.seams, vec![Seam { plain_at: min, byte_at: 500, bits: 3, value: 5 }, Seam { plain_at: 2 * min, byte_at: 900, bits: 0, value: 0 }]);
+        for (seams, want) in [
+            (&[0][..], "lists none"),
+            (&[1, 100, 500, 0, 0], "at least"),
+            (&[1, min, 0, 0, 0], "at least"),
+            (&[2, min, 500, 0, 0, min - 1, 5, 0, 0], "at least"),
+            (&[1, 1_000_000 - MARGIN + 1, 500, 0, 0], "past the body"),
+            (&[1, min, 500, 8, 0], "primed bits"),
+            (&[1, min, 500, 2, 4], "primed bits"),
+            (&[1_000_000, min, 500, 0, 0], "does not fit"),
+            (&[1, u64::MAX, 500, 0, 0], "past the body"),
+        ] {
+            let e = Rebuild::decode(&member(seams), "layer x").unwrap_err().to_string();
+            assert!(e.starts_with("layer x: exact-rebuild record:") && e.contains(want), "{seams:?}: {e}");
         }
     }
 

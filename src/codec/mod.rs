@@ -14,6 +14,7 @@ pub mod hint;
 mod regzip;
 mod rezlib;
 mod rezstd;
+mod segments;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
