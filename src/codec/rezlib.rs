@@ -678,4 +678,20 @@ mod tests {
         s.remove(mid);
         assert!(rebuild_of(&data, c, s).unwrap() == body_bytes);
     }
+
+    #[test]
+    fn a_segment_too_long_for_a_worker_is_streamed_exactly() {
+        // Seams left out make a segment longer than a worker takes (8 MiB): the rebuild streams
+        // it in order, first as the first segment, then in the middle.
+        let data = sample();
+        assert!(data.len() > 9 << 20, "sample of {} bytes", data.len());
+        let c = (6, 9);
+        let body_bytes = zlib(&data, c.0, c.1);
+        let seams = seams_of(&data, &body_bytes, c);
+        let (first, last) = (seams[0], *seams.last().unwrap());
+        assert!(last.plain_at - first.plain_at > 8 << 20);
+        for s in [vec![last], vec![first, last], vec![first]] {
+            assert!(rebuild_of(&data, c, s.clone()).unwrap() == body_bytes, "{s:?}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 
 use super::exact::{Out, ZlibReplay, read_plain};
-use super::rezlib::{Deflater, MARGIN, history_start};
+use super::rezlib::{Deflater, HISTORY, MARGIN, history_start};
 use crate::error::{Error, Result};
 
 /// One segment's work: its plain text with the dictionary in front (`dict` bytes of it) and the
@@ -32,7 +32,7 @@ struct Slots {
 static SLOTS: Slots = Slots { used: Mutex::new(0), freed: Condvar::new() };
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 16)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 8)
 }
 
 impl Slots {
@@ -115,54 +115,42 @@ fn segment(job: &Job, level: i32, mem_level: i32, what: &str) -> Result<Vec<u8>>
     Ok(body)
 }
 
+/// The most plain text a segment handed to a worker may have: a longer one (a body whose seam
+/// trials stopped, or a record that says so) is re-deflated here as it is read, after the
+/// segments before it are written, so memory never grows with a segment.
+const SEGMENT_MAX: u64 = 8 << 20;
+
 /// The reading and writing side: plain text in order, cut into jobs, outputs written in order.
 fn feed(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &mut flate2::Crc, what: &str, jobs: &mpsc::Sender<Job>, done: &mpsc::Receiver<(usize, Result<Vec<u8>>)>) -> Result<u64> {
     let n = z.seams.len() + 1;
-    // Plain text read so far, from plain offset `held_from` on: the next segment's dictionary,
-    // its own text and the margin past it.
-    let mut held: Vec<u8> = Vec::new();
-    let mut held_from = 0u64;
-    let mut read = 0u64;
+    let mut f = Feed { z, plain, crc, what, held: Vec::new(), held_from: 0, read: 0 };
     let mut sent = 0usize;
     let mut written = 0usize;
     let mut in_flight = 0usize;
     let mut ready: BTreeMap<usize, Vec<u8>> = BTreeMap::new();
     let mut total = 0u64;
+    let stopped = || Error::Other(format!("{what}: the zlib replay's workers stopped"));
     let result = (|| {
         while written < n {
+            if sent < n && written == sent && f.span(sent).1 - f.span(sent).0 > SEGMENT_MAX {
+                // A long segment, with everything before it written: stream it here.
+                total += f.stream(sent, out)?;
+                sent += 1;
+                written += 1;
+                continue;
+            }
             // Hand out the next segment when a slot is free (waiting for one only when nothing of
             // ours is in flight, so two rebuilds never wait on each other's slots).
-            if sent < n && SLOTS.take(in_flight == 0) {
+            if sent < n && f.span(sent).1 - f.span(sent).0 <= SEGMENT_MAX && SLOTS.take(in_flight == 0) {
                 in_flight += 1;
-                let start = if sent == 0 { 0 } else { z.seams[sent - 1].plain_at };
-                let end = if sent + 1 < n { z.seams[sent].plain_at + MARGIN } else { z.plain_len };
-                if end > read {
-                    let have = held.len();
-                    held.resize(have + (end - read) as usize, 0);
-                    read_plain(plain, &mut held[have..], what)?;
-                    crc.update(&held[have..]);
-                    read = end;
-                }
-                let dict = if sent == 0 { 0 } else { (start - history_start(start)) as usize };
-                let from = (start - dict as u64 - held_from) as usize;
-                let text = held[from..(end - held_from) as usize].to_vec();
-                let (bits, value) = if sent == 0 { (0, 0) } else { (z.seams[sent - 1].bits, z.seams[sent - 1].value) };
-                let take = (sent + 1 < n).then(|| z.seams[sent].byte_at - if sent == 0 { 0 } else { z.seams[sent - 1].byte_at });
-                // What the next segment needs from here on: its dictionary and text.
-                if sent + 1 < n {
-                    let keep = history_start(z.seams[sent].plain_at);
-                    held.drain(..(keep - held_from) as usize);
-                    held_from = keep;
-                }
-                if jobs.send(Job { index: sent, text, dict, bits, value, take }).is_err() {
-                    return Err(Error::Other(format!("{what}: the zlib replay's workers stopped")));
-                }
+                let job = f.job(sent)?;
+                jobs.send(job).map_err(|_| stopped())?;
                 sent += 1;
                 continue;
             }
             // Otherwise write out the next segment once it is done.
             while !ready.contains_key(&written) {
-                let (i, r) = done.recv().map_err(|_| Error::Other(format!("{what}: the zlib replay's workers stopped")))?;
+                let (i, r) = done.recv().map_err(|_| stopped())?;
                 SLOTS.give();
                 in_flight -= 1;
                 ready.insert(i, r?);
@@ -181,4 +169,127 @@ fn feed(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &mut flate2::C
         }
     }
     result
+}
+
+/// The plain text read so far that segments still need: `held` is plain[held_from..read).
+struct Feed<'a> {
+    z: &'a ZlibReplay,
+    plain: &'a mut dyn Read,
+    crc: &'a mut flate2::Crc,
+    what: &'a str,
+    held: Vec<u8>,
+    held_from: u64,
+    read: u64,
+}
+
+impl Feed<'_> {
+    /// Segment `i`'s plain text: from its seam to the next seam (or the end).
+    fn span(&self, i: usize) -> (u64, u64) {
+        let z = self.z;
+        (if i == 0 { 0 } else { z.seams[i - 1].plain_at }, z.seams.get(i).map_or(z.plain_len, |s| s.plain_at))
+    }
+
+    /// Where segment `i`'s deflater stops reading: `MARGIN` past its end, or the body's end.
+    fn feed_end(&self, i: usize) -> u64 {
+        self.z.seams.get(i).map_or(self.z.plain_len, |s| s.plain_at + MARGIN)
+    }
+
+    /// Reads plain text up to `to` into `held`.
+    fn read_to(&mut self, to: u64) -> Result<()> {
+        if to > self.read {
+            let have = self.held.len();
+            self.held.resize(have + (to - self.read) as usize, 0);
+            read_plain(self.plain, &mut self.held[have..], self.what)?;
+            self.crc.update(&self.held[have..]);
+            self.read = to;
+        }
+        Ok(())
+    }
+
+    /// Drops what segments after `i` do not need (the next one's dictionary on).
+    fn done_with(&mut self, i: usize) {
+        if let Some(s) = self.z.seams.get(i) {
+            let keep = history_start(s.plain_at);
+            self.held.drain(..(keep - self.held_from) as usize);
+            self.held_from = keep;
+        }
+    }
+
+    /// Segment `i`'s primed bits and byte count, and where its dictionary starts.
+    fn shape(&self, i: usize) -> (u8, u8, Option<u64>, u64) {
+        let z = self.z;
+        let (start, _) = self.span(i);
+        let (bits, value, from) = if i == 0 { (0, 0, 0) } else { (z.seams[i - 1].bits, z.seams[i - 1].value, z.seams[i - 1].byte_at) };
+        let take = z.seams.get(i).map(|s| s.byte_at - from);
+        (bits, value, take, history_start(start).min(start))
+    }
+
+    fn job(&mut self, i: usize) -> Result<Job> {
+        let (start, _) = self.span(i);
+        let end = self.feed_end(i);
+        self.read_to(end)?;
+        let (bits, value, take, dict_from) = self.shape(i);
+        let dict = if i == 0 { 0 } else { (start - dict_from) as usize };
+        let from = (start - dict as u64 - self.held_from) as usize;
+        let text = self.held[from..(end - self.held_from) as usize].to_vec();
+        self.done_with(i);
+        Ok(Job { index: i, text, dict, bits, value, take })
+    }
+
+    /// Re-deflates segment `i` while reading it, writing its bytes as they come; returns them.
+    fn stream(&mut self, i: usize, out: &mut Out) -> Result<u64> {
+        let what = self.what;
+        let named = |e: Error| Error::Other(format!("{what}: segment {} of the zlib replay: {e}", i + 1));
+        let (start, _) = self.span(i);
+        let end = self.feed_end(i);
+        let (bits, value, take, dict_from) = self.shape(i);
+        let (level, mem_level) = (i32::from(self.z.level), i32::from(self.z.mem_level));
+        self.read_to(start)?;
+        let mut zs = if i == 0 {
+            Deflater::new(level, mem_level)
+        } else {
+            let h = &self.held[(dict_from - self.held_from) as usize..(start - self.held_from) as usize];
+            Deflater::at_seam(level, mem_level, h, bits, value)
+        }
+        .map_err(named)?;
+        let mut body = Vec::new();
+        let mut made = 0u64;
+        // Writes what the deflater gave, up to the segment's own bytes.
+        let mut put = |body: &mut Vec<u8>, out: &mut Out| -> Result<()> {
+            let room = take.map_or(body.len() as u64, |t| t.saturating_sub(made).min(body.len() as u64)) as usize;
+            out.put(&body[..room])?;
+            made += room as u64;
+            body.clear();
+            Ok(())
+        };
+        // Plain text already read past the seam, then the rest in 1 MiB reads; only the last
+        // HISTORY + MARGIN bytes are kept (the next seam's dictionary and margin).
+        let from = (start - self.held_from) as usize;
+        zs.run(&self.held[from..], false, &mut body).map_err(named)?;
+        put(&mut body, out)?;
+        while self.read < end {
+            let to = (self.read + (1 << 20)).min(end);
+            let at = self.held.len();
+            self.read_to(to)?;
+            zs.run(&self.held[at..], false, &mut body).map_err(named)?;
+            put(&mut body, out)?;
+            let keep = (self.read - self.held_from).min(HISTORY as u64 + MARGIN) as usize;
+            let cut = self.held.len() - keep;
+            self.held.drain(..cut);
+            self.held_from += cut as u64;
+        }
+        match take {
+            None => zs.run(&[], true, &mut body),
+            Some(_) => zs.sync(&[], &mut body),
+        }
+        .map_err(named)?;
+        put(&mut body, out)?;
+        if let Some(t) = take
+            && made < t
+        {
+            return Err(Error::Other(format!("{what}: segment {} of the zlib replay wrote {made} bytes, not the {t} its record says (the record does not fit the plain stream)", i + 1)));
+        }
+        self.done_with(i);
+        Ok(made)
+    }
 }
