@@ -428,7 +428,7 @@ pub(super) fn body(w: &mut Window, (level, mem_level): (i32, i32), seam_every: u
                 ending.sync(&[], &mut out)?;
                 let want = (t.seam.byte_at - next) as usize;
                 let k = (next - (w.pos - base)) as usize;
-                if out.len() >= want && w.avail()[k..k + want] == out[..want] {
+                if out.len() >= want && w.avail().get(k..k + want) == Some(&out[..want]) {
                     seams.push(t.seam);
                     zs = t.zs;
                     next = t.next;
@@ -460,10 +460,15 @@ pub(super) fn body(w: &mut Window, (level, mem_level): (i32, i32), seam_every: u
         {
             let byte_at = b / 8;
             let bits = (b % 8) as u8;
-            let value = if bits == 0 { 0 } else { w.avail()[(byte_at - (w.pos - base)) as usize] & ((1u8 << bits) - 1) };
-            let dict = &tail[tail.len() - (plain_len - history_start(plain_len)) as usize..];
-            let zs = Deflater::at_seam(level, mem_level, dict, bits, value)?;
-            trial = Some(Trial { zs, seam: Seam { plain_at: plain_len, byte_at, bits, value }, next: byte_at, held: Vec::new() });
+            // The byte the seam is in, from the body (held, as nothing past `next` is consumed);
+            // a block end the stream before has already written past is no seam.
+            let at = byte_at.checked_sub(w.pos - base).filter(|_| next <= byte_at).and_then(|k| w.avail().get(k as usize).copied());
+            if let Some(byte) = at.or((bits == 0 && next <= byte_at).then_some(0)) {
+                let value = byte & ((1u16 << bits) - 1) as u8;
+                let dict = &tail[tail.len() - (plain_len - history_start(plain_len)) as usize..];
+                let zs = Deflater::at_seam(level, mem_level, dict, bits, value)?;
+                trial = Some(Trial { zs, seam: Seam { plain_at: plain_len, byte_at, bits, value }, next: byte_at, held: Vec::new() });
+            }
         }
 
         let keep = trial.as_ref().map_or(next, |t| next.min(t.next.min(t.seam.byte_at)));
