@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 
 use super::rezlib::{MARGIN, SEAM_MIN, Seam};
-use super::{Compression, regzip, rezstd};
+use super::{Compression, regzip, repigz, rezstd};
 use crate::error::{Error, Result};
 
 /// What it takes to rebuild a compressed blob byte for byte from its decompressed stream.
@@ -43,6 +43,19 @@ pub enum GzBody {
     Pieces(Vec<Piece>),
     /// One deflate pass of the linked zlib over the member's plain bytes (`rezlib`).
     Zlib(ZlibReplay),
+    /// pigz's jobs replayed with the linked zlib (`repigz`).
+    Pigz(PigzReplay),
+}
+
+/// The pigz parameters proven to reproduce a deflate body: each job of `block` plain bytes a
+/// zlib stream at `level` (memLevel 8) with the 32 KiB before it as its dictionary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PigzReplay {
+    pub level: u8,
+    pub block: u32,
+    pub plain_len: u64,
+    /// The zlib version that proved it, as for a zlib replay.
+    pub zlib: String,
 }
 
 /// The zlib parameters proven to reproduce a deflate body (raw deflate, 32 KiB window, default
@@ -102,6 +115,8 @@ const BODY_PIECES: u8 = 0;
 const BODY_ZLIB: u8 = 1;
 /// A zlib replay with seams (as `BODY_ZLIB`, then the seams).
 const BODY_ZLIB_SEAMS: u8 = 2;
+/// A pigz replay: level byte, job size, plain length, zlib version.
+const BODY_PIGZ: u8 = 3;
 /// The longest zlib version string a record may name.
 const ZLIB_VERSION_MAX: u64 = 32;
 
@@ -155,6 +170,13 @@ impl Rebuild {
                                 }
                             }
                         }
+                        GzBody::Pigz(p) => {
+                            out.extend_from_slice(&[BODY_PIGZ, p.level]);
+                            put_varint(out, u64::from(p.block));
+                            put_varint(out, p.plain_len);
+                            put_varint(out, p.zlib.len() as u64);
+                            out.extend_from_slice(p.zlib.as_bytes());
+                        }
                     }
                     out.extend_from_slice(&m.trailer);
                 }
@@ -206,17 +228,22 @@ impl Rebuild {
                                 return Err(c.bad(format!("zlib level {level} or memLevel {mem_level} out of range (1 to 9)")));
                             }
                             let plain_len = c.varint("zlib plain length")?;
-                            let vlen = c.varint("zlib version length")?;
-                            if vlen > ZLIB_VERSION_MAX {
-                                return Err(c.bad(format!("zlib version of {vlen} bytes (at most {ZLIB_VERSION_MAX})")));
-                            }
-                            let v = c.bytes(vlen, "zlib version")?;
-                            if !v.iter().all(|b| b.is_ascii_graphic()) {
-                                return Err(c.bad("zlib version is not printable ASCII".into()));
-                            }
-                            let zlib = String::from_utf8_lossy(v).into_owned();
+                            let zlib = c.zlib_version()?;
                             let seams = if kind == BODY_ZLIB_SEAMS { c.seams(plain_len)? } else { Vec::new() };
                             GzBody::Zlib(ZlibReplay { level, mem_level, plain_len, zlib, seams })
+                        }
+                        BODY_PIGZ => {
+                            let level = c.byte("pigz level")?;
+                            if !(1..=9).contains(&level) {
+                                return Err(c.bad(format!("pigz level {level} out of range (1 to 9)")));
+                            }
+                            let block = c.varint("pigz job size")?;
+                            if !(u64::from(repigz::BLOCK_MIN)..=u64::from(repigz::BLOCK_MAX)).contains(&block) {
+                                return Err(c.bad(format!("pigz job size {block} out of range ({} to {})", repigz::BLOCK_MIN, repigz::BLOCK_MAX)));
+                            }
+                            let plain_len = c.varint("pigz plain length")?;
+                            let zlib = c.zlib_version()?;
+                            GzBody::Pigz(PigzReplay { level, block: block as u32, plain_len, zlib })
                         }
                         k => return Err(c.bad(format!("unknown gzip body kind {k}"))),
                     };
@@ -324,6 +351,18 @@ impl Cursor<'_> {
             pieces.push(Piece { plain_len, corrections });
         }
         Ok(pieces)
+    }
+    /// A zlib version string: length, then at most `ZLIB_VERSION_MAX` printable bytes.
+    fn zlib_version(&mut self) -> Result<String> {
+        let vlen = self.varint("zlib version length")?;
+        if vlen > ZLIB_VERSION_MAX {
+            return Err(self.bad(format!("zlib version of {vlen} bytes (at most {ZLIB_VERSION_MAX})")));
+        }
+        let v = self.bytes(vlen, "zlib version")?;
+        if !v.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(self.bad("zlib version is not printable ASCII".into()));
+        }
+        Ok(String::from_utf8_lossy(v).into_owned())
     }
     /// A zlib replay's seams: count, then per seam the plain and body offsets (as steps from the
     /// seam before), the primed bit count and bits. Seams are at least `SEAM_MIN` plain bytes
@@ -884,6 +923,39 @@ mod tests {
             } else {
                 assert!(a.why_not.is_some(), "flip at {at}");
             }
+        }
+    }
+
+    #[test]
+    fn pigz_records_round_trip_and_bad_ones_are_refused() {
+        let rec = Rebuild::Gzip {
+            members: vec![GzMember {
+                header: vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3],
+                body: GzBody::Pigz(PigzReplay { level: 6, block: repigz::BLOCK, plain_len: 1_000_000, zlib: "1.3.1".into() }),
+                trailer: [0; 8],
+            }],
+        };
+        let mut enc = Vec::new();
+        rec.encode(&mut enc);
+        assert_eq!(Rebuild::decode(&enc, "t").unwrap(), rec);
+        for n in 0..enc.len() {
+            assert!(Rebuild::decode(&enc[..n], "t").is_err(), "{n}");
+        }
+        let member = |body: &[u8]| {
+            let mut b = vec![FORMAT, TAG_GZIP_BODIES, 1, 10, 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+            b.extend_from_slice(body);
+            b.extend_from_slice(&[0; 8]);
+            b
+        };
+        let mut small = vec![BODY_PIGZ, 6];
+        put_varint(&mut small, u64::from(repigz::BLOCK_MIN) - 1);
+        small.extend_from_slice(&[0, 0]);
+        let mut big = vec![BODY_PIGZ, 6];
+        put_varint(&mut big, u64::from(repigz::BLOCK_MAX) + 1);
+        big.extend_from_slice(&[0, 0]);
+        for (body, want) in [(vec![BODY_PIGZ, 0, 0x80, 0x80, 0x08, 0, 0], "pigz level 0"), (small, "job size"), (big, "job size")] {
+            let e = Rebuild::decode(&member(&body), "layer x").unwrap_err().to_string();
+            assert!(e.starts_with("layer x: exact-rebuild record:") && e.contains(want), "{body:?}: {e}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod exact;
 pub mod gunzip;
 pub mod hint;
 mod regzip;
+mod repigz;
 mod rezlib;
 mod rezstd;
 mod segments;

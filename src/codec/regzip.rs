@@ -6,7 +6,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use preflate_rs::{ExitCode, HashAlgorithm, PreflateConfig, PreflateStreamProcessor, RecreateStreamProcessor};
 
-use super::exact::{Analysis, GzBody, GzMember, Out, Piece, Rebuild, Window, ZlibReplay, expect_plain_end, read_plain};
+use super::exact::{Analysis, GzBody, GzMember, Out, Piece, PigzReplay, Rebuild, Window, ZlibReplay, expect_plain_end, read_plain};
+use super::repigz;
 use super::rezlib::{self, Fail};
 use crate::error::{Error, Result};
 
@@ -61,6 +62,16 @@ enum Stop {
 impl From<Error> for Stop {
     fn from(e: Error) -> Self {
         Stop::Err(e)
+    }
+}
+
+impl From<Fail> for Stop {
+    fn from(f: Fail) -> Self {
+        match f {
+            Fail::No(why) => Stop::No(why),
+            Fail::Diverged(why) => Stop::Diverged(why),
+            Fail::Err(e) => Stop::Err(e),
+        }
     }
 }
 
@@ -124,15 +135,19 @@ fn member(w: &mut Window, plain: &mut dyn FnMut(&[u8]) -> Result<()>, zlib: &mut
 
     if replay && let Some((level, mem_level)) = rezlib::probe(w, header[8])? {
         let mut crc = flate2::Crc::new();
-        let (plain_len, seams) = match rezlib::body(w, (level, mem_level), SEAM_EVERY, plain, &mut crc) {
-            Ok(n) => n,
-            Err(Fail::No(why)) => return Err(Stop::No(why)),
-            Err(Fail::Diverged(why)) => return Err(Stop::Diverged(why)),
-            Err(Fail::Err(e)) => return Err(Stop::Err(e)),
-        };
+        let (plain_len, seams) = rezlib::body(w, (level, mem_level), SEAM_EVERY, plain, &mut crc)?;
         zlib.get_or_insert(true);
         let trailer = trailer(w, &crc)?;
         let body = GzBody::Zlib(ZlibReplay { level: level as u8, mem_level: mem_level as u8, plain_len, zlib: rezlib::version(), seams });
+        return Ok(GzMember { header, body, trailer });
+    }
+
+    if replay && let Some(level) = repigz::probe(w, header[8])? {
+        let mut crc = flate2::Crc::new();
+        let plain_len = repigz::body(w, level, plain, &mut crc)?;
+        zlib.get_or_insert(true);
+        let trailer = trailer(w, &crc)?;
+        let body = GzBody::Pigz(PigzReplay { level: level as u8, block: repigz::BLOCK, plain_len, zlib: rezlib::version() });
         return Ok(GzMember { header, body, trailer });
     }
 
@@ -220,6 +235,35 @@ fn replay(z: &ZlibReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mu
     }
 }
 
+/// pigz's jobs replayed one after another; returns the deflate bytes written.
+fn replay_pigz(p: &PigzReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, what: &str) -> Result<u64> {
+    let block = p.block as usize;
+    let named = |e: Error| Error::Other(format!("{what}: pigz replay: {e}"));
+    // The 32 KiB before the job, then the job.
+    let mut held: Vec<u8> = Vec::with_capacity(block + (32 << 10));
+    let mut dict = 0usize;
+    let mut left = p.plain_len;
+    let mut deflated = Vec::new();
+    let mut written = 0u64;
+    loop {
+        let n = left.min(block as u64) as usize;
+        held.resize(dict + n, 0);
+        read_plain(plain, &mut held[dict..], what)?;
+        crc.update(&held[dict..]);
+        left -= n as u64;
+        deflated.clear();
+        repigz::job(i32::from(p.level), &held[..dict], &held[dict..], left > 0, &mut deflated).map_err(named)?;
+        out.put(&deflated)?;
+        written += deflated.len() as u64;
+        if left == 0 {
+            return Ok(written);
+        }
+        let keep = held.len().saturating_sub(32 << 10);
+        held.drain(..keep);
+        dict = held.len();
+    }
+}
+
 /// The preflate-rs pieces re-deflated from their plain bytes; returns the deflate bytes written.
 /// `member` names the member in errors.
 fn recreate(pieces: &[Piece], plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, buf: &mut Vec<u8>, member: &str) -> Result<u64> {
@@ -283,6 +327,7 @@ pub(super) fn rebuild(members: &[GzMember], plain: &mut dyn std::io::Read, out: 
         let mut crc = flate2::Crc::new();
         written += match &m.body {
             GzBody::Zlib(z) => replay(z, plain, &mut out, &mut crc, &mut buf, what)?,
+            GzBody::Pigz(p) => replay_pigz(p, plain, &mut out, &mut crc, what)?,
             GzBody::Pieces(p) => recreate(p, plain, &mut out, &mut crc, &mut buf, &format!("{what}: gzip member {}", i + 1))?,
         };
         if trailer_of(&crc) != m.trailer {

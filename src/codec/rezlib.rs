@@ -41,6 +41,11 @@ pub fn version() -> String {
     unsafe { std::ffi::CStr::from_ptr(z::zlibVersion()) }.to_string_lossy().into_owned()
 }
 
+// zlib has had it since 1.2.5.2; libz-sys leaves it out of its bindings.
+unsafe extern "C" {
+    fn deflatePending(strm: z::z_streamp, pending: *mut std::os::raw::c_uint, bits: *mut c_int) -> c_int;
+}
+
 /// A raw deflate stream of the linked zlib (windowBits -15, default strategy).
 pub struct Deflater {
     s: Box<MaybeUninit<z::z_stream>>,
@@ -105,6 +110,43 @@ impl Deflater {
     /// (everything buffered is written, then the final block).
     pub fn run(&mut self, input: &[u8], finish: bool, out: &mut Vec<u8>) -> Result<()> {
         self.run_with(input, if finish { z::Z_FINISH } else { z::Z_NO_FLUSH }, out)
+    }
+
+    /// One `deflateSetDictionary` call with all of `dict` (a whole window or more replaces the
+    /// history, as pigz's jobs do).
+    pub fn set_dictionary(&mut self, dict: &[u8]) -> Result<()> {
+        // SAFETY: initialised in `new`, before any deflate call; `dict` is live for the call.
+        let r = unsafe { z::deflateSetDictionary(self.s.as_mut_ptr(), dict.as_ptr(), dict.len() as z::uInt) };
+        if r != z::Z_OK {
+            return Err(Error::Other(format!("zlib: deflateSetDictionary failed ({r})")));
+        }
+        Ok(())
+    }
+
+    /// Ends the open block where it is (`Z_BLOCK`); its last bits stay pending.
+    pub fn end_block(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        self.run_with(&[], z::Z_BLOCK, out)
+    }
+
+    /// How many bits are written but not yet a whole byte (`deflatePending`).
+    pub fn pending_bits(&mut self) -> Result<i32> {
+        let mut bits: c_int = 0;
+        // SAFETY: initialised in `new`; zlib allows a null `pending` pointer.
+        let r = unsafe { deflatePending(self.s.as_mut_ptr(), std::ptr::null_mut(), &mut bits) };
+        if r != z::Z_OK {
+            return Err(Error::Other(format!("zlib: deflatePending failed ({r})")));
+        }
+        Ok(bits)
+    }
+
+    /// Inserts `bits` bits of `value` into the output (`deflatePrime`).
+    pub fn prime(&mut self, bits: i32, value: i32) -> Result<()> {
+        // SAFETY: initialised in `new`; zlib checks the bit count.
+        let r = unsafe { z::deflatePrime(self.s.as_mut_ptr(), bits, value) };
+        if r != z::Z_OK {
+            return Err(Error::Other(format!("zlib: deflatePrime failed ({r})")));
+        }
+        Ok(())
     }
 
     /// Everything buffered written out (`Z_SYNC_FLUSH`: the open block ends, an empty stored
