@@ -8,6 +8,7 @@ use preflate_rs::{ExitCode, HashAlgorithm, PreflateConfig, PreflateStreamProcess
 
 use super::exact::{Analysis, GzBody, GzMember, Out, Piece, PigzReplay, Rebuild, Window, ZlibReplay, expect_plain_end, read_plain};
 use super::repigz;
+use super::segments::{self, Layout};
 use super::rezlib::{self, Fail};
 use crate::error::{Error, Result};
 
@@ -213,7 +214,7 @@ fn trailer(w: &mut Window, crc: &flate2::Crc) -> Result<[u8; 8], Stop> {
 /// One zlib pass over the member's `plain_len` plain bytes; returns the deflate bytes written.
 fn replay(z: &ZlibReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, buf: &mut Vec<u8>, what: &str) -> Result<u64> {
     if !z.seams.is_empty() {
-        return super::segments::replay(z, plain, out, crc, what);
+        return segments::replay(z.level, z.mem_level, z.plain_len, Layout::Seams(&z.seams), plain, out, crc);
     }
     let mut zs = rezlib::Deflater::new(i32::from(z.level), i32::from(z.mem_level)).map_err(|e| Error::Other(format!("{what}: {e}")))?;
     let mut left = z.plain_len;
@@ -232,35 +233,6 @@ fn replay(z: &ZlibReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mu
         if left == 0 {
             return Ok(written);
         }
-    }
-}
-
-/// pigz's jobs replayed one after another; returns the deflate bytes written.
-fn replay_pigz(p: &PigzReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, what: &str) -> Result<u64> {
-    let block = p.block as usize;
-    let named = |e: Error| Error::Other(format!("{what}: pigz replay: {e}"));
-    // The 32 KiB before the job, then the job.
-    let mut held: Vec<u8> = Vec::with_capacity(block + (32 << 10));
-    let mut dict = 0usize;
-    let mut left = p.plain_len;
-    let mut deflated = Vec::new();
-    let mut written = 0u64;
-    loop {
-        let n = left.min(block as u64) as usize;
-        held.resize(dict + n, 0);
-        read_plain(plain, &mut held[dict..], what)?;
-        crc.update(&held[dict..]);
-        left -= n as u64;
-        deflated.clear();
-        repigz::job(i32::from(p.level), &held[..dict], &held[dict..], left > 0, &mut deflated).map_err(named)?;
-        out.put(&deflated)?;
-        written += deflated.len() as u64;
-        if left == 0 {
-            return Ok(written);
-        }
-        let keep = held.len().saturating_sub(32 << 10);
-        held.drain(..keep);
-        dict = held.len();
     }
 }
 
@@ -327,7 +299,8 @@ pub(super) fn rebuild(members: &[GzMember], plain: &mut dyn std::io::Read, out: 
         let mut crc = flate2::Crc::new();
         written += match &m.body {
             GzBody::Zlib(z) => replay(z, plain, &mut out, &mut crc, &mut buf, what)?,
-            GzBody::Pigz(p) => replay_pigz(p, plain, &mut out, &mut crc, what)?,
+            // pigz's jobs on every core, as the segments between seams are.
+            GzBody::Pigz(p) => segments::replay(p.level, 8, p.plain_len, Layout::Pigz(u64::from(p.block)), plain, &mut out, &mut crc)?,
             GzBody::Pieces(p) => recreate(p, plain, &mut out, &mut crc, &mut buf, &format!("{what}: gzip member {}", i + 1))?,
         };
         if trailer_of(&crc) != m.trailer {

@@ -14,9 +14,10 @@ use crate::error::Result;
 
 /// pigz's default job size (`-b 128`): the only one tried.
 pub const BLOCK: u32 = 128 << 10;
-/// The job sizes a record may name (pigz's `-b` is in KiB, from 32): bounds a rebuild's memory.
+/// The job sizes a record may name (pigz's `-b` is in KiB, from 32): bounds a rebuild's memory
+/// (a rebuild hands whole jobs to its workers).
 pub const BLOCK_MIN: u32 = 32 << 10;
-pub const BLOCK_MAX: u32 = 16 << 20;
+pub const BLOCK_MAX: u32 = 8 << 20;
 /// The dictionary each job after the first gets.
 const DICT: usize = 32 << 10;
 /// Jobs the probe replays, at most.

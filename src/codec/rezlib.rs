@@ -663,11 +663,11 @@ mod tests {
     }
 
     fn rebuild_of(data: &[u8], c: (i32, i32), seams: Vec<Seam>) -> Result<Vec<u8>> {
-        let z = super::super::exact::ZlibReplay { level: c.0 as u8, mem_level: c.1 as u8, plain_len: data.len() as u64, zlib: version(), seams };
+        use super::super::segments::{Layout, replay};
         let mut rebuilt = Vec::new();
         let mut out = super::super::exact::Out { out: &mut rebuilt, what: "test" };
         let mut crc = Crc::new();
-        super::super::segments::replay(&z, &mut &data[..], &mut out, &mut crc, "test")?;
+        replay(c.0 as u8, c.1 as u8, data.len() as u64, Layout::Seams(&seams), &mut &data[..], &mut out, &mut crc)?;
         let mut want = Crc::new();
         want.update(data);
         assert_eq!(crc.sum(), want.sum());

@@ -1,6 +1,7 @@
-//! Rebuilding a zlib-replayed deflate body that has seams (`rezlib::Seam`) on several cores: the
-//! plain text is read once, in order, and cut into segments; each segment is re-deflated by its
-//! own fresh deflater on a worker thread; the outputs are written back in order. Segment jobs in
+//! Rebuilding a replayed deflate body that comes in independent segments on several cores: a
+//! zlib replay with seams (`rezlib::Seam`) or pigz's jobs (`repigz`). The plain text is read
+//! once, in order, and cut into segments; each segment is re-deflated by its own fresh deflater
+//! on a worker thread; the outputs are written back in order. Segment jobs in
 //! flight are capped across the whole process (one per core), so memory stays bounded however
 //! many layers rebuild at once.
 use std::collections::BTreeMap;
@@ -8,8 +9,9 @@ use std::io::Read;
 use std::sync::mpsc;
 use std::sync::{Condvar, Mutex};
 
-use super::exact::{Out, ZlibReplay, read_plain};
-use super::rezlib::{Deflater, HISTORY, MARGIN, history_start};
+use super::exact::{Out, read_plain};
+use super::repigz;
+use super::rezlib::{Deflater, HISTORY, MARGIN, Seam, history_start};
 use crate::error::{Error, Result};
 
 /// One segment's work: its plain text with the dictionary in front (`dict` bytes of it) and the
@@ -21,7 +23,21 @@ struct Job {
     bits: u8,
     value: u8,
     take: Option<u64>,
+    /// A pigz job (and whether jobs follow) rather than a segment between seams.
+    pigz_more: Option<bool>,
 }
+
+/// How a body is cut into segments.
+#[derive(Clone, Copy)]
+pub(super) enum Layout<'a> {
+    /// A zlib replay's seams.
+    Seams(&'a [Seam]),
+    /// pigz's jobs of this many plain bytes, each with the 32 KiB before it as its dictionary.
+    Pigz(u64),
+}
+
+/// The dictionary a pigz job after the first gets.
+const PIGZ_DICT: u64 = 32 << 10;
 
 /// Segment jobs in flight in the whole process.
 struct Slots {
@@ -55,11 +71,14 @@ impl Slots {
     }
 }
 
-/// Re-deflates the body from its plain text `plain` (updating `crc`), segment by segment on up to
-/// one thread per core, into `out`; returns the body bytes written.
-pub(super) fn replay(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &mut flate2::Crc, what: &str) -> Result<u64> {
-    let (level, mem_level) = (i32::from(z.level), i32::from(z.mem_level));
-    let n = z.seams.len() + 1;
+/// Re-deflates the body of `plain_len` plain bytes from `plain` (updating `crc`), segment by
+/// segment on up to one thread per core, into `out` (whose `what` names the blob in errors);
+/// returns the body bytes written.
+pub(super) fn replay(level: u8, mem_level: u8, plain_len: u64, layout: Layout, plain: &mut dyn Read, out: &mut Out, crc: &mut flate2::Crc) -> Result<u64> {
+    let what = out.what;
+    let (level, mem_level) = (i32::from(level), i32::from(mem_level));
+    let f = Feed { layout, plain_len, plain, crc, what, held: Vec::new(), held_from: 0, read: 0 };
+    let n = f.count();
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
     let jobs_rx = Mutex::new(jobs_rx);
     let (done_tx, done_rx) = mpsc::channel::<(usize, Result<Vec<u8>>)>();
@@ -81,7 +100,7 @@ pub(super) fn replay(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &
             });
         }
         drop(done_tx);
-        let r = feed(z, plain, out, crc, what, &jobs_tx, &done_rx);
+        let r = feed(f, (level, mem_level), out, &jobs_tx, &done_rx);
         drop(jobs_tx);
         r
     })
@@ -90,6 +109,11 @@ pub(super) fn replay(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &
 /// One segment re-deflated: the bytes of the body it writes.
 fn segment(job: &Job, level: i32, mem_level: i32, what: &str) -> Result<Vec<u8>> {
     let named = |e: Error| Error::Other(format!("{what}: segment {} of the zlib replay: {e}", job.index + 1));
+    if let Some(more) = job.pigz_more {
+        let mut body = Vec::with_capacity(job.text.len() / 2 + (64 << 10));
+        repigz::job(level, &job.text[..job.dict], &job.text[job.dict..], more, &mut body).map_err(named)?;
+        return Ok(body);
+    }
     let mut zs = if job.index == 0 {
         Deflater::new(level, mem_level)
     } else {
@@ -121,9 +145,9 @@ fn segment(job: &Job, level: i32, mem_level: i32, what: &str) -> Result<Vec<u8>>
 const SEGMENT_MAX: u64 = 8 << 20;
 
 /// The reading and writing side: plain text in order, cut into jobs, outputs written in order.
-fn feed(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &mut flate2::Crc, what: &str, jobs: &mpsc::Sender<Job>, done: &mpsc::Receiver<(usize, Result<Vec<u8>>)>) -> Result<u64> {
-    let n = z.seams.len() + 1;
-    let mut f = Feed { z, plain, crc, what, held: Vec::new(), held_from: 0, read: 0 };
+fn feed(mut f: Feed, levels: (i32, i32), out: &mut Out, jobs: &mpsc::Sender<Job>, done: &mpsc::Receiver<(usize, Result<Vec<u8>>)>) -> Result<u64> {
+    let n = f.count();
+    let what = f.what;
     let mut sent = 0usize;
     let mut written = 0usize;
     let mut in_flight = 0usize;
@@ -132,16 +156,16 @@ fn feed(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &mut flate2::C
     let stopped = || Error::Other(format!("{what}: the zlib replay's workers stopped"));
     let result = (|| {
         while written < n {
-            if sent < n && written == sent && f.span(sent).1 - f.span(sent).0 > SEGMENT_MAX {
+            if sent < n && written == sent && f.too_long(sent) {
                 // A long segment, with everything before it written: stream it here.
-                total += f.stream(sent, out)?;
+                total += f.stream(sent, levels, out)?;
                 sent += 1;
                 written += 1;
                 continue;
             }
             // Hand out the next segment when a slot is free (waiting for one only when nothing of
             // ours is in flight, so two rebuilds never wait on each other's slots).
-            if sent < n && f.span(sent).1 - f.span(sent).0 <= SEGMENT_MAX && SLOTS.take(in_flight == 0) {
+            if sent < n && !f.too_long(sent) && SLOTS.take(in_flight == 0) {
                 in_flight += 1;
                 let job = f.job(sent)?;
                 jobs.send(job).map_err(|_| stopped())?;
@@ -173,7 +197,8 @@ fn feed(z: &ZlibReplay, plain: &mut dyn Read, out: &mut Out, crc: &mut flate2::C
 
 /// The plain text read so far that segments still need: `held` is plain[held_from..read).
 struct Feed<'a> {
-    z: &'a ZlibReplay,
+    layout: Layout<'a>,
+    plain_len: u64,
     plain: &'a mut dyn Read,
     crc: &'a mut flate2::Crc,
     what: &'a str,
@@ -183,15 +208,44 @@ struct Feed<'a> {
 }
 
 impl Feed<'_> {
+    /// How many segments the body has.
+    fn count(&self) -> usize {
+        match self.layout {
+            Layout::Seams(s) => s.len() + 1,
+            Layout::Pigz(b) => self.plain_len.div_ceil(b).max(1) as usize,
+        }
+    }
+
     /// Segment `i`'s plain text: from its seam to the next seam (or the end).
     fn span(&self, i: usize) -> (u64, u64) {
-        let z = self.z;
-        (if i == 0 { 0 } else { z.seams[i - 1].plain_at }, z.seams.get(i).map_or(z.plain_len, |s| s.plain_at))
+        match self.layout {
+            Layout::Seams(s) => (if i == 0 { 0 } else { s[i - 1].plain_at }, s.get(i).map_or(self.plain_len, |s| s.plain_at)),
+            Layout::Pigz(b) => (i as u64 * b, ((i as u64 + 1) * b).min(self.plain_len)),
+        }
+    }
+
+    /// Whether segment `i` is streamed here rather than handed to a worker (pigz jobs never are:
+    /// a record's job size is at most `repigz::BLOCK_MAX`, which is `SEGMENT_MAX`).
+    fn too_long(&self, i: usize) -> bool {
+        let (a, b) = self.span(i);
+        matches!(self.layout, Layout::Seams(_)) && b - a > SEGMENT_MAX
     }
 
     /// Where segment `i`'s deflater stops reading: `MARGIN` past its end, or the body's end.
     fn feed_end(&self, i: usize) -> u64 {
-        self.z.seams.get(i).map_or(self.z.plain_len, |s| s.plain_at + MARGIN)
+        match self.layout {
+            Layout::Seams(s) => s.get(i).map_or(self.plain_len, |s| s.plain_at + MARGIN),
+            Layout::Pigz(_) => self.span(i).1,
+        }
+    }
+
+    /// Where segment `i`'s dictionary starts.
+    fn dict_from(&self, i: usize) -> u64 {
+        let (start, _) = self.span(i);
+        match self.layout {
+            Layout::Seams(_) => history_start(start).min(start),
+            Layout::Pigz(_) => start.saturating_sub(PIGZ_DICT),
+        }
     }
 
     /// Reads plain text up to `to` into `held`.
@@ -208,42 +262,41 @@ impl Feed<'_> {
 
     /// Drops what segments after `i` do not need (the next one's dictionary on).
     fn done_with(&mut self, i: usize) {
-        if let Some(s) = self.z.seams.get(i) {
-            let keep = history_start(s.plain_at);
+        if i + 1 < self.count() {
+            let keep = self.dict_from(i + 1);
             self.held.drain(..(keep - self.held_from) as usize);
             self.held_from = keep;
         }
     }
 
-    /// Segment `i`'s primed bits and byte count, and where its dictionary starts.
-    fn shape(&self, i: usize) -> (u8, u8, Option<u64>, u64) {
-        let z = self.z;
-        let (start, _) = self.span(i);
-        let (bits, value, from) = if i == 0 { (0, 0, 0) } else { (z.seams[i - 1].bits, z.seams[i - 1].value, z.seams[i - 1].byte_at) };
-        let take = z.seams.get(i).map(|s| s.byte_at - from);
-        (bits, value, take, history_start(start).min(start))
+    /// Segment `i`'s primed bits and the body bytes that are its own (seams only).
+    fn shape(&self, i: usize) -> (u8, u8, Option<u64>) {
+        let Layout::Seams(s) = self.layout else { return (0, 0, None) };
+        let (bits, value, from) = if i == 0 { (0, 0, 0) } else { (s[i - 1].bits, s[i - 1].value, s[i - 1].byte_at) };
+        (bits, value, s.get(i).map(|s| s.byte_at - from))
     }
 
     fn job(&mut self, i: usize) -> Result<Job> {
         let (start, _) = self.span(i);
         let end = self.feed_end(i);
         self.read_to(end)?;
-        let (bits, value, take, dict_from) = self.shape(i);
-        let dict = if i == 0 { 0 } else { (start - dict_from) as usize };
+        let (bits, value, take) = self.shape(i);
+        let dict = (start - self.dict_from(i)) as usize;
         let from = (start - dict as u64 - self.held_from) as usize;
         let text = self.held[from..(end - self.held_from) as usize].to_vec();
         self.done_with(i);
-        Ok(Job { index: i, text, dict, bits, value, take })
+        let pigz_more = matches!(self.layout, Layout::Pigz(_)).then_some(i + 1 < self.count());
+        Ok(Job { index: i, text, dict, bits, value, take, pigz_more })
     }
 
     /// Re-deflates segment `i` while reading it, writing its bytes as they come; returns them.
-    fn stream(&mut self, i: usize, out: &mut Out) -> Result<u64> {
+    fn stream(&mut self, i: usize, (level, mem_level): (i32, i32), out: &mut Out) -> Result<u64> {
         let what = self.what;
         let named = |e: Error| Error::Other(format!("{what}: segment {} of the zlib replay: {e}", i + 1));
         let (start, _) = self.span(i);
         let end = self.feed_end(i);
-        let (bits, value, take, dict_from) = self.shape(i);
-        let (level, mem_level) = (i32::from(self.z.level), i32::from(self.z.mem_level));
+        let (bits, value, take) = self.shape(i);
+        let dict_from = self.dict_from(i);
         self.read_to(start)?;
         let mut zs = if i == 0 {
             Deflater::new(level, mem_level)
