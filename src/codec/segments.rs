@@ -1,5 +1,6 @@
 //! Rebuilding a replayed deflate body that comes in independent segments on several cores: a
-//! zlib replay with seams (`rezlib::Seam`) or pigz's jobs (`repigz`). The plain text is read
+//! zlib replay, cut at its seams (`rezlib::Seam`; one segment if it has none), or pigz's jobs
+//! (`repigz`). The plain text is read
 //! once, in order, and cut into segments; each segment is re-deflated by its own fresh deflater
 //! on a worker thread; the outputs are written back in order. Segment jobs in
 //! flight are capped across the whole process (one per core), so memory stays bounded however
@@ -127,11 +128,7 @@ fn segment(job: &Job, level: i32, mem_level: i32, what: &str) -> Result<Vec<u8>>
         Some(take) => {
             zs.sync(text, &mut body).map_err(named)?;
             if (body.len() as u64) < take {
-                return Err(Error::Other(format!(
-                    "{what}: segment {} of the zlib replay wrote {} bytes, not the {take} its record says (the record does not fit the plain stream)",
-                    job.index + 1,
-                    body.len()
-                )));
+                return Err(short(what, job.index, body.len() as u64, take));
             }
             body.truncate(take as usize);
         }
@@ -143,6 +140,11 @@ fn segment(job: &Job, level: i32, mem_level: i32, what: &str) -> Result<Vec<u8>>
 /// trials stopped, or a record that says so) is re-deflated here as it is read, after the
 /// segments before it are written, so memory never grows with a segment.
 const SEGMENT_MAX: u64 = 8 << 20;
+
+/// Segment `i` wrote `made` bytes where its record says `take`.
+fn short(what: &str, i: usize, made: u64, take: u64) -> Error {
+    Error::Other(format!("{what}: segment {} of the zlib replay wrote {made} bytes, not the {take} its record says (the record does not fit the plain stream)", i + 1))
+}
 
 /// The reading and writing side: plain text in order, cut into jobs, outputs written in order.
 fn feed(mut f: Feed, levels: (i32, i32), out: &mut Out, jobs: &mpsc::Sender<Job>, done: &mpsc::Receiver<(usize, Result<Vec<u8>>)>) -> Result<u64> {
@@ -166,9 +168,14 @@ fn feed(mut f: Feed, levels: (i32, i32), out: &mut Out, jobs: &mpsc::Sender<Job>
             // Hand out the next segment when a slot is free (waiting for one only when nothing of
             // ours is in flight, so two rebuilds never wait on each other's slots).
             if sent < n && !f.too_long(sent) && SLOTS.take(in_flight == 0) {
+                // The slot is ours until the job is in flight: a read that fails (a plain stream
+                // shorter than the record) gives it back, or the next rebuild waits forever.
+                let sending = f.job(sent).and_then(|job| jobs.send(job).map_err(|_| stopped()));
+                if let Err(e) = sending {
+                    SLOTS.give();
+                    return Err(e);
+                }
                 in_flight += 1;
-                let job = f.job(sent)?;
-                jobs.send(job).map_err(|_| stopped())?;
                 sent += 1;
                 continue;
             }
@@ -340,7 +347,7 @@ impl Feed<'_> {
         if let Some(t) = take
             && made < t
         {
-            return Err(Error::Other(format!("{what}: segment {} of the zlib replay wrote {made} bytes, not the {t} its record says (the record does not fit the plain stream)", i + 1)));
+            return Err(short(what, i, made, t));
         }
         self.done_with(i);
         Ok(made)
