@@ -848,24 +848,35 @@ mod tests {
         assert!(out != blob_a);
     }
 
+    /// A one-member kind 3 gzip record around `body` (a body kind and its fields).
+    fn gz_record(body: &[u8]) -> Vec<u8> {
+        let mut b = vec![FORMAT, TAG_GZIP_BODIES, 1, 10, 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+        b.extend_from_slice(body);
+        b.extend_from_slice(&[0; 8]);
+        b
+    }
+
+    /// Every truncation of a good record is refused by name; every byte flipped (by `flip`) is
+    /// refused or decoded, never a panic.
+    fn truncations_refused_flips_survived(enc: &[u8], flip: u8) {
+        for n in 0..enc.len() {
+            let e = Rebuild::decode(&enc[..n], "layer x").unwrap_err().to_string();
+            assert!(e.starts_with("layer x: exact-rebuild record:"), "{n}: {e}");
+        }
+        for i in 0..enc.len() {
+            let mut b = enc.to_vec();
+            b[i] ^= flip;
+            let _ = Rebuild::decode(&b, "l");
+        }
+    }
+
     #[test]
     fn decode_refuses_bad_zlib_replay_records() {
         let (rec, _) = record_of(&czlib_gz(&sample(100_000), 6, 8));
         let mut good = Vec::new();
         rec.encode(&mut good);
         assert_eq!(good[1], TAG_GZIP_BODIES);
-        for n in 0..good.len() {
-            let e = Rebuild::decode(&good[..n], "layer x").unwrap_err().to_string();
-            assert!(e.starts_with("layer x: exact-rebuild record:"), "{n}: {e}");
-        }
-        let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
-        let member = |body: &[u8]| {
-            let mut b = vec![FORMAT, TAG_GZIP_BODIES, 1, 10];
-            b.extend_from_slice(&header);
-            b.extend_from_slice(body);
-            b.extend_from_slice(&[0; 8]);
-            b
-        };
+        truncations_refused_flips_survived(&good, 0x5a);
         for (body, want) in [
             (&[7u8][..], "unknown gzip body kind 7"),
             (&[BODY_ZLIB, 0, 8, 0, 0], "out of range"),
@@ -873,13 +884,8 @@ mod tests {
             (&[BODY_ZLIB, 6, 8, 0, 33], "at most 32"),
             (&[BODY_ZLIB, 6, 8, 0, 2, b'1', 0], "not printable"),
         ] {
-            let e = Rebuild::decode(&member(body), "layer x").unwrap_err().to_string();
+            let e = Rebuild::decode(&gz_record(body), "layer x").unwrap_err().to_string();
             assert!(e.contains(want), "{body:?}: {e}");
-        }
-        for i in 0..good.len() {
-            let mut b = good.clone();
-            b[i] ^= 0x5a;
-            let _ = Rebuild::decode(&b, "l");
         }
     }
 
@@ -897,15 +903,7 @@ mod tests {
         let mut enc = Vec::new();
         rec.encode(&mut enc);
         assert_eq!(Rebuild::decode(&enc, "t").unwrap(), rec);
-        // Every truncation is refused, every flipped byte refused or decoded without a panic.
-        for n in 0..enc.len() {
-            assert!(Rebuild::decode(&enc[..n], "t").is_err(), "{n}");
-        }
-        for i in 0..enc.len() {
-            let mut b = enc.clone();
-            b[i] ^= 0x21;
-            let _ = Rebuild::decode(&b, "t");
-        }
+        truncations_refused_flips_survived(&enc, 0x21);
     }
 
     #[test]
@@ -938,15 +936,7 @@ mod tests {
         let mut enc = Vec::new();
         rec.encode(&mut enc);
         assert_eq!(Rebuild::decode(&enc, "t").unwrap(), rec);
-        for n in 0..enc.len() {
-            assert!(Rebuild::decode(&enc[..n], "t").is_err(), "{n}");
-        }
-        let member = |body: &[u8]| {
-            let mut b = vec![FORMAT, TAG_GZIP_BODIES, 1, 10, 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
-            b.extend_from_slice(body);
-            b.extend_from_slice(&[0; 8]);
-            b
-        };
+        truncations_refused_flips_survived(&enc, 0x21);
         let mut small = vec![BODY_PIGZ, 6];
         put_varint(&mut small, u64::from(repigz::BLOCK_MIN) - 1);
         small.extend_from_slice(&[0, 0]);
@@ -954,26 +944,22 @@ mod tests {
         put_varint(&mut big, u64::from(repigz::BLOCK_MAX) + 1);
         big.extend_from_slice(&[0, 0]);
         for (body, want) in [(vec![BODY_PIGZ, 0, 0x80, 0x80, 0x08, 0, 0], "pigz level 0"), (small, "job size"), (big, "job size")] {
-            let e = Rebuild::decode(&member(&body), "layer x").unwrap_err().to_string();
+            let e = Rebuild::decode(&gz_record(&body), "layer x").unwrap_err().to_string();
             assert!(e.starts_with("layer x: exact-rebuild record:") && e.contains(want), "{body:?}: {e}");
         }
     }
 
     #[test]
     fn decode_refuses_bad_zlib_seams() {
-        let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
         // A body of 1,000,000 plain bytes, no version string, then the seams given.
         let member = |seams: &[u64]| {
-            let mut b = vec![FORMAT, TAG_GZIP_BODIES, 1, 10];
-            b.extend_from_slice(&header);
-            b.extend_from_slice(&[BODY_ZLIB_SEAMS, 6, 8]);
+            let mut b = vec![BODY_ZLIB_SEAMS, 6, 8];
             put_varint(&mut b, 1_000_000);
             b.push(0);
             for v in seams {
                 put_varint(&mut b, *v);
             }
-            b.extend_from_slice(&[0; 8]);
-            b
+            gz_record(&b)
         };
         let min = SEAM_MIN;
         let good = member(&[2, min, 500, 3, 5, min, 400, 0, 0]);

@@ -211,31 +211,6 @@ fn trailer(w: &mut Window, crc: &flate2::Crc) -> Result<[u8; 8], Stop> {
     Ok(trailer)
 }
 
-/// One zlib pass over the member's `plain_len` plain bytes; returns the deflate bytes written.
-fn replay(z: &ZlibReplay, plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, buf: &mut Vec<u8>, what: &str) -> Result<u64> {
-    if !z.seams.is_empty() {
-        return segments::replay(z.level, z.mem_level, z.plain_len, Layout::Seams(&z.seams), plain, out, crc);
-    }
-    let mut zs = rezlib::Deflater::new(i32::from(z.level), i32::from(z.mem_level)).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-    let mut left = z.plain_len;
-    let mut deflated = Vec::with_capacity(1 << 20);
-    let mut written = 0u64;
-    loop {
-        let n = left.min(1 << 20) as usize;
-        buf.resize(n, 0);
-        read_plain(plain, buf, what)?;
-        crc.update(buf);
-        left -= n as u64;
-        deflated.clear();
-        zs.run(buf, left == 0, &mut deflated).map_err(|e| Error::Other(format!("{what}: {e}")))?;
-        out.put(&deflated)?;
-        written += deflated.len() as u64;
-        if left == 0 {
-            return Ok(written);
-        }
-    }
-}
-
 /// The preflate-rs pieces re-deflated from their plain bytes; returns the deflate bytes written.
 /// `member` names the member in errors.
 fn recreate(pieces: &[Piece], plain: &mut dyn std::io::Read, out: &mut Out, crc: &mut flate2::Crc, buf: &mut Vec<u8>, member: &str) -> Result<u64> {
@@ -298,8 +273,9 @@ pub(super) fn rebuild(members: &[GzMember], plain: &mut dyn std::io::Read, out: 
         written += m.header.len() as u64;
         let mut crc = flate2::Crc::new();
         written += match &m.body {
-            GzBody::Zlib(z) => replay(z, plain, &mut out, &mut crc, &mut buf, what)?,
-            // pigz's jobs on every core, as the segments between seams are.
+            // A zlib body is one segment, or several between its seams; pigz's jobs go the same
+            // way. Each on its own core.
+            GzBody::Zlib(z) => segments::replay(z.level, z.mem_level, z.plain_len, Layout::Seams(&z.seams), plain, &mut out, &mut crc)?,
             GzBody::Pigz(p) => segments::replay(p.level, 8, p.plain_len, Layout::Pigz(u64::from(p.block)), plain, &mut out, &mut crc)?,
             GzBody::Pieces(p) => recreate(p, plain, &mut out, &mut crc, &mut buf, &format!("{what}: gzip member {}", i + 1))?,
         };

@@ -1,8 +1,8 @@
 //! Exact gzip rebuild by replay: a deflate body that the zlib linked into this build (libz-sys,
 //! its bundled C zlib) re-encodes byte for byte at some level and memLevel. The parameters are
 //! found on the body's first MiBs (`probe`), then proven over the whole body while it streams
-//! (`body`: every re-encoded byte compared with the original); a rebuild is one deflate pass
-//! (`Deflater`). It needs no correction bytes and runs several times faster than preflate-rs,
+//! (`body`: every re-encoded byte compared with the original, and seams found); a rebuild is
+//! one deflate pass per segment between seams (`Deflater`, run by `segments`). It needs no correction bytes and runs several times faster than preflate-rs,
 //! so `regzip` tries it first and keeps preflate-rs for the other encoders.
 use std::mem::MaybeUninit;
 use std::os::raw::c_int;
@@ -73,23 +73,13 @@ impl Deflater {
     /// bits of `value` are already in its first output byte (the end of the block before).
     pub fn at_seam(level: i32, mem_level: i32, dict: &[u8], bits: u8, value: u8) -> Result<Deflater> {
         let mut d = Deflater::new(level, mem_level)?;
-        let sp = d.s.as_mut_ptr();
         // A dictionary of a whole window or more would replace the window (and restart it at 0),
         // so it goes in pieces shorter than one, each appended where the one before ended.
         for piece in dict.chunks(WSIZE as usize - 1) {
-            // SAFETY: initialised by `new`; raw deflate takes dictionaries and primed bits before
-            // its first deflate call; `piece` is live for the call and zlib copies it.
-            let r = unsafe { z::deflateSetDictionary(sp, piece.as_ptr(), piece.len() as z::uInt) };
-            if r != z::Z_OK {
-                return Err(Error::Other(format!("zlib: deflateSetDictionary failed ({r})")));
-            }
+            d.set_dictionary(piece)?;
         }
         if bits > 0 {
-            // SAFETY: as above; zlib checks `bits` (at most 16).
-            let r = unsafe { z::deflatePrime(sp, c_int::from(bits), c_int::from(value)) };
-            if r != z::Z_OK {
-                return Err(Error::Other(format!("zlib: deflatePrime failed ({r})")));
-            }
+            d.prime(i32::from(bits), i32::from(value))?;
         }
         Ok(d)
     }
@@ -456,10 +446,7 @@ pub(super) fn body(w: &mut Window, (level, mem_level): (i32, i32), seam_every: u
 
         if let Some(mut t) = trial.take() {
             out.clear();
-            let good = t.zs.run(&text, ended, &mut out).is_ok() && w.avail().len() as u64 >= t.next - (w.pos - base) + out.len() as u64 && {
-                let k = (t.next - (w.pos - base)) as usize;
-                w.avail()[k..k + out.len()] == out[..]
-            };
+            let good = t.zs.run(&text, ended, &mut out).is_ok() && check(w, base, t.next, &out, level, mem_level).is_ok();
             t.next += out.len() as u64;
             let fed_margin = plain_len >= t.seam.plain_at + MARGIN;
             if good && t.next > t.seam.byte_at + 1 && fed_margin && !ended && next <= t.seam.byte_at {
@@ -469,24 +456,20 @@ pub(super) fn body(w: &mut Window, (level, mem_level): (i32, i32), seam_every: u
                 out.clear();
                 ending.sync(&[], &mut out)?;
                 let want = (t.seam.byte_at - next) as usize;
-                let k = (next - (w.pos - base)) as usize;
-                if out.len() >= want && w.avail().get(k..k + want) == Some(&out[..want]) {
+                if out.len() >= want && check(w, base, next, &out[..want], level, mem_level).is_ok() {
                     seams.push(t.seam);
                     zs = t.zs;
                     next = t.next;
                     fails = 0;
                 } else {
                     fails += 1;
-                    resume(&mut zs, &t.held, w, base, &mut next, (level, mem_level))?;
+                    resume(&mut zs, &t.held, false, w, base, &mut next, (level, mem_level))?;
                 }
             } else if good && !ended && t.held.len() <= TRIAL_MAX {
                 trial = Some(t);
             } else {
                 fails += 1;
-                out.clear();
-                zs.run(&t.held, ended, &mut out)?;
-                check(w, base, next, &out, level, mem_level)?;
-                next += out.len() as u64;
+                resume(&mut zs, &t.held, ended, w, base, &mut next, (level, mem_level))?;
             }
         }
 
@@ -541,10 +524,11 @@ fn check(w: &Window, base: u64, next: u64, out: &[u8], level: i32, mem_level: i3
     Ok(())
 }
 
-/// A failed trial: the stream before the seam takes the plain text it was held back from.
-fn resume(zs: &mut Deflater, held: &[u8], w: &Window, base: u64, next: &mut u64, (level, mem_level): (i32, i32)) -> Result<(), Fail> {
+/// A failed trial: the stream before the seam takes the plain text it was held back from (and
+/// ends, with `finish`).
+fn resume(zs: &mut Deflater, held: &[u8], finish: bool, w: &Window, base: u64, next: &mut u64, (level, mem_level): (i32, i32)) -> Result<(), Fail> {
     let mut out = Vec::new();
-    zs.run(held, false, &mut out)?;
+    zs.run(held, finish, &mut out)?;
     check(w, base, *next, &out, level, mem_level)?;
     *next += out.len() as u64;
     Ok(())
